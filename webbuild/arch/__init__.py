@@ -1,0 +1,24 @@
+"""The architecture registry: HF `model_type` -> Architecture. Adding one is one file + one line."""
+
+from __future__ import annotations
+
+from ..errors import UnknownArchitectureError
+from . import llama
+from .base import Architecture
+
+REGISTRY: dict[str, Architecture] = {
+    "llama": llama.ARCH,
+}
+
+
+def get_architecture(model_type: str | None, where: str = "config.json: model_type") -> Architecture:
+    """Find the architecture for a checkpoint's `model_type`."""
+    for arch in REGISTRY.values():
+        if model_type in arch.hf_model_types:
+            return arch
+    known = sorted({t for a in REGISTRY.values() for t in a.hf_model_types})
+    raise UnknownArchitectureError(
+        f"architecture {model_type!r} is not supported",
+        where=where,
+        fix=f"supported model_type values: {', '.join(known)}",
+    )

@@ -1,0 +1,95 @@
+"""What every architecture module provides, and the helpers they share (config fields, weight maps)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import numpy as np
+from tvm.relax.frontend import nn
+
+from ..errors import ConfigError
+from ..quant.scheme import QuantScheme
+
+Combine = Callable[[list[np.ndarray]], np.ndarray]
+
+
+@dataclass(frozen=True)
+class WeightSource:
+    """How one float model weight is made from source tensors (by Hugging Face name)."""
+
+    sources: tuple[str, ...]
+    combine: Combine = staticmethod(lambda arrays: arrays[0])
+
+
+@dataclass
+class WeightMap:
+    """model float weight name -> WeightSource, plus the source tensors deliberately ignored."""
+
+    weights: dict[str, WeightSource]
+    unused: Callable[[str], bool] = staticmethod(lambda name: False)
+
+
+def concat_rows(arrays: list[np.ndarray]) -> np.ndarray:
+    """Fuse projections that read the same input into one (sum of rows, cols) weight."""
+    return np.concatenate(arrays, axis=0)
+
+
+@dataclass(frozen=True)
+class Architecture:
+    """A registry entry: parse a config, build the Relax model, map the weights."""
+
+    name: str
+    hf_model_types: tuple[str, ...]
+    parse_config: Callable[[dict, "BuildOptions"], Any]
+    build_model: Callable[[Any, QuantScheme], nn.Module]
+    weight_map: Callable[[Any], WeightMap]
+
+
+@dataclass(frozen=True)
+class BuildOptions:
+    """User choices that shape the compiled model (not the weights)."""
+
+    context_window: int | None = None
+    prefill_chunk: int = 512
+
+
+@dataclass
+class ConfigReader:
+    """Reads fields of a config dict with typed errors that name the file and field."""
+
+    raw: dict
+    where: str = "config.json"
+    _used: set = field(default_factory=set)
+
+    def require(self, key: str, kind: type = int):
+        if key not in self.raw or self.raw[key] is None:
+            raise ConfigError(
+                f"required field {key!r} is missing",
+                where=f"{self.where}: {key}",
+                fix=f"add {key!r} to {self.where} (see the model's original config)",
+            )
+        return self._check(key, self.raw[key], kind)
+
+    def get(self, key: str, default, kind: type = int):
+        value = self.raw.get(key)
+        if value is None:
+            return default
+        return self._check(key, value, kind)
+
+    def _check(self, key: str, value, kind: type):
+        if kind is float and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+            raise ConfigError(
+                f"field {key!r} should be {kind.__name__}, got {value!r}",
+                where=f"{self.where}: {key}",
+                fix=f"set {key!r} to a {kind.__name__}",
+            )
+        if kind in (int, float) and value <= 0 and key not in ("bos_token_id", "eos_token_id"):
+            raise ConfigError(
+                f"field {key!r} must be positive, got {value!r}",
+                where=f"{self.where}: {key}",
+                fix=f"set {key!r} to a positive value",
+            )
+        return value

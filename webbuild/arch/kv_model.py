@@ -1,0 +1,97 @@
+"""Shared pieces of KV-cache language models: the paged KV cache, the exported function spec."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from tvm import relax as rx
+from tvm import te
+from tvm.relax.frontend import nn
+from tvm.relax.frontend.nn import Tensor, op
+from tvm.relax.frontend.nn.llm.kv_cache import PagedKVCache, RopeMode, TIRPagedKVCache
+from tvm.target import Target
+
+
+@dataclass(frozen=True)
+class KVCacheSpec:
+    """Attention geometry and RoPE settings the paged KV cache kernels are generated for."""
+
+    num_layers: int
+    num_heads: int
+    num_kv_heads: int
+    head_dim: int
+    rope_theta: float
+    rope_scaling: dict | None
+    rotary_dim: int
+    rope_mode: RopeMode = RopeMode.NORMAL
+
+
+def create_kv_cache(spec: KVCacheSpec, dtype: str, max_batch_size, max_total_seq_len, prefill_chunk_size,
+                    page_size, support_sliding_window) -> PagedKVCache:
+    """A TIR paged KV cache; RoPE is applied to q and k inside the fused-qkv attention call."""
+    scaling = dict(spec.rope_scaling or {})
+    scale = 1.0
+    if scaling.get("rope_type", scaling.get("type")) == "linear":
+        scale = float(scaling.pop("factor"))
+        scaling = {}
+    return TIRPagedKVCache(
+        attn_kind="mha",
+        max_batch_size=max_batch_size,
+        max_total_seq_len=max_total_seq_len,
+        prefill_chunk_size=prefill_chunk_size,
+        page_size=page_size,
+        support_sliding_window=support_sliding_window,
+        layer_partition=rx.ShapeExpr([0, spec.num_layers]),
+        num_hidden_layers=spec.num_layers,
+        num_attention_heads=spec.num_heads,
+        num_key_value_heads=spec.num_kv_heads,
+        qk_head_dim=spec.head_dim,
+        v_head_dim=spec.head_dim,
+        mla_original_qk_head_dim=0,
+        mla_original_v_head_dim=0,
+        rope_mode=spec.rope_mode,
+        rope_scale=scale,
+        rope_theta=spec.rope_theta,
+        rope_scaling=scaling,
+        rope_ext_factors=rx.prim_value(0),
+        rotary_dim=spec.rotary_dim,
+        enable_disaggregation=False,
+        dtype=dtype,
+        target=Target.current(),
+    )
+
+
+def last_token(hidden: Tensor) -> Tensor:
+    """(b, seq, hidden) -> (b, 1, hidden): the last position, for last-token-only logits."""
+
+    def compute(x: te.Tensor):
+        b, seq, dim = x.shape
+        return te.compute((b, 1, dim), lambda i, _, k: x[i, seq - 1, k], name="last_token")
+
+    return op.tensor_expr_op(compute, "last_token", args=[hidden])
+
+
+def kv_model_spec(model: nn.Module, hidden_size: int, dtype: str) -> dict:
+    """The `export_tvm` spec of the four functions every KV-cache model exports."""
+    packed = {"param_mode": "packed", "effect_mode": "none"}
+    return {
+        "embed": {"input_ids": nn.spec.Tensor(["seq_len"], "int32"), "$": packed},
+        "prefill": {
+            "input_embed": nn.spec.Tensor([1, "seq_len", hidden_size], dtype),
+            "paged_kv_cache": nn.spec.Object(object_type=PagedKVCache),
+            "$": packed,
+        },
+        "decode": {
+            "input_embed": nn.spec.Tensor([1, 1, hidden_size], dtype),
+            "paged_kv_cache": nn.spec.Object(object_type=PagedKVCache),
+            "$": packed,
+        },
+        "create_paged_kv_cache": {
+            "max_batch_size": int,
+            "max_total_seq_len": int,
+            "prefill_chunk_size": int,
+            "page_size": int,
+            "support_sliding_window": int,
+            "$": {"param_mode": "none", "effect_mode": "none"},
+        },
+    }

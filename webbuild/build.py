@@ -1,0 +1,152 @@
+"""`webbuild build`: checkpoint -> compiled, quantized, sharded model folder, written atomically."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+
+from .arch import get_architecture
+from .arch.base import BuildOptions
+from .chat_config import make_chat_config
+from .compile.relax_build import TARGETS, export_cpu_library, lower
+from .errors import ConfigError, WebbuildError
+from .loaders import load_checkpoint
+from .progress import ProgressFn, event, silent
+from .quant.convert import convert_params, float_shapes
+from .quant.scheme import get_scheme
+from .shard.writer import DEFAULT_SHARD_BYTES, write_shards
+from .weights import check_coverage, float_reader
+
+
+
+@dataclass
+class BuildRequest:
+    """Everything `webbuild build` was asked to do."""
+
+    source: str
+    quantization: str
+    out: Path
+    target: str = "webgpu"
+    name: str | None = None
+    context_window: int | None = None
+    prefill_chunk: int = 512
+    link_opt: str = "O1"
+    shard_bytes: int = DEFAULT_SHARD_BYTES
+
+
+@dataclass
+class BuildResult:
+    folder: Path
+    files: dict[str, int]
+    bits_per_param: float
+    param_count: int
+    seconds: float
+
+
+def model_folder_name(model_id: str, quantization: str, target: str) -> str:
+    """The folder a build writes inside --out."""
+    suffix = "" if target == "webgpu" else f"-{target}"
+    return f"{model_id}-{quantization}{suffix}"
+
+
+def _validate(req: BuildRequest) -> None:
+    if req.target not in TARGETS:
+        raise ConfigError(f"unknown target {req.target!r}", where="--target", fix=f"use one of {', '.join(TARGETS)}")
+    if req.link_opt not in ("O0", "O1", "O2", "O3", "Os", "Oz"):
+        raise ConfigError(f"unknown link optimisation {req.link_opt!r}", where="--link-opt", fix="use O1 or O3")
+    get_scheme(req.quantization)
+
+
+def build(req: BuildRequest, progress: ProgressFn = silent) -> BuildResult:
+    """Run a whole build; the output folder appears only when everything succeeded."""
+    started = time.monotonic()
+    _validate(req)
+    scheme = get_scheme(req.quantization)
+    source_path, model_id = _resolve(req.source)
+    progress(event("load", str(source_path)))
+    checkpoint = load_checkpoint(source_path)
+    arch = get_architecture(checkpoint.config.get("model_type"))
+    config = arch.parse_config(checkpoint.config, BuildOptions(req.context_window, req.prefill_chunk))
+    wmap = arch.weight_map(config)
+    check_coverage(checkpoint, wmap)
+
+    out_root = Path(req.out)
+    out_root.mkdir(parents=True, exist_ok=True)
+    final = out_root / model_folder_name(req.name or model_id, scheme.name, req.target)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=out_root))
+    try:
+        progress(event("compile", arch.name))
+        lowered = lower(arch, config, scheme, req.target)
+        model_lib = "model.wasm" if req.target == "webgpu" else "model.so"
+        progress(event("link", model_lib))
+        if req.target == "webgpu":
+            from .compile.wasm_link import export_wasm
+
+            export_wasm(lowered.executable, tmp / model_lib, opt_level=req.link_opt, progress=progress)
+        else:
+            export_cpu_library(lowered.executable, tmp / model_lib)
+
+        names = [name for name, _, _ in lowered.params]
+        shapes = float_shapes(lowered.params)
+        param_count = sum(int(_prod(s)) for s in shapes.values())
+        read_float = float_reader(checkpoint, wmap, shapes)
+
+        def tensors():
+            for i, (name, array) in enumerate(convert_params(names, read_float, scheme)):
+                progress(event("weights", name, i + 1, len(names)))
+                yield name, array
+
+        metadata = {"quantization": scheme.name, "param_count": param_count}
+        cache = write_shards(tmp, tensors(), metadata, req.shard_bytes, progress)
+        bits = cache["total_bytes"] * 8 / max(param_count, 1)
+        for fname, data in checkpoint.tokenizer_files.items():
+            (tmp / fname).write_bytes(data)
+        chat = make_chat_config(model_id=req.name or model_id, arch_name=arch.name, config=config, scheme=scheme,
+                                target=req.target, checkpoint=checkpoint, cache=cache, bits_per_param=bits,
+                                source=str(source_path), model_lib=model_lib)
+        (tmp / "chat-config.json").write_text(json.dumps(chat, indent=1))
+        _replace(tmp, final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    files = {p.name: p.stat().st_size for p in sorted(final.iterdir())}
+    progress(event("done", str(final)))
+    return BuildResult(final, files, bits, param_count, time.monotonic() - started)
+
+
+def _resolve(source: str) -> tuple[Path, str]:
+    """A path as given, else a catalog name; returns (path, model id)."""
+    path = Path(source)
+    if path.exists():
+        return path, (path.stem if path.is_file() else path.resolve().name)
+    from . import catalog
+
+    return catalog.resolve_source(source), source
+
+
+def _prod(shape) -> int:
+    n = 1
+    for d in shape:
+        n *= int(d)
+    return n
+
+
+def _replace(tmp: Path, final: Path) -> None:
+    """Move the finished temp folder into place, replacing an older build of the same name."""
+    old = None
+    if final.exists():
+        if not final.is_dir():
+            raise WebbuildError("output path exists and is not a folder", where=str(final),
+                                fix="remove it or choose another --out")
+        old = final.with_name(f".{final.name}.old-{os.getpid()}")
+        final.rename(old)
+    tmp.chmod(0o755)
+    tmp.rename(final)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)

@@ -1,0 +1,117 @@
+"""Builds `chat-config.json`: everything the browser runtime needs to know about a model folder."""
+
+from __future__ import annotations
+
+import json
+
+import tvm
+
+from . import __version__
+from .errors import CorruptFileError
+from .loaders.checkpoint import Checkpoint
+from .quant.scheme import QuantScheme
+
+FORMAT = "webbuild-chat-config/1"
+DEFAULT_SAMPLING = {"temperature": 0.7, "top_p": 0.95, "repetition_penalty": 1.0,
+                    "frequency_penalty": 0.0, "presence_penalty": 0.0}
+PAGE_SIZE = 16
+MIB = 1024 * 1024
+
+
+def _token_text(value) -> str | None:
+    if isinstance(value, dict):
+        return value.get("content")
+    return value if isinstance(value, str) else None
+
+
+def _as_list(value) -> list[int]:
+    if value is None:
+        return []
+    return [int(v) for v in (value if isinstance(value, list) else [value])]
+
+
+def special_tokens(checkpoint: Checkpoint) -> dict:
+    """bos / eos / stop ids and stop strings from the tokenizer files and the model configs."""
+    try:
+        tok = json.loads(checkpoint.tokenizer_files["tokenizer.json"])
+        tok_cfg = json.loads(checkpoint.tokenizer_files.get("tokenizer_config.json", b"{}"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise CorruptFileError(f"tokenizer file is not valid JSON ({err})", where=str(checkpoint.source),
+                               fix="restore tokenizer.json / tokenizer_config.json from the original model") from None
+    by_text = {t["content"]: t["id"] for t in tok.get("added_tokens", [])}
+    by_text.update({k: v for k, v in tok.get("model", {}).get("vocab", {}).items() if k in
+                    {_token_text(tok_cfg.get("bos_token")), _token_text(tok_cfg.get("eos_token"))}})
+    id_to_text = {v: k for k, v in by_text.items()}
+    gen, cfg = checkpoint.generation_config, checkpoint.config
+    bos = gen.get("bos_token_id", cfg.get("bos_token_id", by_text.get(_token_text(tok_cfg.get("bos_token")))))
+    eos = _as_list(gen.get("eos_token_id", cfg.get("eos_token_id")))
+    eos_text = _token_text(tok_cfg.get("eos_token"))
+    if eos_text in by_text and by_text[eos_text] not in eos:
+        eos.append(by_text[eos_text])
+    stop_strings = sorted({id_to_text[i] for i in eos if i in id_to_text})
+    return {"bos_token_id": bos, "eos_token_ids": eos, "stop_token_ids": list(eos), "stop_strings": stop_strings,
+            "add_bos_token": bool(tok_cfg.get("add_bos_token", False))}
+
+
+def sampling_defaults(checkpoint: Checkpoint) -> dict:
+    """Default sampling parameters: generation_config.json values where given."""
+    sampling = dict(DEFAULT_SAMPLING)
+    for key in ("temperature", "top_p", "repetition_penalty"):
+        if isinstance(checkpoint.generation_config.get(key), (int, float)):
+            sampling[key] = float(checkpoint.generation_config[key])
+    return sampling
+
+
+def memory_estimate(config, scheme: QuantScheme, param_bytes: int, largest_param: int) -> dict:
+    """Device memory needed: weights + KV cache + a bound on the prefill activations."""
+    dsize = 2 if scheme.dtype == "float16" else 4
+    pages = -(-config.context_window // PAGE_SIZE)
+    kv_layer = 2 * config.num_key_value_heads * config.head_dim * pages * PAGE_SIZE * dsize
+    kv_bytes = kv_layer * config.num_hidden_layers
+    widest = max(config.hidden_size * 3, 2 * config.intermediate_size,
+                 (config.num_attention_heads + 2 * config.num_key_value_heads) * config.head_dim)
+    activation = config.prefill_chunk * widest * dsize * 4 + config.vocab_size * 4
+    return {
+        "params_bytes": param_bytes,
+        "kv_cache_bytes": kv_bytes,
+        "activation_bytes_estimate": activation,
+        "total_bytes_estimate": param_bytes + kv_bytes + activation,
+        "largest_buffer_bytes": max(largest_param, kv_layer, activation),
+    }
+
+
+def webgpu_requirements(scheme: QuantScheme, memory: dict) -> dict:
+    """Features and limits to request from the WebGPU adapter."""
+    binding = max(memory["largest_buffer_bytes"], 128 * MIB)
+    return {
+        "required_features": ["shader-f16"] if scheme.needs_shader_f16 else [],
+        "required_limits": {"maxStorageBufferBindingSize": binding, "maxBufferSize": binding},
+    }
+
+
+def make_chat_config(*, model_id: str, arch_name: str, config, scheme: QuantScheme, target: str,
+                     checkpoint: Checkpoint, cache: dict, bits_per_param: float, source: str,
+                     model_lib: str) -> dict:
+    """The full chat-config.json document."""
+    largest = max((r["nbytes"] for r in cache["records"]), default=0)
+    memory = memory_estimate(config, scheme, cache["total_bytes"], largest)
+    return {
+        "format": FORMAT,
+        "model_id": model_id,
+        "architecture": arch_name,
+        "quantization": scheme.name,
+        "target": target,
+        "model_lib": model_lib,
+        "tensor_cache": "tensor-cache.json",
+        "context_window_size": config.context_window,
+        "prefill_chunk_size": config.prefill_chunk,
+        "vocab_size": config.vocab_size,
+        "tokenizer_files": sorted(checkpoint.tokenizer_files),
+        **special_tokens(checkpoint),
+        "chat_template": checkpoint.chat_template,
+        "sampling": sampling_defaults(checkpoint),
+        "webgpu": webgpu_requirements(scheme, memory),
+        "memory": memory,
+        "build": {"webbuild_version": __version__, "tvm_version": tvm.__version__, "source": source,
+                  "bits_per_param": round(bits_per_param, 3)},
+    }

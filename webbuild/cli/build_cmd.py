@@ -1,0 +1,50 @@
+"""`python -m webbuild build`: argument parsing and the printed summary; the work is in webbuild.build."""
+
+from __future__ import annotations
+
+import argparse
+
+from ..compile.relax_build import TARGETS
+from ..quant.scheme import SCHEMES
+from ..shard.writer import DEFAULT_SHARD_BYTES
+
+DEFAULT_OUT = "out/models"
+
+
+def register(sub) -> None:
+    p = sub.add_parser("build", help="compile a checkpoint into a browser model folder",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("source", help="Hugging Face folder, .gguf file, or catalog name (see models/)")
+    p.add_argument("--quantization", "-q", default=None, help=f"one of {', '.join(SCHEMES)} "
+                   "(default: the catalog recipe's, else q4f32_1)")
+    p.add_argument("--out", "-o", default=DEFAULT_OUT, help="folder that receives the model folder")
+    p.add_argument("--target", choices=TARGETS, default="webgpu",
+                   help="webgpu: model.wasm for the browser; cpu: model.so for Python checks")
+    p.add_argument("--name", default=None, help="model id (default: catalog name or source file name)")
+    p.add_argument("--context-window", type=int, default=None, help="max tokens (default: model's, capped 4096)")
+    p.add_argument("--prefill-chunk", type=int, default=512, help="max tokens per prefill call")
+    p.add_argument("--link-opt", default="O1", help="emscripten link optimisation: O1 fast, O3 release")
+    p.add_argument("--shard-mb", type=int, default=DEFAULT_SHARD_BYTES >> 20, help="max shard size in MiB")
+    p.set_defaults(run=run)
+
+
+def run(args) -> int:
+    from ..build import BuildRequest, build
+    from ..progress import TerminalProgress
+
+    req = BuildRequest(source=args.source, quantization=args.quantization, out=args.out, target=args.target,
+                       name=args.name, context_window=args.context_window, prefill_chunk=args.prefill_chunk,
+                       link_opt=args.link_opt, shard_bytes=args.shard_mb << 20)
+    progress = TerminalProgress()
+    try:
+        result = build(req, progress)
+    finally:
+        progress.close()
+    total = sum(result.files.values())
+    print(f"wrote {result.folder}")
+    for name, size in result.files.items():
+        print(f"  {name:32s} {size / 1e6:10.2f} MB")
+    print(f"  {'total':32s} {total / 1e6:10.2f} MB")
+    print(f"{result.param_count / 1e6:.1f}M parameters, {result.bits_per_param:.2f} bits per parameter, "
+          f"{result.seconds:.1f} s")
+    return 0

@@ -1,0 +1,69 @@
+"""Lowers an architecture's Relax model for a target and compiles it with TVM.
+
+Targets: "webgpu" (WGSL kernels + wasm32 host code, linked into model.wasm) and "cpu" (the host
+CPU through LLVM; model.so, run from Python by `webbuild.runner` for parity tests).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+import tvm
+from tvm import relax as rx
+from tvm.target import Target
+
+from ..arch.base import Architecture
+from ..quant.scheme import QuantScheme
+
+TARGETS = ("webgpu", "cpu")
+WASM_TRIPLE = "wasm32-unknown-unknown-wasm"
+
+
+def make_target(name: str) -> Target:
+    """The TVM target for a webbuild target name."""
+    if name == "webgpu":
+        return Target({"kind": "webgpu"}, host={"kind": "llvm", "mtriple": WASM_TRIPLE})
+    return Target({"kind": "llvm"})
+
+
+@dataclass
+class LoweredModel:
+    """The compiled executable and the parameters it expects, in call order."""
+
+    executable: object
+    params: list[tuple[str, tuple[int, ...], str]]  # (name, shape, dtype)
+    metadata: dict
+
+
+def _with_metadata(mod: tvm.IRModule, metadata: dict) -> tvm.IRModule:
+    """Add `_metadata()`, a Relax function returning the model's metadata as a JSON string."""
+    bb = rx.BlockBuilder(mod)
+    with bb.function("_metadata", params=[]):
+        bb.emit_func_output(tvm.ir.StringImm(json.dumps(metadata, sort_keys=True)))
+    return bb.get()
+
+
+def lower(arch: Architecture, config, scheme: QuantScheme, target_name: str) -> LoweredModel:
+    """Build the nn.Module, export its Relax functions and compile them for the target."""
+    target = make_target(target_name)
+    with target:
+        model = arch.build_model(config, scheme)
+        mod, named_params = model.export_tvm(spec=model.get_default_spec())
+    params = [(name, tuple(int(d) for d in p.shape), p.dtype) for name, p in named_params]
+    metadata = {
+        "architecture": arch.name,
+        "quantization": scheme.name,
+        "kv_state": "paged_kv_cache",
+        "context_window": config.context_window,
+        "prefill_chunk": config.prefill_chunk,
+        "params": [{"name": n, "shape": list(s), "dtype": d} for n, s, d in params],
+    }
+    mod = _with_metadata(mod, metadata)
+    executable = tvm.compile(mod, target=target)
+    return LoweredModel(executable, params, metadata)
+
+
+def export_cpu_library(executable, path) -> None:
+    """Write a CPU build as a shared library loadable with tvm.runtime.load_module."""
+    executable.export_library(str(path))

@@ -1,0 +1,31 @@
+"""The loader-neutral view of a source checkpoint that the build pipeline consumes."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+
+@dataclass
+class Checkpoint:
+    """A checkpoint after loading, whatever its on-disk format.
+
+    config: a Hugging Face `config.json`-style dict (`model_type`, `hidden_size`, ...).
+    tensor_names: every source tensor, by its Hugging Face name.
+    read_tensor: returns one tensor as a numpy array (float32 or float16), read lazily.
+    tokenizer_files: file name -> bytes to copy into the model folder
+        (always `tokenizer.json`; `tokenizer_config.json` when the source has one).
+    chat_template: the Jinja chat template, or None.
+    generation_config: `generation_config.json`-style dict (may be empty).
+    """
+
+    source: Path
+    config: dict
+    tensor_names: list[str]
+    read_tensor: Callable[[str], np.ndarray]
+    tokenizer_files: dict[str, bytes]
+    chat_template: str | None = None
+    generation_config: dict = field(default_factory=dict)

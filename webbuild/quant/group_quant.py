@@ -1,0 +1,117 @@
+"""Int4 symmetric group quantization: the numpy packer and the Relax modules that consume it.
+
+Layout, for a weight W of shape (rows, cols) quantized along `cols` (the reduction dim):
+- `q_weight`: (rows, cols / 8) uint32; nibble k (bits 4k..4k+3) of word j holds column 8j + k,
+  stored as the signed value + 7 (so 0..14).
+- `q_scale`: (rows, cols / 32) in the scheme dtype; one scale per 32 consecutive columns,
+  scale = max|w| / 7 over the group.
+Dequantized value: (nibble - 7) * scale. Dequantization is written as a TE compute feeding the
+matmul/take, so TVM fuses it into the consuming kernel: no dequantized copy of a weight exists.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from tvm import te, tirx
+from tvm.relax.frontend import nn
+from tvm.relax.frontend.nn import Tensor, op
+
+VALUES_PER_WORD = 8
+MAX_INT = 7
+
+
+def can_quantize(cols: int, group_size: int) -> bool:
+    """Whether a weight with this reduction size can use group quantization."""
+    return cols % group_size == 0 and cols % VALUES_PER_WORD == 0
+
+
+def quantize_int4(w: np.ndarray, group_size: int, scale_dtype: str) -> tuple[np.ndarray, np.ndarray]:
+    """Quantize a float (rows, cols) matrix; returns (q_weight uint32, q_scale)."""
+    w = np.asarray(w, dtype=np.float32)
+    rows, cols = w.shape
+    groups = w.reshape(rows, cols // group_size, group_size)  # (rows, n_groups, group)
+    scale = np.abs(groups).max(axis=2) / np.float32(MAX_INT)  # (rows, n_groups)
+    scale = scale.astype(scale_dtype)
+    safe = np.where(scale == 0, np.float32(1), scale.astype(np.float32))
+    q = np.rint(groups / safe[:, :, None])  # (rows, n_groups, group)
+    q = (np.clip(q, -MAX_INT, MAX_INT) + MAX_INT).astype(np.uint32).reshape(rows, cols)
+    nibbles = q.reshape(rows, cols // VALUES_PER_WORD, VALUES_PER_WORD)  # (rows, words, 8)
+    shifts = (np.arange(VALUES_PER_WORD, dtype=np.uint32) * 4)[None, None, :]
+    packed = np.bitwise_or.reduce(nibbles << shifts, axis=2).astype(np.uint32)  # (rows, words)
+    return packed, scale
+
+
+def dequantize_int4(q_weight: np.ndarray, q_scale: np.ndarray, group_size: int) -> np.ndarray:
+    """Numpy inverse of `quantize_int4`, in float32: the reference the kernels are tested against."""
+    rows, words = q_weight.shape
+    shifts = (np.arange(VALUES_PER_WORD, dtype=np.uint32) * 4)[None, None, :]
+    nibbles = (q_weight[:, :, None] >> shifts) & np.uint32(0xF)  # (rows, words, 8)
+    values = nibbles.reshape(rows, words * VALUES_PER_WORD).astype(np.float32) - MAX_INT
+    scale = np.repeat(q_scale.astype(np.float32), group_size, axis=1)  # (rows, cols)
+    return values * scale
+
+
+def _dequantize_te(q_weight: te.Tensor, q_scale: te.Tensor, cols: int, group_size: int, dtype: str):
+    """TE compute of the dequantized (rows, cols) matrix; inlined into its consumer by fusion."""
+    rows = q_weight.shape[0]
+
+    def element(i, j):
+        word = q_weight[i, j // VALUES_PER_WORD]
+        shift = (j % VALUES_PER_WORD * 4).astype("uint32")
+        nibble = tirx.bitwise_and(tirx.shift_right(word, shift), tirx.const(0xF, "uint32"))
+        return (nibble.astype(dtype) - tirx.const(MAX_INT, dtype)) * q_scale[i, j // group_size]
+
+    return te.compute((rows, cols), element, name="dequantize")
+
+
+def _dequantize(q_weight: Tensor, q_scale: Tensor, cols: int, group_size: int, dtype: str) -> Tensor:
+    return op.tensor_expr_op(
+        lambda qw, qs: _dequantize_te(qw, qs, cols, group_size, dtype),
+        "dequantize",
+        args=[q_weight, q_scale],
+    )
+
+
+class GroupQuantLinear(nn.Module):
+    """y = x W^T (+ b) with W stored int4-group-quantized; same call signature as nn.Linear."""
+
+    def __init__(self, in_features: int, out_features: int, bias: bool, dtype: str, group_size: int):
+        self.in_features = in_features
+        self.out_features = out_features
+        self.group_size = group_size
+        self.dtype = dtype
+        self.q_weight = nn.Parameter((out_features, in_features // VALUES_PER_WORD), "uint32")
+        self.q_scale = nn.Parameter((out_features, in_features // group_size), dtype)
+        self.bias = nn.Parameter((out_features,), dtype) if bias else None
+
+    def forward(self, x: Tensor) -> Tensor:
+        # (out_features, in_features)
+        w = _dequantize(self.q_weight, self.q_scale, self.in_features, self.group_size, self.dtype)
+        # (..., out_features)
+        y = op.matmul(x, op.permute_dims(w))
+        if self.bias is not None:
+            y = y + self.bias
+        return y
+
+
+class GroupQuantEmbedding(nn.Module):
+    """Token embedding stored int4-group-quantized; `lm_head_forward` reuses it as a tied head."""
+
+    def __init__(self, num: int, dim: int, dtype: str, group_size: int):
+        self.num = num
+        self.dim = dim
+        self.group_size = group_size
+        self.dtype = dtype
+        self.q_weight = nn.Parameter((num, dim // VALUES_PER_WORD), "uint32")
+        self.q_scale = nn.Parameter((num, dim // group_size), dtype)
+
+    def forward(self, ids: Tensor) -> Tensor:
+        # ids: (seq,) -> rows of the packed table, then dequantize only those rows
+        q_rows = op.take(self.q_weight, ids, axis=0)  # (seq, dim / 8)
+        s_rows = op.take(self.q_scale, ids, axis=0)  # (seq, dim / group)
+        return _dequantize(q_rows, s_rows, self.dim, self.group_size, self.dtype)  # (seq, dim)
+
+    def lm_head_forward(self, x: Tensor) -> Tensor:
+        # (num, dim)
+        w = _dequantize(self.q_weight, self.q_scale, self.dim, self.group_size, self.dtype)
+        return op.matmul(x, op.permute_dims(w))  # (..., num)
