@@ -22,6 +22,12 @@ def _rope(x: np.ndarray, positions: np.ndarray, theta: float) -> np.ndarray:
     return (x * cos + rotated * sin).astype(np.float32)
 
 
+def _linear(w: dict, name: str, x: np.ndarray) -> np.ndarray:
+    """x @ W^T (+ b when the checkpoint has a bias for this projection)."""
+    y = x @ w[name + ".weight"].T
+    return y + w[name + ".bias"] if name + ".bias" in w else y
+
+
 def llama_logits(weights: dict[str, np.ndarray], cfg: dict, ids: list[int]) -> np.ndarray:
     """Logits (seq, vocab) for every position of `ids`, causal attention, float32 throughout."""
     w = {k: np.asarray(v, dtype=np.float32) for k, v in weights.items()}
@@ -38,9 +44,9 @@ def llama_logits(weights: dict[str, np.ndarray], cfg: dict, ids: list[int]) -> n
     for i in range(cfg["num_hidden_layers"]):
         p = f"model.layers.{i}."
         h = _rms_norm(x, w[p + "input_layernorm.weight"], eps)
-        q = (h @ w[p + "self_attn.q_proj.weight"].T).reshape(seq, heads, hd)
-        k = (h @ w[p + "self_attn.k_proj.weight"].T).reshape(seq, kv_heads, hd)
-        v = (h @ w[p + "self_attn.v_proj.weight"].T).reshape(seq, kv_heads, hd)
+        q = (_linear(w, p + "self_attn.q_proj", h)).reshape(seq, heads, hd)
+        k = (_linear(w, p + "self_attn.k_proj", h)).reshape(seq, kv_heads, hd)
+        v = (_linear(w, p + "self_attn.v_proj", h)).reshape(seq, kv_heads, hd)
         q, k = _rope(q, pos, theta), _rope(k, pos, theta)
         group = heads // kv_heads
         k = np.repeat(k, group, axis=1)  # (seq, heads, hd)
@@ -49,12 +55,12 @@ def llama_logits(weights: dict[str, np.ndarray], cfg: dict, ids: list[int]) -> n
         scores = np.exp(scores - scores.max(-1, keepdims=True))
         probs = scores / scores.sum(-1, keepdims=True)
         attn = np.einsum("hqk,khd->qhd", probs, v).reshape(seq, heads * hd)
-        x = x + attn @ w[p + "self_attn.o_proj.weight"].T
+        x = x + _linear(w, p + "self_attn.o_proj", attn)
         h = _rms_norm(x, w[p + "post_attention_layernorm.weight"], eps)
-        gate = h @ w[p + "mlp.gate_proj.weight"].T
-        up = h @ w[p + "mlp.up_proj.weight"].T
+        gate = _linear(w, p + "mlp.gate_proj", h)
+        up = _linear(w, p + "mlp.up_proj", h)
         act = gate / (1.0 + np.exp(-gate)) * up
-        x = x + act @ w[p + "mlp.down_proj.weight"].T
+        x = x + _linear(w, p + "mlp.down_proj", act)
     x = _rms_norm(x, w["model.norm.weight"], eps)
     head = w.get("lm_head.weight", w["model.embed_tokens.weight"])
     return (x @ head.T).astype(np.float32)

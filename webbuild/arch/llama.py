@@ -37,6 +37,7 @@ class LlamaConfig:
     rope_scaling: dict | None
     tie_word_embeddings: bool
     attention_bias: bool
+    mlp_bias: bool
     max_position_embeddings: int
     context_window: int
     prefill_chunk: int
@@ -93,6 +94,7 @@ def parse_config(raw: dict, options: BuildOptions) -> LlamaConfig:
         rope_scaling=rope_scaling,
         tie_word_embeddings=bool(raw.get("tie_word_embeddings", False)),
         attention_bias=bool(raw.get("attention_bias", False)),
+        mlp_bias=bool(raw.get("mlp_bias", False)),
         max_position_embeddings=max_pos,
         context_window=context,
         prefill_chunk=min(options.prefill_chunk, context),
@@ -106,7 +108,7 @@ class LlamaAttention(nn.Module):
         self.head_dim = c.head_dim
         qkv_rows = (self.num_heads + 2 * self.num_kv_heads) * self.head_dim
         self.qkv_proj = layers.linear(c.hidden_size, qkv_rows, scheme, bias=c.attention_bias)
-        self.o_proj = layers.linear(self.num_heads * self.head_dim, c.hidden_size, scheme)
+        self.o_proj = layers.linear(self.num_heads * self.head_dim, c.hidden_size, scheme, bias=c.attention_bias)
 
     def forward(self, x: Tensor, cache: PagedKVCache, layer_id: int) -> Tensor:
         b, s, _ = x.shape
@@ -120,8 +122,8 @@ class LlamaAttention(nn.Module):
 class LlamaMLP(nn.Module):
     def __init__(self, c: LlamaConfig, scheme: QuantScheme):
         self.intermediate = c.intermediate_size
-        self.gate_up_proj = layers.linear(c.hidden_size, 2 * c.intermediate_size, scheme)
-        self.down_proj = layers.linear(c.intermediate_size, c.hidden_size, scheme)
+        self.gate_up_proj = layers.linear(c.hidden_size, 2 * c.intermediate_size, scheme, bias=c.mlp_bias)
+        self.down_proj = layers.linear(c.intermediate_size, c.hidden_size, scheme, bias=c.mlp_bias)
 
     def forward(self, x: Tensor) -> Tensor:
         gate_up = self.gate_up_proj(x)  # (b, s, 2 * intermediate)
@@ -205,10 +207,13 @@ def weight_map(c: LlamaConfig) -> WeightMap:
             tuple(attn + f"{n}_proj.weight" for n in "qkv"), concat_rows)
         if c.attention_bias:
             weights[attn + "qkv_proj.bias"] = WeightSource(tuple(attn + f"{n}_proj.bias" for n in "qkv"), concat_rows)
-        weights[attn + "o_proj.weight"] = WeightSource((attn + "o_proj.weight",))
-        weights[p + "mlp.gate_up_proj.weight"] = WeightSource(
-            (p + "mlp.gate_proj.weight", p + "mlp.up_proj.weight"), concat_rows)
-        weights[p + "mlp.down_proj.weight"] = WeightSource((p + "mlp.down_proj.weight",))
+        gate_up = (p + "mlp.gate_proj", p + "mlp.up_proj")
+        params = ["weight"] + (["bias"] if c.mlp_bias else [])
+        for kind in params:
+            weights[f"{p}mlp.gate_up_proj.{kind}"] = WeightSource(tuple(f"{g}.{kind}" for g in gate_up), concat_rows)
+            weights[f"{p}mlp.down_proj.{kind}"] = WeightSource((f"{p}mlp.down_proj.{kind}",))
+        for kind in ["weight"] + (["bias"] if c.attention_bias else []):
+            weights[f"{attn}o_proj.{kind}"] = WeightSource((f"{attn}o_proj.{kind}",))
         for norm in ("input_layernorm", "post_attention_layernorm"):
             weights[p + norm + ".weight"] = WeightSource((p + norm + ".weight",))
 

@@ -5,8 +5,9 @@ Layout, for a weight W of shape (rows, cols) quantized along `cols` (the reducti
   stored as the signed value + 7 (so 0..14).
 - `q_scale`: (rows, cols / 32) in the scheme dtype; one scale per 32 consecutive columns,
   scale = max|w| / 7 over the group.
-Dequantized value: (nibble - 7) * scale. Dequantization is written as a TE compute feeding the
-matmul/take, so TVM fuses it into the consuming kernel: no dequantized copy of a weight exists.
+Dequantized value: (nibble - 7) * scale. Dequantization is a TE stage inside the same PrimFunc as
+the matmul that consumes it (or applied to the gathered rows of an embedding lookup), so no
+dequantized copy of a weight exists at run time.
 """
 
 from __future__ import annotations
@@ -64,6 +65,29 @@ def _dequantize_te(q_weight: te.Tensor, q_scale: te.Tensor, cols: int, group_siz
     return te.compute((rows, cols), element, name="dequantize")
 
 
+def _dequantize_matmul_te(x: te.Tensor, q_weight: te.Tensor, q_scale: te.Tensor, cols: int, group_size: int,
+                         dtype: str):
+    """x @ dequantize(W)^T as one TE function: a dequantize stage feeding a reduction stage.
+
+    Being one PrimFunc, the GPU schedules (dlight GEMV / Matmul) inline the dequantize stage into
+    the reduction, so each weight element is decoded in registers as the matmul reads it.
+    """
+    w = _dequantize_te(q_weight, q_scale, cols, group_size, dtype)  # (rows, cols)
+    k = te.reduce_axis((0, cols), name="k")
+    out_shape = (*x.shape[:-1], q_weight.shape[0])  # (..., rows)
+    return te.compute(out_shape, lambda *i: te.sum(x[(*i[:-1], k)] * w[i[-1], k], axis=k), name="matmul")
+
+
+def dequantize_matmul(x: Tensor, q_weight: Tensor, q_scale: Tensor, cols: int, group_size: int,
+                      dtype: str) -> Tensor:
+    """(..., cols) x quantized (rows, cols) -> (..., rows), dequantizing inside the kernel."""
+    return op.tensor_expr_op(
+        lambda xx, qw, qs: _dequantize_matmul_te(xx, qw, qs, cols, group_size, dtype),
+        "dequantize_matmul",
+        args=[x, q_weight, q_scale],
+    )
+
+
 def _dequantize(q_weight: Tensor, q_scale: Tensor, cols: int, group_size: int, dtype: str) -> Tensor:
     return op.tensor_expr_op(
         lambda qw, qs: _dequantize_te(qw, qs, cols, group_size, dtype),
@@ -85,10 +109,8 @@ class GroupQuantLinear(nn.Module):
         self.bias = nn.Parameter((out_features,), dtype) if bias else None
 
     def forward(self, x: Tensor) -> Tensor:
-        # (out_features, in_features)
-        w = _dequantize(self.q_weight, self.q_scale, self.in_features, self.group_size, self.dtype)
-        # (..., out_features)
-        y = op.matmul(x, op.permute_dims(w))
+        # (..., in_features) -> (..., out_features)
+        y = dequantize_matmul(x, self.q_weight, self.q_scale, self.in_features, self.group_size, self.dtype)
         if self.bias is not None:
             y = y + self.bias
         return y
@@ -112,6 +134,5 @@ class GroupQuantEmbedding(nn.Module):
         return _dequantize(q_rows, s_rows, self.dim, self.group_size, self.dtype)  # (seq, dim)
 
     def lm_head_forward(self, x: Tensor) -> Tensor:
-        # (num, dim)
-        w = _dequantize(self.q_weight, self.q_scale, self.dim, self.group_size, self.dtype)
-        return op.matmul(x, op.permute_dims(w))  # (..., num)
+        # (..., dim) -> (..., num)
+        return dequantize_matmul(x, self.q_weight, self.q_scale, self.dim, self.group_size, self.dtype)

@@ -1,0 +1,42 @@
+"""Shared pytest fixtures: tiny HF checkpoints and their CPU builds (built once per session)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from tiny_models import save_tiny_llama  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def tiny_llama_dirs(tmp_path_factory):
+    """name -> (HF folder, config dict) for a few tiny Llama variants."""
+    root = tmp_path_factory.mktemp("tiny_llama")
+    variants = {
+        "untied": {},
+        "tied_bias": {"tie_word_embeddings": True, "attention_bias": True, "mlp_bias": True, "num_key_value_heads": 1},
+    }
+    return {name: (root / name, save_tiny_llama(root / name, seed=i, **kw))
+            for i, (name, kw) in enumerate(variants.items())}
+
+
+@pytest.fixture(scope="session")
+def cpu_build(tmp_path_factory):
+    """build(source, quantization, **options) -> model folder, cached per argument set."""
+    from webbuild.build import BuildRequest, build
+
+    out = tmp_path_factory.mktemp("builds")
+    done: dict = {}
+
+    def make(source: Path, quantization: str, **options) -> Path:
+        key = (str(source), quantization, tuple(sorted(options.items())))
+        if key not in done:
+            name = f"m{len(done)}"
+            done[key] = build(BuildRequest(str(source), quantization, out, target="cpu", name=name, **options)).folder
+        return done[key]
+
+    return make
