@@ -29,12 +29,18 @@ def _hf_weights(folder) -> dict[str, np.ndarray]:
 
 
 def emulate_int4(w: np.ndarray, group: int = 32) -> np.ndarray:
-    """Straight numpy emulation of symmetric int4 group quantization (scale = max|w|/7, round, clip)."""
+    """Straight numpy emulation of symmetric int4 group quantization: per group of 32 columns,
+    the value of largest magnitude m gives scale = m / -8; values round into [-8, 7]."""
     rows, cols = w.shape
-    g = w.astype(np.float32).reshape(rows, cols // group, group)
-    scale = np.abs(g).max(-1, keepdims=True) / np.float32(7)
-    q = np.clip(np.rint(g / np.where(scale == 0, 1, scale)), -7, 7)
-    return (q * scale).reshape(rows, cols).astype(np.float32)
+    out = np.empty((rows, cols), dtype=np.float32)
+    for r in range(rows):
+        for g0 in range(0, cols, group):
+            block = w[r, g0:g0 + group].astype(np.float32)
+            m = block[np.argmax(np.abs(block))]
+            scale = np.float32(m / -8.0)
+            q = np.clip(np.rint(block / scale), -8, 7) if scale != 0 else np.zeros_like(block)
+            out[r, g0:g0 + group] = q * scale
+    return out
 
 
 @pytest.mark.parametrize("variant", ["untied", "tied_bias"])

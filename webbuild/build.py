@@ -15,13 +15,17 @@ from .arch import get_architecture
 from .arch.base import BuildOptions
 from .chat_config import make_chat_config
 from .compile.relax_build import TARGETS, export_cpu_library, lower
-from .errors import ConfigError, WebbuildError
+from . import catalog
+from .catalog import Recipe
+from .errors import ConfigError, UnsupportedQuantizationError, WebbuildError
 from .loaders import load_checkpoint
 from .progress import ProgressFn, event, silent
 from .quant.convert import convert_params, float_shapes
 from .quant.scheme import get_scheme
 from .shard.writer import DEFAULT_SHARD_BYTES, write_shards
 from .weights import check_coverage, float_reader
+
+DEFAULT_QUANTIZATION = "q4f32_1"
 
 
 
@@ -30,7 +34,7 @@ class BuildRequest:
     """Everything `webbuild build` was asked to do."""
 
     source: str
-    quantization: str
+    quantization: str | None
     out: Path
     target: str = "webgpu"
     name: str | None = None
@@ -60,17 +64,18 @@ def _validate(req: BuildRequest) -> None:
         raise ConfigError(f"unknown target {req.target!r}", where="--target", fix=f"use one of {', '.join(TARGETS)}")
     if req.link_opt not in ("O0", "O1", "O2", "O3", "Os", "Oz"):
         raise ConfigError(f"unknown link optimisation {req.link_opt!r}", where="--link-opt", fix="use O1 or O3")
-    get_scheme(req.quantization)
 
 
 def build(req: BuildRequest, progress: ProgressFn = silent) -> BuildResult:
     """Run a whole build; the output folder appears only when everything succeeded."""
     started = time.monotonic()
     _validate(req)
-    scheme = get_scheme(req.quantization)
-    source_path, model_id = _resolve(req.source)
+    source_path, model_id, recipe = _resolve(req.source)
+    scheme = get_scheme(_quantization(req, recipe))
     progress(event("load", str(source_path)))
     checkpoint = load_checkpoint(source_path)
+    if recipe and recipe.chat_template:
+        checkpoint.chat_template = recipe.chat_template
     arch = get_architecture(checkpoint.config.get("model_type"))
     config = arch.parse_config(checkpoint.config, BuildOptions(req.context_window, req.prefill_chunk))
     wmap = arch.weight_map(config)
@@ -120,14 +125,24 @@ def build(req: BuildRequest, progress: ProgressFn = silent) -> BuildResult:
     return BuildResult(final, files, bits, param_count, time.monotonic() - started)
 
 
-def _resolve(source: str) -> tuple[Path, str]:
-    """A path as given, else a catalog name; returns (path, model id)."""
-    path = Path(source)
+def _resolve(source: str) -> tuple[Path, str, Recipe | None]:
+    """A path as given, else a catalog name; returns (path, model id, recipe or None)."""
+    path = Path(source).expanduser()
     if path.exists():
-        return path, (path.stem if path.is_file() else path.resolve().name)
-    from . import catalog
+        return path, (path.stem if path.is_file() else path.resolve().name), None
+    recipe = catalog.get_recipe(source) if len(path.parts) == 1 and not path.suffix else None
+    return catalog.resolve_source(source), source, recipe
 
-    return catalog.resolve_source(source), source
+
+def _quantization(req: BuildRequest, recipe: Recipe | None) -> str:
+    """--quantization, else the recipe's default, else q4f32_1; checked against the recipe's list."""
+    name = req.quantization or (recipe.default_quantization if recipe else DEFAULT_QUANTIZATION)
+    get_scheme(name)
+    if recipe and name not in recipe.quantizations:
+        raise UnsupportedQuantizationError(
+            f"{name} is not offered for {recipe.name}", where=f"{recipe.path}: quantizations",
+            fix=f"use one of: {', '.join(recipe.quantizations)}")
+    return name
 
 
 def _prod(shape) -> int:

@@ -2,10 +2,11 @@
 
 Layout, for a weight W of shape (rows, cols) quantized along `cols` (the reduction dim):
 - `q_weight`: (rows, cols / 8) uint32; nibble k (bits 4k..4k+3) of word j holds column 8j + k,
-  stored as the signed value + 7 (so 0..14).
-- `q_scale`: (rows, cols / 32) in the scheme dtype; one scale per 32 consecutive columns,
-  scale = max|w| / 7 over the group.
-Dequantized value: (nibble - 7) * scale. Dequantization is a TE stage inside the same PrimFunc as
+  stored as the signed value + 8 (so 0..15).
+- `q_scale`: (rows, cols / 32) in the scheme dtype; one scale per 32 consecutive columns.
+Symmetric (zero is exact, no offset) and using all 16 codes: the group's value of largest
+magnitude m maps to code -8, so scale = m / -8 and every other value rounds into [-8, 7].
+Dequantized value: (nibble - 8) * scale. Dequantization is a TE stage inside the same PrimFunc as
 the matmul that consumes it (or applied to the gathered rows of an embedding lookup), so no
 dequantized copy of a weight exists at run time.
 """
@@ -18,7 +19,7 @@ from tvm.relax.frontend import nn
 from tvm.relax.frontend.nn import Tensor, op
 
 VALUES_PER_WORD = 8
-MAX_INT = 7
+OFFSET = 8  # stored nibble = signed value + OFFSET
 
 
 def can_quantize(cols: int, group_size: int) -> bool:
@@ -31,11 +32,11 @@ def quantize_int4(w: np.ndarray, group_size: int, scale_dtype: str) -> tuple[np.
     w = np.asarray(w, dtype=np.float32)
     rows, cols = w.shape
     groups = w.reshape(rows, cols // group_size, group_size)  # (rows, n_groups, group)
-    scale = np.abs(groups).max(axis=2) / np.float32(MAX_INT)  # (rows, n_groups)
-    scale = scale.astype(scale_dtype)
+    extreme = np.take_along_axis(groups, np.abs(groups).argmax(axis=2)[:, :, None], axis=2)[:, :, 0]
+    scale = (extreme / np.float32(-OFFSET)).astype(scale_dtype)  # (rows, n_groups)
     safe = np.where(scale == 0, np.float32(1), scale.astype(np.float32))
-    q = np.rint(groups / safe[:, :, None])  # (rows, n_groups, group)
-    q = (np.clip(q, -MAX_INT, MAX_INT) + MAX_INT).astype(np.uint32).reshape(rows, cols)
+    q = np.clip(np.rint(groups / safe[:, :, None]), -OFFSET, OFFSET - 1)  # (rows, n_groups, group)
+    q = (q + OFFSET).astype(np.uint32).reshape(rows, cols)
     nibbles = q.reshape(rows, cols // VALUES_PER_WORD, VALUES_PER_WORD)  # (rows, words, 8)
     shifts = (np.arange(VALUES_PER_WORD, dtype=np.uint32) * 4)[None, None, :]
     packed = np.bitwise_or.reduce(nibbles << shifts, axis=2).astype(np.uint32)  # (rows, words)
@@ -47,7 +48,7 @@ def dequantize_int4(q_weight: np.ndarray, q_scale: np.ndarray, group_size: int) 
     rows, words = q_weight.shape
     shifts = (np.arange(VALUES_PER_WORD, dtype=np.uint32) * 4)[None, None, :]
     nibbles = (q_weight[:, :, None] >> shifts) & np.uint32(0xF)  # (rows, words, 8)
-    values = nibbles.reshape(rows, words * VALUES_PER_WORD).astype(np.float32) - MAX_INT
+    values = nibbles.reshape(rows, words * VALUES_PER_WORD).astype(np.float32) - OFFSET
     scale = np.repeat(q_scale.astype(np.float32), group_size, axis=1)  # (rows, cols)
     return values * scale
 
@@ -60,7 +61,7 @@ def _dequantize_te(q_weight: te.Tensor, q_scale: te.Tensor, cols: int, group_siz
         word = q_weight[i, j // VALUES_PER_WORD]
         shift = (j % VALUES_PER_WORD * 4).astype("uint32")
         nibble = tirx.bitwise_and(tirx.shift_right(word, shift), tirx.const(0xF, "uint32"))
-        return (nibble.astype(dtype) - tirx.const(MAX_INT, dtype)) * q_scale[i, j // group_size]
+        return (nibble.astype(dtype) - tirx.const(OFFSET, dtype)) * q_scale[i, j // group_size]
 
     return te.compute((rows, cols), element, name="dequantize")
 
