@@ -24,7 +24,7 @@ class CpuModel:
     """One sequence's chat state over a CPU-built model folder (model.so + shards)."""
 
     def __init__(self, folder: Path):
-        folder = Path(folder)
+        folder = self.folder = Path(folder)
         lib = folder / "model.so"
         if not lib.is_file():
             raise SourceNotFoundError("model.so is missing", where=str(lib),
