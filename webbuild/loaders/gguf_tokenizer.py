@@ -1,0 +1,168 @@
+"""Rebuild Hugging Face `tokenizer.json` / `tokenizer_config.json` from GGUF tokenizer metadata.
+
+Only byte-level BPE (`tokenizer.ggml.model == "gpt2"`) is supported. The pre-tokenizer follows
+`tokenizer.ggml.pre`: `smollm` (single digits, then GPT-2 ByteLevel splitting), `gpt2`
+(ByteLevel splitting) or `llama-bpe` (the Llama 3 split regex, then ByteLevel). Control tokens
+become special added tokens, user-defined tokens plain added tokens.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, pre_tokenizers, processors
+
+from webbuild.errors import ConfigError, CorruptFileError
+
+TOKEN_TYPE_NORMAL = 1
+TOKEN_TYPE_CONTROL = 3
+TOKEN_TYPE_USER_DEFINED = 4
+
+LLAMA3_SPLIT_REGEX = (
+    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}"
+    r"| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
+)
+HF_FOLDER_FIX = "build from the model's Hugging Face folder (it has tokenizer.json)"
+
+
+def _pre_tokenizer(pre: str, where: str) -> pre_tokenizers.PreTokenizer:
+    if pre == "smollm":
+        return pre_tokenizers.Sequence([
+            pre_tokenizers.Digits(individual_digits=True),
+            pre_tokenizers.ByteLevel(add_prefix_space=False, trim_offsets=True, use_regex=True),
+        ])
+    if pre == "gpt2":
+        return pre_tokenizers.ByteLevel(add_prefix_space=False, trim_offsets=True, use_regex=True)
+    if pre == "llama-bpe":
+        return pre_tokenizers.Sequence([
+            pre_tokenizers.Split(Regex(LLAMA3_SPLIT_REGEX), behavior="isolated", invert=False),
+            pre_tokenizers.ByteLevel(add_prefix_space=False, trim_offsets=True, use_regex=False),
+        ])
+    raise ConfigError(f"pre-tokenizer {pre!r} is not supported (known: smollm, gpt2, llama-bpe)",
+                      where=f"{where}: tokenizer.ggml.pre", fix=HF_FOLDER_FIX)
+
+
+def _field(metadata: dict, key: str, where: str) -> Any:
+    if key not in metadata:
+        raise ConfigError(f"tokenizer metadata {key!r} is missing", where=f"{where}: {key}",
+                          fix=HF_FOLDER_FIX)
+    return metadata[key]
+
+
+def _merges(metadata: dict, where: str) -> list[tuple[str, str]]:
+    pairs = []
+    for merge in _field(metadata, "tokenizer.ggml.merges", where):
+        left, space, right = merge.partition(" ")
+        if not space or not left or not right:
+            raise CorruptFileError(f"merge {merge!r} is not two tokens separated by a space",
+                                   where=f"{where}: tokenizer.ggml.merges", fix=HF_FOLDER_FIX)
+        pairs.append((left, right))
+    return pairs
+
+
+def _vocab(tokens: list[str]) -> dict[str, int]:
+    """token -> id; a duplicated token keeps its first id."""
+    vocab: dict[str, int] = {}
+    for token_id, token in enumerate(tokens):
+        vocab.setdefault(token, token_id)
+    return vocab
+
+
+def _added_tokens(tokens: list[str], token_types: list[int]) -> list[AddedToken]:
+    added = []
+    for token, kind in zip(tokens, token_types):
+        if kind in (TOKEN_TYPE_CONTROL, TOKEN_TYPE_USER_DEFINED):
+            added.append(AddedToken(token, special=kind == TOKEN_TYPE_CONTROL,
+                                    normalized=False, single_word=False, lstrip=False,
+                                    rstrip=False))
+    return added
+
+
+def _special_token(metadata: dict, name: str, tokens: list[str], where: str) -> str | None:
+    """The text of the special token `name` (bos, eos, unknown, padding), or None."""
+    key = f"tokenizer.ggml.{name}_token_id"
+    if key not in metadata:
+        return None
+    token_id = int(metadata[key])
+    if not 0 <= token_id < len(tokens):
+        raise CorruptFileError(f"{name} token id {token_id} is outside the vocabulary "
+                               f"of {len(tokens)}", where=f"{where}: {key}", fix=HF_FOLDER_FIX)
+    return tokens[token_id]
+
+
+def _post_processor(metadata: dict, tokens: list[str], where: str) -> processors.PostProcessor:
+    """ByteLevel offsets, plus BOS/EOS insertion when the GGUF asks for it."""
+    byte_level = processors.ByteLevel(trim_offsets=False)
+    bos = _flagged_token(metadata, "bos", tokens, where)
+    eos = _flagged_token(metadata, "eos", tokens, where)
+    if bos is None and eos is None:
+        return byte_level
+    head = [bos[0]] if bos else []
+    tail = [eos[0]] if eos else []
+    single = head + ["$A"] + tail
+    pair = single + head + ["$B:1"] + tail
+    template = processors.TemplateProcessing(
+        single=" ".join(single), pair=" ".join(pair),
+        special_tokens=[t for t in (bos, eos) if t is not None])
+    return processors.Sequence([byte_level, template])
+
+
+def _flagged_token(metadata: dict, name: str, tokens: list[str], where: str):
+    """(token, id) when `tokenizer.ggml.add_<name>_token` is true, else None."""
+    if not metadata.get(f"tokenizer.ggml.add_{name}_token", False):
+        return None
+    token = _special_token(metadata, name, tokens, where)
+    if token is None:
+        return None
+    return token, int(metadata[f"tokenizer.ggml.{name}_token_id"])
+
+
+def build_tokenizer(metadata: dict, where: str) -> Tokenizer:
+    """A `tokenizers.Tokenizer` equivalent to the GGUF's byte-level BPE tokenizer."""
+    model = _field(metadata, "tokenizer.ggml.model", where)
+    if model != "gpt2":
+        raise ConfigError(f"tokenizer model {model!r} is not supported (only byte-level BPE "
+                          "'gpt2')", where=f"{where}: tokenizer.ggml.model", fix=HF_FOLDER_FIX)
+    tokens = list(_field(metadata, "tokenizer.ggml.tokens", where))
+    token_types = list(metadata.get("tokenizer.ggml.token_type", [TOKEN_TYPE_NORMAL] * len(tokens)))
+    pre = metadata.get("tokenizer.ggml.pre", "gpt2")
+    tokenizer = Tokenizer(models.BPE(vocab=_vocab(tokens), merges=_merges(metadata, where),
+                                     fuse_unk=False, byte_fallback=False,
+                                     ignore_merges=pre == "llama-bpe"))
+    tokenizer.pre_tokenizer = _pre_tokenizer(pre, where)
+    tokenizer.decoder = decoders.ByteLevel()
+    tokenizer.post_processor = _post_processor(metadata, tokens, where)
+    tokenizer.add_tokens(_added_tokens(tokens, token_types))
+    return tokenizer
+
+
+def tokenizer_config(metadata: dict, where: str, model_max_length: int | None = None) -> dict:
+    """A `tokenizer_config.json`-style dict: special tokens, flags and chat template."""
+    tokens = _field(metadata, "tokenizer.ggml.tokens", where)
+    config: dict[str, Any] = {
+        "tokenizer_class": "PreTrainedTokenizerFast",
+        "add_bos_token": bool(metadata.get("tokenizer.ggml.add_bos_token", False)),
+        "add_eos_token": bool(metadata.get("tokenizer.ggml.add_eos_token", False)),
+        "clean_up_tokenization_spaces": False,
+    }
+    for name, field in (("bos", "bos"), ("eos", "eos"), ("unk", "unknown"), ("pad", "padding")):
+        token = _special_token(metadata, field, tokens, where)
+        if token is not None:
+            config[f"{name}_token"] = token
+    if model_max_length is not None:
+        config["model_max_length"] = int(model_max_length)
+    if "tokenizer.chat_template" in metadata:
+        config["chat_template"] = metadata["tokenizer.chat_template"]
+    return config
+
+
+def tokenizer_files_from_gguf(metadata: dict, where: str,
+                              model_max_length: int | None = None) -> dict[str, bytes]:
+    """`tokenizer.json` and `tokenizer_config.json` contents, as UTF-8 bytes."""
+    tokenizer = build_tokenizer(metadata, where)
+    config = tokenizer_config(metadata, where, model_max_length)
+    return {
+        "tokenizer.json": tokenizer.to_str().encode("utf-8"),
+        "tokenizer_config.json": json.dumps(config, indent=2, ensure_ascii=False).encode("utf-8"),
+    }
