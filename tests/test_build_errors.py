@@ -1,0 +1,163 @@
+"""Bad input to `python -m webbuild build`: a typed WebbuildError naming the file or field and the
+fix, a clean exit (no traceback), and nothing left in the output folder."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from synthetic_gguf import write_gguf
+from webbuild import build as build_module
+from webbuild.build import BuildRequest, build
+from webbuild.errors import (ConfigError, CorruptFileError, ShardError, SourceNotFoundError,
+                             UnknownArchitectureError, UnsupportedQuantizationError,
+                             UnsupportedTensorTypeError, WeightMappingError)
+from webbuild.shard.writer import ShardWriter
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    return subprocess.run([sys.executable, "-m", "webbuild", "build", *args], capture_output=True, text=True,
+                          env=env, timeout=300)
+
+
+@pytest.fixture()
+def hf_copy(tiny_llama_dirs, tmp_path) -> Path:
+    folder = tmp_path / "model"
+    shutil.copytree(tiny_llama_dirs["untied"][0], folder)
+    return folder
+
+
+def _assert_clean(out: Path) -> None:
+    assert not out.exists() or list(out.iterdir()) == [], f"left behind: {list(out.iterdir())}"
+
+
+def _expect(error_type, source, tmp_path, quantization="q0f32", **kw):
+    out = tmp_path / "out"
+    with pytest.raises(error_type) as info:
+        build(BuildRequest(str(source), quantization, out, target="cpu", **kw))
+    assert info.value.fix, "every user error says how to fix it"
+    _assert_clean(out)
+    return info.value
+
+
+def test_missing_source(tmp_path):
+    err = _expect(SourceNotFoundError, tmp_path / "nope", tmp_path)
+    assert "nope" in err.where
+
+
+def test_missing_config(hf_copy, tmp_path):
+    (hf_copy / "config.json").unlink()
+    err = _expect(SourceNotFoundError, hf_copy, tmp_path)
+    assert err.where.endswith("config.json")
+
+
+def test_corrupt_config(hf_copy, tmp_path):
+    (hf_copy / "config.json").write_text("{not json")
+    err = _expect(CorruptFileError, hf_copy, tmp_path)
+    assert err.where.endswith("config.json")
+
+
+def test_truncated_weights(hf_copy, tmp_path):
+    weights = hf_copy / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:-1000])
+    _expect(CorruptFileError, hf_copy, tmp_path)
+
+
+def test_unknown_architecture(hf_copy, tmp_path):
+    cfg = json.loads((hf_copy / "config.json").read_text())
+    cfg["model_type"] = "mamba9"
+    (hf_copy / "config.json").write_text(json.dumps(cfg))
+    err = _expect(UnknownArchitectureError, hf_copy, tmp_path)
+    assert "model_type" in err.where
+
+
+def test_config_field_missing(hf_copy, tmp_path):
+    cfg = json.loads((hf_copy / "config.json").read_text())
+    del cfg["hidden_size"]
+    (hf_copy / "config.json").write_text(json.dumps(cfg))
+    err = _expect(ConfigError, hf_copy, tmp_path)
+    assert err.where.endswith("hidden_size")
+
+
+def test_config_disagrees_with_weights(hf_copy, tmp_path):
+    cfg = json.loads((hf_copy / "config.json").read_text())
+    cfg["intermediate_size"] = 96
+    (hf_copy / "config.json").write_text(json.dumps(cfg))
+    err = _expect(WeightMappingError, hf_copy, tmp_path)
+    assert "gate_proj" in err.where
+
+
+def test_unused_source_tensors(hf_copy, tmp_path):
+    cfg = json.loads((hf_copy / "config.json").read_text())
+    cfg["num_hidden_layers"] = 1  # the checkpoint has 2 layers
+    (hf_copy / "config.json").write_text(json.dumps(cfg))
+    err = _expect(WeightMappingError, hf_copy, tmp_path)
+    assert "layers.1" in err.message
+
+
+def test_unsupported_quantization(hf_copy, tmp_path):
+    err = _expect(UnsupportedQuantizationError, hf_copy, tmp_path, quantization="q3f99")
+    assert err.where == "--quantization"
+
+
+def test_gguf_with_unhandled_tensor_type(tmp_path):
+    path = tmp_path / "int.gguf"
+    write_gguf(path, tensors={"blk.0.ffn_up.weight": np.zeros((16, 8), dtype=np.int32)})
+    err = _expect(UnsupportedTensorTypeError, path, tmp_path)
+    assert "blk.0.ffn_up.weight" in err.message
+
+
+def test_shard_name_collision(tmp_path):
+    (tmp_path / "params_shard_0.bin").write_bytes(b"old")
+    with pytest.raises(ShardError):
+        ShardWriter(tmp_path).add("w", np.zeros(4, np.float32))
+    fresh = tmp_path / "fresh"
+    fresh.mkdir()
+    writer = ShardWriter(fresh)
+    writer.add("w", np.zeros(4, np.float32))
+    with pytest.raises(ShardError):
+        writer.add("w", np.zeros(4, np.float32))
+
+
+def test_failure_late_in_the_build_leaves_nothing(hf_copy, tmp_path, monkeypatch):
+    def explode(*args, **kwargs):
+        raise KeyboardInterrupt  # like Ctrl-C while writing shards
+
+    monkeypatch.setattr(build_module, "write_shards", explode)
+    out = tmp_path / "out"
+    with pytest.raises(KeyboardInterrupt):
+        build(BuildRequest(str(hf_copy), "q0f32", out, target="cpu"))
+    _assert_clean(out)
+
+
+def test_cli_reports_user_errors_without_traceback(hf_copy, tmp_path):
+    (hf_copy / "config.json").write_text("{not json")
+    out = tmp_path / "out"
+    result = _cli(str(hf_copy), "--quantization", "q0f32", "--target", "cpu", "--out", str(out))
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    assert "config.json" in result.stderr and "fix:" in result.stderr
+    _assert_clean(out)
+
+
+def test_cli_build_prints_summary(tiny_llama_dirs, tmp_path):
+    out = tmp_path / "out"
+    result = _cli(str(tiny_llama_dirs["untied"][0]), "-q", "q4f32_1", "--target", "cpu", "--out", str(out),
+                  "--name", "tiny")
+    assert result.returncode == 0, result.stderr
+    assert "bits per parameter" in result.stdout
+    folder = out / "tiny-q4f32_1-cpu"
+    assert sorted(p.name for p in folder.iterdir()) == sorted(
+        ["chat-config.json", "model.so", "params_shard_0.bin", "tensor-cache.json", "tokenizer.json",
+         "tokenizer_config.json"])
+    assert [p.name for p in out.iterdir()] == [folder.name]  # no temp folders left
