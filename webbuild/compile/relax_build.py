@@ -15,6 +15,7 @@ from tvm.target import Target
 
 from ..arch.base import Architecture
 from ..quant.scheme import QuantScheme
+from .kv_cache_patch import replace_racy_merge_state
 
 TARGETS = ("webgpu", "cpu")
 WASM_TRIPLE = "wasm32-unknown-unknown-wasm"
@@ -111,6 +112,8 @@ def lower(arch: Architecture, config, scheme: QuantScheme, target_name: str) -> 
         "params": [{"name": n, "shape": list(s), "dtype": d} for n, s, d in params],
     }
     mod = _with_metadata(mod, metadata)
+    if target_name == "webgpu":
+        mod = replace_racy_merge_state(mod)
     executable = tvm.compile(mod, target=target, relax_pipeline=relax_pipeline(target))
     return LoweredModel(executable, params, metadata)
 

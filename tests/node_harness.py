@@ -1,0 +1,79 @@
+"""Run tests/js/tvm_node.mjs (WebGPU in node through Dawn + tvmjs) from Python tests.
+
+    run_toy(wasm, func, args)             -> outputs of one VM function call
+    run_model(folder, tokens, decode=N)   -> prefill logits (+ greedy tokens) of a model folder
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+HARNESS = REPO / "tests" / "js" / "tvm_node.mjs"
+
+
+class HarnessError(RuntimeError):
+    pass
+
+
+def node_available() -> bool:
+    return shutil.which("node") is not None and (REPO / "node_modules" / "@mlc-ai" / "web-runtime").is_dir()
+
+
+def run_harness(mode: str, *cli: str, timeout: float = 600) -> dict[str, Any]:
+    """Run the harness; return its JSON result or raise HarnessError with its stderr tail."""
+    with tempfile.TemporaryDirectory(prefix="tvm-node-") as tmp:
+        out = Path(tmp) / "result.json"
+        cmd = ["node", str(HARNESS), mode, *cli, "--out", str(out)]
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=REPO)
+        result = json.loads(out.read_text()) if out.exists() else None
+    if proc.returncode != 0 or result is None or "error" in result:
+        err = result.get("error") if isinstance(result, dict) else None
+        tail = "\n".join(proc.stderr.strip().splitlines()[-30:])
+        raise HarnessError(f"tvm_node.mjs {mode} failed (exit {proc.returncode}): {err}\n{tail}")
+    return result
+
+
+def tensor_arg(a: np.ndarray, device: str = "gpu") -> dict[str, Any]:
+    a = np.ascontiguousarray(a)
+    return {"shape": list(a.shape), "dtype": str(a.dtype), "device": device,
+            "b64": base64.b64encode(a.tobytes()).decode()}
+
+
+def output_array(o: dict[str, Any]) -> np.ndarray:
+    if "data" in o:
+        return np.array(o["data"], dtype=np.float64 if o["dtype"] == "float16" else o["dtype"]).reshape(o["shape"])
+    return np.frombuffer(base64.b64decode(o["b64"]), dtype=o["dtype"]).reshape(o["shape"])
+
+
+def run_toy(wasm: str | os.PathLike, func: str, args: Sequence[np.ndarray | dict]) -> list[np.ndarray]:
+    specs = [a if isinstance(a, dict) else tensor_arg(a) for a in args]
+    with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
+        json.dump({"args": specs}, f)
+        inputs = f.name
+    try:
+        result = run_harness("toy", "--wasm", str(wasm), "--func", func, "--inputs", inputs)
+    finally:
+        os.unlink(inputs)
+    return [output_array(o) for o in result["outputs"]]
+
+
+def run_model(folder: str | os.PathLike, tokens: Iterable[int], decode: int = 0, **options: Any) -> dict[str, Any]:
+    """options: page_size, prefill_chunk, max_seq_len, packed_params=True, all_logits=True."""
+    cli = ["--dir", str(folder), "--tokens", ",".join(str(int(t)) for t in tokens), "--decode", str(decode)]
+    for key, value in options.items():
+        flag = "--" + key.replace("_", "-")
+        if value is True:
+            cli.append(flag)
+        elif value not in (None, False):
+            cli += [flag, str(value)]
+    return run_harness("model", *cli)

@@ -1,0 +1,347 @@
+"""The TVM web runtime build, the wasm linker and the node WebGPU harness, end to end.
+
+Compiles small Relax modules for WebGPU + wasm32, links them with the cached TVM web runtime
+(webbuild.compile.wasm_runtime / wasm_link) and runs them in node (Dawn + SwiftShader) through
+tests/js/tvm_node.mjs with the npm tvmjs runtime, comparing against numpy. The KV-cache test
+drives a 2-layer paged-KV-cache language model exactly as the real LLM is driven (model-folder
+mode: tensor-cache.json, embed / prefill / decode / create_paged_kv_cache).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from node_harness import run_model, run_toy
+from webbuild.shard.writer import write_shards
+
+from webbuild.compile import wasm_link, wasm_runtime
+from webbuild.compile.kv_cache_patch import replace_racy_merge_state
+from webbuild.errors import ToolchainError
+
+WASM_TARGET_HOST = {"kind": "llvm", "mtriple": "wasm32-unknown-unknown-wasm"}
+
+
+def _target():
+    from tvm.target import Target
+
+    return Target({"kind": "webgpu"}, host=WASM_TARGET_HOST)
+
+
+@pytest.fixture(scope="module")
+def runtime():
+    """The real (user-cache) runtime objects; compiled once (~1.5 min), then reused."""
+    return wasm_runtime.build_runtime()
+
+
+# ----------------------------------------------------------------------------- toy module
+
+
+def _toy_module():
+    from tvm.relax.frontend import nn
+
+    class Toy(nn.Module):
+        def __init__(self):
+            self.norm = nn.RMSNorm(16, -1, 1e-5, bias=False)
+            self.lin = nn.Linear(16, 8, bias=False)
+
+        def forward(self, x):
+            return nn.op.silu(self.lin(self.norm(x)))
+
+    return Toy().export_tvm(spec={"forward": {"x": nn.spec.Tensor([4, 16], "float32")}})
+
+
+def test_toy_module_runs_in_node_webgpu(runtime, tmp_path):
+    import tvm
+
+    mod, params = _toy_module()
+    ex = tvm.compile(mod, target=_target())
+    events = []
+    info = wasm_link.export_wasm(ex, tmp_path / "toy.wasm", opt_level="O1", progress=events.append)
+    assert info["bytes"] > 100_000 and (tmp_path / "toy.wasm").exists()
+    assert any(e["stage"] == "link" for e in events) and any(e["stage"] == "runtime" for e in events)
+    # the module must import nothing the JS runtime does not provide
+    assert wasm_link.unexpected_imports(tmp_path / "toy.wasm") == []
+
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((4, 16)).astype("float32")
+    w_norm = rng.standard_normal(16).astype("float32")
+    w_lin = rng.standard_normal((8, 16)).astype("float32")
+    (y,) = run_toy(tmp_path / "toy.wasm", "forward", [x, w_norm, w_lin])
+
+    h = x / np.sqrt((x * x).mean(-1, keepdims=True) + 1e-5) * w_norm
+    ref = h @ w_lin.T
+    ref = ref / (1 + np.exp(-ref))
+    assert y.shape == (4, 8)
+    np.testing.assert_allclose(y, ref, atol=1e-4, rtol=1e-4)
+
+
+# ----------------------------------------------------------------------------- KV-cache LM
+
+V, H, NQ, NKV, D, L, F = 64, 128, 4, 2, 32, 2, 96
+THETA = 10000.0
+# WebGPU attention on SwiftShader lands ~2e-4 from a float64 forward pass (the same model on
+# the wasm CPU device: ~2e-6); garbage (a wrong kernel, a broken KV cache) is off by ~1.
+KV_ATOL = 2e-3
+
+
+def _tiny_lm():
+    """A 2-layer GQA transformer with a TIR paged KV cache, exported like the real LLM."""
+    from tvm import relax as rx
+    from tvm import te
+    from tvm.relax.frontend import nn
+    from tvm.relax.frontend.nn import op
+    from tvm.relax.frontend.nn.llm._kernel_common import RopeMode
+    from tvm.relax.frontend.nn.llm.kv_cache import PagedKVCache, TIRPagedKVCache
+
+    target = _target()
+
+    class Layer(nn.Module):
+        def __init__(self):
+            self.in_norm = nn.RMSNorm(H, -1, 1e-5, bias=False)
+            self.qkv = nn.Linear(H, (NQ + 2 * NKV) * D, bias=False)
+            self.o = nn.Linear(NQ * D, H, bias=False)
+            self.post_norm = nn.RMSNorm(H, -1, 1e-5, bias=False)
+            self.up = nn.Linear(H, F, bias=False)
+            self.down = nn.Linear(F, H, bias=False)
+
+    class TinyLM(nn.Module):
+        def __init__(self):
+            self.embed_tokens = nn.Embedding(V, H)
+            self.layers = nn.ModuleList([Layer() for _ in range(L)])
+            self.norm = nn.RMSNorm(H, -1, 1e-5, bias=False)
+            self.lm_head = nn.Linear(H, V, bias=False)
+
+        def embed(self, input_ids):
+            return self.embed_tokens(input_ids)
+
+        def _body(self, x, kv):
+            b, s, _ = x.shape
+            for i, ly in enumerate(self.layers):
+                qkv = op.reshape(ly.qkv(ly.in_norm(x)), (b, s, NQ + 2 * NKV, D))
+                o = kv.attention_with_fused_qkv(i, qkv, NQ, sm_scale=D**-0.5)
+                x = x + ly.o(op.reshape(o, (b, s, NQ * D)))
+                x = x + ly.down(op.silu(ly.up(ly.post_norm(x))))
+            x = self.norm(x)
+
+            def last(t):
+                bb, ss, dd = t.shape
+                return te.compute((bb, 1, dd), lambda i, _, k: t[i, ss - 1, k], name="last")
+
+            return self.lm_head(op.tensor_expr_op(last, "last", [x])), kv
+
+        def prefill(self, embeds, kv):
+            return self._body(embeds, kv)
+
+        def decode(self, embeds, kv):
+            return self._body(embeds, kv)
+
+        def create_paged_kv_cache(self, max_batch_size, max_total_seq_len, prefill_chunk_size,
+                                  page_size, support_sliding_window):
+            return TIRPagedKVCache(
+                attn_kind="mha", max_batch_size=max_batch_size, max_total_seq_len=max_total_seq_len,
+                prefill_chunk_size=prefill_chunk_size, page_size=page_size,
+                support_sliding_window=support_sliding_window, layer_partition=rx.ShapeExpr([0, L]),
+                num_hidden_layers=L, num_attention_heads=NQ, num_key_value_heads=NKV,
+                qk_head_dim=D, v_head_dim=D, mla_original_qk_head_dim=0, mla_original_v_head_dim=0,
+                rope_mode=RopeMode.NORMAL, rope_scale=1, rope_theta=THETA, rope_scaling={},
+                rope_ext_factors=rx.prim_value(0), rotary_dim=D, enable_disaggregation=False,
+                dtype="float32", target=target)
+
+    plain = {"param_mode": "plain", "effect_mode": "none"}
+    spec = {
+        "embed": {"input_ids": nn.spec.Tensor(["seq_len"], "int32"), "$": plain},
+        "prefill": {"embeds": nn.spec.Tensor([1, "seq_len", H], "float32"),
+                    "kv": nn.spec.Object(object_type=PagedKVCache), "$": plain},
+        "decode": {"embeds": nn.spec.Tensor([1, 1, H], "float32"),
+                   "kv": nn.spec.Object(object_type=PagedKVCache), "$": plain},
+        "create_paged_kv_cache": {
+            "max_batch_size": int, "max_total_seq_len": int, "prefill_chunk_size": int,
+            "page_size": int, "support_sliding_window": int,
+            "$": {"param_mode": "none", "effect_mode": "none"}},
+    }
+    mod, params = TinyLM().export_tvm(spec=spec)
+    return replace_racy_merge_state(mod), params
+
+
+def _rms(x, w):
+    return x / np.sqrt((x * x).mean(-1, keepdims=True) + 1e-5) * w
+
+
+def _rope(x, pos):
+    """Rotate-half RoPE on (s, heads, D) at positions pos (s,)."""
+    half = D // 2
+    inv = THETA ** (-np.arange(half, dtype=np.float64) * 2 / D)
+    ang = pos[:, None].astype(np.float64) * inv[None, :]
+    cos = np.concatenate([np.cos(ang)] * 2, -1)[:, None, :]
+    sin = np.concatenate([np.sin(ang)] * 2, -1)[:, None, :]
+    rot = np.concatenate([-x[..., half:], x[..., :half]], -1)
+    return x * cos + rot * sin
+
+
+def _reference_logits(p, tokens):
+    """Logits after each position of `tokens` (float64 numpy forward pass)."""
+    x = p["embed_tokens.weight"][tokens].astype(np.float64)
+    s = len(tokens)
+    pos = np.arange(s)
+    for i in range(L):
+        q_k_v = (_rms(x, p[f"layers.{i}.in_norm.weight"]) @ p[f"layers.{i}.qkv.weight"].T).reshape(s, NQ + 2 * NKV, D)
+        q, k, v = _rope(q_k_v[:, :NQ], pos), _rope(q_k_v[:, NQ:NQ + NKV], pos), q_k_v[:, NQ + NKV:]
+        out = np.empty((s, NQ, D))
+        for h in range(NQ):
+            kh = h // (NQ // NKV)
+            scores = q[:, h] @ k[:, kh].T * D**-0.5
+            scores = np.where(np.tril(np.ones((s, s), bool)), scores, -np.inf)
+            w = np.exp(scores - scores.max(-1, keepdims=True))
+            out[:, h] = (w / w.sum(-1, keepdims=True)) @ v[:, kh]
+        x = x + out.reshape(s, NQ * D) @ p[f"layers.{i}.o.weight"].T
+        u = _rms(x, p[f"layers.{i}.post_norm.weight"]) @ p[f"layers.{i}.up.weight"].T
+        x = x + (u / (1 + np.exp(-u))) @ p[f"layers.{i}.down.weight"].T
+    return _rms(x, p["norm.weight"]) @ p["lm_head.weight"].T
+
+
+@pytest.fixture(scope="module")
+def tiny_lm_folder(runtime, tmp_path_factory):
+    import tvm
+
+    folder = tmp_path_factory.mktemp("tiny_lm")
+    mod, param_specs = _tiny_lm()
+    ex = tvm.compile(mod, target=_target())
+    wasm_link.export_wasm(ex, folder / "model.wasm", opt_level="O1")
+    rng = np.random.default_rng(1)
+    params = []
+    for name, param in param_specs:
+        shape = [int(d) for d in param.shape]
+        scale = 1.0 if name.endswith("norm.weight") else (0.5 if "embed" in name else shape[-1] ** -0.5)
+        value = rng.standard_normal(shape).astype("float32") * scale
+        if name.endswith("norm.weight"):
+            value = 1.0 + 0.1 * value
+        params.append((name, value.astype("float32")))
+    # small shards so the model spans several shard files, as a real one does
+    write_shards(folder, params, {}, shard_bytes=64 * 1024)
+    return folder, dict(params)
+
+
+def test_kv_cache_prefill_and_decode_match_numpy(tiny_lm_folder):
+    folder, params = tiny_lm_folder
+    prompt = [3, 17, 42, 5, 60, 9, 1, 33, 33, 8, 61, 2, 27, 50, 14, 7, 44, 19]
+    n_decode = 4
+    # chunk 8 < prompt length: prefill runs in 3 chunks (8 + 8 + 2) over the same sequence,
+    # which spans two KV pages (the TIR kernels fix page_size at 16)
+    r = run_model(folder, prompt, decode=n_decode, prefill_chunk=8, page_size=16, all_logits=True,
+                  no_prefetch_shaders=True)
+    assert r["logits_shape"] == [1, 1, V]
+    ref = _reference_logits(params, prompt)[-1]
+    np.testing.assert_allclose(np.array(r["logits"]), ref, atol=KV_ATOL, rtol=0)
+
+    # greedy decode: every step must agree with the numpy forward pass over the whole sequence
+    seq = list(prompt)
+    ref_tokens = []
+    for step in range(n_decode):
+        logits = _reference_logits(params, seq)[-1]
+        if step > 0:
+            np.testing.assert_allclose(np.array(r["decode_logits"][step - 1]), logits, atol=KV_ATOL, rtol=0)
+        ref_tokens.append(int(np.argmax(logits)))
+        seq.append(ref_tokens[-1])
+    assert r["tokens"] == ref_tokens
+
+
+def test_kv_cache_single_chunk_prefill(tiny_lm_folder):
+    """The whole prompt (more than one KV page) in one prefill chunk, then decode."""
+    folder, params = tiny_lm_folder
+    prompt = list(range(1, 20))
+    r = run_model(folder, prompt, decode=2, no_prefetch_shaders=True)
+    np.testing.assert_allclose(np.array(r["logits"]), _reference_logits(params, prompt)[-1], atol=KV_ATOL, rtol=0)
+    assert r["kv_cache"]["prefill_chunk_size"] >= len(prompt)
+
+
+# ----------------------------------------------------------------------------- runtime cache
+
+
+def test_cache_key_depends_on_flags():
+    base = wasm_runtime.cache_key(wasm_runtime.DEFAULT_CFLAGS)
+    assert base == wasm_runtime.cache_key(wasm_runtime.DEFAULT_CFLAGS)
+    assert base != wasm_runtime.cache_key(("-O2", "-std=c++17", "-Wno-ignored-attributes"))
+    assert base != wasm_runtime.cache_key((*wasm_runtime.DEFAULT_CFLAGS, "-DNDEBUG"))
+
+
+def test_second_build_reuses_cache(runtime, monkeypatch):
+    mtimes = [o.stat().st_mtime_ns for o in runtime.objects]
+
+    def no_compile(*args, **kwargs):
+        raise AssertionError("the runtime was recompiled although it is cached")
+
+    monkeypatch.setattr(wasm_runtime, "_compile_one", no_compile)
+    events = []
+    again = wasm_runtime.build_runtime(progress=events.append)
+    assert again.built is False
+    assert again.objects == runtime.objects
+    assert [o.stat().st_mtime_ns for o in again.objects] == mtimes
+    assert events and events[-1]["stage"] == "runtime" and events[-1]["loaded"] == events[-1]["total"]
+
+
+def test_cache_miss_builds_atomically(monkeypatch, tmp_path):
+    """A miss compiles every unit (here faked) and publishes the folder only when complete."""
+    monkeypatch.setenv("WEBBUILD_CACHE_DIR", str(tmp_path))
+    calls = []
+
+    def fake_compile(emxx, src, out, flags, env):
+        calls.append(src.name)
+        if src.name == "tvmjs_support.cc":
+            raise ToolchainError("boom")
+        out.write_bytes(b"\0asm")
+        return 0.0
+
+    monkeypatch.setattr(wasm_runtime, "_compile_one", fake_compile)
+    with pytest.raises(ToolchainError):
+        wasm_runtime.build_runtime(jobs=1)
+    root = tmp_path / "wasm-runtime"
+    assert [p.name for p in root.iterdir()] == []  # nothing half-written left behind
+
+    monkeypatch.setattr(wasm_runtime, "_compile_one",
+                        lambda emxx, src, out, flags, env: (calls.append(src.name), out.write_bytes(b"x"), 0.0)[-1])
+    events = []
+    built = wasm_runtime.build_runtime(jobs=2, progress=events.append)
+    assert built.built and all(o.exists() for o in built.objects)
+    assert (built.directory / "manifest.json").exists()
+    loaded = [e["loaded"] for e in events if e["file"]]
+    assert loaded == list(range(1, len(built.objects) + 1))
+    assert all(e["total"] == len(built.objects) for e in events)
+
+
+def test_missing_emcc_is_a_toolchain_error(monkeypatch):
+    monkeypatch.setenv("EMCC", "/nonexistent/emcc")
+    with pytest.raises(ToolchainError) as err:
+        wasm_runtime.build_runtime()
+    assert "emscripten" in str(err.value) and err.value.fix and "make deps" in err.value.fix
+
+
+def test_link_failure_reports_emcc_stderr(runtime, tmp_path):
+    bogus = tmp_path / "bogus.o"
+    bogus.write_bytes(b"this is not an object file")
+    with pytest.raises(ToolchainError) as err:
+        wasm_link.link_wasm(tmp_path / "out.wasm", [bogus])
+    assert "bogus.o" in str(err.value)
+    assert not (tmp_path / "out.wasm").exists()
+    assert [p for p in tmp_path.iterdir() if p.suffix == ".wasm"] == []
+
+
+def test_runtime_support_headers(tmp_path):
+    """webbuild's stand-ins for the headers missing from the wheels, exercised directly."""
+    import subprocess
+
+    support = wasm_runtime.SUPPORT_DIR
+    _, ffi_dir = wasm_runtime.tvm_dirs()
+    out = tmp_path / "check.js"
+    cmd = [wasm_runtime.find_tool("em++"), "-O1", "-std=c++17", f"-I{support / 'include'}",
+           f"-I{support / 'src'}", f"-I{support / '3rdparty' / 'compiler-rt'}", f"-I{ffi_dir / 'include'}",
+           "-sENVIRONMENT=node", "-sERROR_ON_UNDEFINED_SYMBOLS=0", "-sWARN_ON_UNDEFINED_SYMBOLS=0",
+           str(Path(__file__).parent / "runtime_support_check.cc"), "-o", str(out)]
+    build = subprocess.run(cmd, capture_output=True, text=True, env=wasm_runtime.emscripten_env())
+    assert build.returncode == 0, build.stderr[-3000:]
+    # emscripten 3.1.6's loader prefers fetch() when it exists, which cannot read local paths
+    run = subprocess.run(["node", "--no-experimental-fetch", str(out)], capture_output=True, text=True)
+    assert run.returncode == 0 and "ALL OK" in run.stdout, run.stdout + run.stderr
