@@ -6,9 +6,9 @@ import argparse
 import sys
 
 from ..errors import WebbuildError
-from . import build_cmd
+from . import build_cmd, serve_cmd
 
-COMMANDS = (build_cmd,)
+COMMANDS = (build_cmd, serve_cmd)
 
 
 def main(argv: list[str] | None = None) -> int:

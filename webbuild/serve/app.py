@@ -1,0 +1,90 @@
+"""The aiohttp application: routes, method policy and the cross-origin isolation headers.
+
+URL space:
+  /api/models            JSON list of model folders (see catalog.py)
+  /models/<folder>/<file> files of the model folders under --models
+  /dist/<file>           the JS runtime bundle under --dist
+  /<file>, /             the web app under --site (`/` and any `.../` serve index.html)
+Only GET and HEAD are allowed. Paths are checked on their raw, percent-encoded form (paths.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from pathlib import Path
+
+from aiohttp import hdrs, web
+
+from .catalog import list_models
+from .files import send_file
+from .paths import BadPath, resolve_file, split_path
+
+INDEX = "index.html"
+ISOLATION_HEADERS = {
+    "Cross-Origin-Opener-Policy": "same-origin",
+    "Cross-Origin-Embedder-Policy": "require-corp",
+    "Cross-Origin-Resource-Policy": "same-origin",
+}
+
+
+@dataclass(frozen=True)
+class ServeConfig:
+    """The three served folders."""
+
+    models: Path
+    site: Path
+    dist: Path
+
+
+CONFIG_KEY = web.AppKey("webbuild_serve_config", ServeConfig)
+
+
+async def _add_isolation_headers(request: web.Request, response: web.StreamResponse) -> None:
+    for name, value in ISOLATION_HEADERS.items():
+        response.headers.setdefault(name, value)
+
+
+async def _api_models(request: web.Request, config: ServeConfig) -> web.Response:
+    loop = asyncio.get_running_loop()
+    models = await loop.run_in_executor(None, list_models, config.models)
+    return web.json_response({"models": models}, headers={hdrs.CACHE_CONTROL: "no-cache"})
+
+
+def _pick_root(config: ServeConfig, segments: tuple[str, ...]) -> tuple[Path, tuple[str, ...]]:
+    head = segments[0] if segments else ""
+    if head == "models":
+        if len(segments) < 3:
+            raise web.HTTPNotFound()
+        return config.models, segments[1:]
+    if head == "dist":
+        return config.dist, segments[1:]
+    return config.site, segments
+
+
+async def _dispatch(request: web.Request) -> web.StreamResponse:
+    config: ServeConfig = request.app[CONFIG_KEY]
+    try:
+        segments, trailing = split_path(request.rel_url.raw_path)
+    except BadPath:
+        raise web.HTTPBadRequest(text="400: Bad Request (unsafe path)") from None
+    if segments and segments[0] == "api":
+        if segments == ("api", "models") and not trailing:
+            return await _api_models(request, config)
+        raise web.HTTPNotFound()
+    if trailing:
+        segments = (*segments, INDEX)
+    root, rest = _pick_root(config, segments)
+    path = resolve_file(root, rest) if rest else None
+    if path is None:
+        raise web.HTTPNotFound()
+    return await send_file(request, path, rest[-1])
+
+
+def make_app(config: ServeConfig) -> web.Application:
+    """The application serving `config`'s folders (GET/HEAD only; others answer 405 with `Allow`)."""
+    app = web.Application()
+    app[CONFIG_KEY] = config
+    app.router.add_get(r"/{path:[\s\S]*}", _dispatch)
+    app.on_response_prepare.append(_add_isolation_headers)
+    return app
