@@ -9,7 +9,6 @@ mode: tensor-cache.json, embed / prefill / decode / create_paged_kv_cache).
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np

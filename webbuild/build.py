@@ -14,7 +14,8 @@ from pathlib import Path
 from .arch import get_architecture
 from .arch.base import BuildOptions
 from .chat_config import make_chat_config
-from .compile.relax_build import TARGETS, export_cpu_library, lower
+from .compile.relax_build import export_cpu_library, lower
+from .compile.targets import TARGETS
 from . import catalog
 from .catalog import Recipe
 from .errors import ConfigError, UnsupportedQuantizationError, WebbuildError

@@ -60,3 +60,7 @@ class OutputExistsError(WebbuildError):
 
 class ToolchainError(WebbuildError):
     """A build tool (emscripten, TVM) is missing or failed."""
+
+
+class ServerStartError(WebbuildError):
+    """The server could not listen on the requested host and port."""

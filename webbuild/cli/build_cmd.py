@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from ..compile.relax_build import TARGETS
+from ..compile.targets import TARGETS
 from ..quant.scheme import SCHEMES
 from ..shard.writer import DEFAULT_SHARD_BYTES
 

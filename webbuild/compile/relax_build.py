@@ -17,7 +17,6 @@ from ..arch.base import Architecture
 from ..quant.scheme import QuantScheme
 from .kv_cache_patch import replace_racy_merge_state
 
-TARGETS = ("webgpu", "cpu")
 WASM_TRIPLE = "wasm32-unknown-unknown-wasm"
 
 

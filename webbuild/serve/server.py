@@ -8,12 +8,8 @@ import sys
 
 from aiohttp import web
 
-from ..errors import SourceNotFoundError, WebbuildError
+from ..errors import ServerStartError, SourceNotFoundError
 from .app import ServeConfig, make_app
-
-
-class ServerStartError(WebbuildError):
-    """The server could not listen on the requested host and port."""
 
 
 def check_folders(config: ServeConfig) -> list[str]:

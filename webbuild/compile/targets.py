@@ -1,0 +1,3 @@
+"""The compile targets webbuild offers (kept free of TVM imports so the CLI starts fast)."""
+
+TARGETS = ("webgpu", "cpu")
