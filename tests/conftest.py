@@ -25,18 +25,25 @@ def tiny_llama_dirs(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
-def cpu_build(tmp_path_factory):
-    """build(source, quantization, **options) -> model folder, cached per argument set."""
+def model_build(tmp_path_factory):
+    """make(source, quantization, target="cpu", **options) -> model folder, built once per argument set."""
     from webbuild.build import BuildRequest, build
 
     out = tmp_path_factory.mktemp("builds")
     done: dict = {}
 
-    def make(source: Path, quantization: str, **options) -> Path:
-        key = (str(source), quantization, tuple(sorted(options.items())))
+    def make(source, quantization: str, target: str = "cpu", **options) -> Path:
+        key = (str(source), quantization, target, tuple(sorted(options.items())))
         if key not in done:
             name = f"m{len(done)}"
-            done[key] = build(BuildRequest(str(source), quantization, out, target="cpu", name=name, **options)).folder
+            done[key] = build(BuildRequest(str(source), quantization, out, target=target, name=name,
+                                           **options)).folder
         return done[key]
 
     return make
+
+
+@pytest.fixture(scope="session")
+def cpu_build(model_build):
+    """make(source, quantization, **options) -> a CPU-target model folder."""
+    return lambda source, quantization, **options: model_build(source, quantization, "cpu", **options)
