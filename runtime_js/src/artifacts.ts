@@ -1,0 +1,409 @@
+// Loading a model folder by URL.
+//
+// Metadata (chat-config.json, tensor-cache.json, tokenizer files, model.wasm) is fetched from the
+// network every time, so a rebuilt folder is picked up; a copy goes to the store and is used only
+// when the network fails (offline). Shards are read from the store when present, otherwise fetched
+// (at most `concurrency` at a time); every shard's sha256 is verified before use. A shard failing
+// verification is evicted and fetched once more (bypassing the HTTP cache); a second failure throws
+// IntegrityError naming the file.
+//
+// Tensors: all parameters form one byte stream cut into shards; `iterateTensors` walks the records
+// in stream order and yields each tensor's bytes: a view into the current shard, or a fresh copy
+// when the tensor spans shards. Only the current shard (plus the prefetch window) is held.
+
+import {
+  parseChatConfig, parseTensorCache, type ChatConfig, type ShardInfo, type TensorCache, type TensorRecord,
+} from "./config.js";
+import {
+  AbortedError, IntegrityError, ModelLoadError, StorageQuotaError, isAbortError, isQuotaError, throwIfAborted,
+} from "./errors.js";
+import { ProgressReporter, type ProgressCallback } from "./progress.js";
+import { sha256Hex } from "./sha256.js";
+import { openStore, type CacheKind, type ShardStore } from "./storage.js";
+
+export type FetchFn = (url: string, init?: RequestInit) => Promise<Response>;
+
+export interface LoadOptions {
+  /** Where shards are stored between loads. Default "cache" (the Cache API). */
+  cache?: CacheKind;
+  /** A store to use instead of `cache` (tests inject a MemoryStore). */
+  store?: ShardStore;
+  /** Default globalThis.fetch. */
+  fetch?: FetchFn;
+  /** Shards fetched / verified at once, and the prefetch window of `shards()`. Default 4. */
+  concurrency?: number;
+  onProgress?: ProgressCallback;
+  signal?: AbortSignal;
+}
+
+export interface ModelArtifacts {
+  /** The model folder URL, ending in "/". */
+  baseUrl: string;
+  chatConfig: ChatConfig;
+  tensorCache: TensorCache;
+  tokenizerJson: unknown;
+  /** tokenizer_config.json, or null when the folder has none. */
+  tokenizerConfig: unknown | null;
+}
+
+export interface VerifiedShard {
+  index: number;
+  info: ShardInfo;
+  bytes: Uint8Array;
+  fromCache: boolean;
+}
+
+export interface TensorBytes {
+  record: TensorRecord;
+  /** The tensor's bytes: a view into a shard (valid until dropped) or a copy if it spans shards. */
+  bytes: Uint8Array;
+}
+
+/** The model folder URL normalized to end in "/" (relative URLs resolve against the page). */
+export function modelBaseUrl(modelUrl: string): string {
+  const base = (globalThis as { location?: { href?: string } }).location?.href;
+  let url: string;
+  try {
+    url = base ? new URL(modelUrl, base).href : new URL(modelUrl).href;
+  } catch {
+    throw new ModelLoadError(modelUrl, "not a valid URL", "pass the URL of a model folder built by webbuild");
+  }
+  return url.endsWith("/") ? url : url + "/";
+}
+
+/** Context shared by the fetch helpers. */
+class Loader {
+  readonly fetchFn: FetchFn;
+  readonly store: ShardStore;
+  readonly signal: AbortSignal | undefined;
+  readonly progress: ProgressReporter;
+  readonly concurrency: number;
+
+  constructor(options: LoadOptions, signal = options.signal) {
+    const f = options.fetch ?? (globalThis.fetch ? globalThis.fetch.bind(globalThis) : undefined);
+    if (!f) throw new ModelLoadError("fetch", "no fetch function is available", "pass options.fetch");
+    this.fetchFn = f;
+    this.store = options.store ?? openStore(options.cache ?? "cache");
+    this.signal = signal;
+    this.progress = new ProgressReporter(options.onProgress);
+    this.concurrency = Math.max(1, Math.floor(options.concurrency ?? 4));
+  }
+
+  /** GET url; one retry on a network error or 5xx; HTTP errors become ModelLoadError. */
+  async get(url: string, init: RequestInit = {}): Promise<Response> {
+    for (let attempt = 1; ; attempt++) {
+      throwIfAborted(this.signal);
+      let response: Response;
+      try {
+        response = await this.fetchFn(url, { ...init, signal: this.signal });
+      } catch (err) {
+        if (isAbortError(err) || this.signal?.aborted) throw new AbortedError(undefined, { cause: err });
+        if (attempt < 2) continue;
+        throw new ModelLoadError(url, `network error (${(err as Error)?.message ?? err})`,
+          "check the network connection and that the server allows this origin (CORS)", { cause: err });
+      }
+      if (response.ok) return response;
+      if (response.status >= 500 && attempt < 2) continue;
+      const err = new ModelLoadError(url, `HTTP ${response.status}${response.statusText ? " " + response.statusText : ""}`,
+        response.status === 404 ? "check the model URL: the file is not in the model folder" : "check the server");
+      err.details.status = response.status;
+      throw err;
+    }
+  }
+
+  /** The response body, with fetch progress events; `expected` preallocates the buffer. */
+  async body(response: Response, file: string, expected?: number): Promise<Uint8Array> {
+    const header = Number(response.headers.get("content-length"));
+    const total = expected ?? (Number.isFinite(header) && header > 0 ? header : 0);
+    const reader = response.body?.getReader();
+    if (!reader) {
+      const bytes = new Uint8Array(await response.arrayBuffer());
+      this.progress.emit("fetch", file, bytes.length, total || bytes.length);
+      return bytes;
+    }
+    let buf = new Uint8Array(total || 1 << 16);
+    let n = 0;
+    try {
+      for (;;) {
+        const { done, value } = await reader.read();
+        if (done) break;
+        if (n + value.length > buf.length) {
+          const bigger = new Uint8Array(Math.max(buf.length * 2, n + value.length));
+          bigger.set(buf.subarray(0, n));
+          buf = bigger;
+        }
+        buf.set(value, n);
+        n += value.length;
+        if (expected !== undefined) this.progress.bytesLoaded += value.length;
+        this.progress.emit("fetch", file, n, total || n);
+      }
+    } catch (err) {
+      if (expected !== undefined) this.progress.bytesLoaded -= n;
+      if (isAbortError(err) || this.signal?.aborted) throw new AbortedError(undefined, { cause: err });
+      throw new ModelLoadError(file, `download interrupted (${(err as Error)?.message ?? err})`,
+        "check the network connection and retry", { cause: err });
+    }
+    return n === buf.length ? buf : buf.slice(0, n);
+  }
+
+  /** Store best-effort: quota errors become StorageQuotaError, other failures only warn. */
+  async put(key: string, file: string, bytes: Uint8Array, quotaIsFatal: boolean): Promise<boolean> {
+    try {
+      await this.store.put(key, bytes);
+      return true;
+    } catch (err) {
+      if (isQuotaError(err) && quotaIsFatal) throw new StorageQuotaError(file, { cause: err });
+      console.warn(`webbuild: could not store ${file} (${(err as Error)?.message ?? err})`);
+      return false;
+    }
+  }
+
+  async lookup(key: string): Promise<Uint8Array | undefined> {
+    try {
+      return await this.store.get(key);
+    } catch (err) {
+      console.warn(`webbuild: could not read ${key} from the ${this.store.kind} store (${(err as Error)?.message ?? err})`);
+      return undefined;
+    }
+  }
+
+  /** Network first; the stored copy when the network fails; stores what it fetched. */
+  async metadataFile(url: string, file: string): Promise<Uint8Array> {
+    let bytes: Uint8Array;
+    try {
+      bytes = await this.body(await this.get(url), file);
+    } catch (err) {
+      // offline fallback: only for network failures and server errors, never for a 4xx answer
+      const status = err instanceof ModelLoadError ? err.details.status : undefined;
+      if (!(err instanceof ModelLoadError) || (typeof status === "number" && status < 500)) throw err;
+      const stored = await this.lookup(url);
+      if (!stored) throw err;
+      console.warn(`webbuild: ${file}: network failed, using the stored copy`);
+      return stored;
+    }
+    await this.put(url, file, bytes, false);
+    return bytes;
+  }
+
+  async json(url: string, file: string): Promise<unknown> {
+    const bytes = await this.metadataFile(url, file);
+    try {
+      return JSON.parse(new TextDecoder().decode(bytes));
+    } catch (err) {
+      throw new ModelLoadError(url, `not valid JSON (${(err as Error).message})`,
+        "check the model URL (the server may have returned an HTML page) or rebuild the folder", { cause: err });
+    }
+  }
+}
+
+/**
+ * Fetch a model folder's metadata: chat-config.json, tensor-cache.json and the tokenizer files.
+ * Shards are loaded afterwards through a ShardLoader.
+ */
+export async function loadModelArtifacts(modelUrl: string, options: LoadOptions = {}): Promise<ModelArtifacts> {
+  const baseUrl = modelBaseUrl(modelUrl);
+  const loader = new Loader({ ...options, concurrency: 1 });
+  const configUrl = new URL("chat-config.json", baseUrl).href;
+  const chatConfig = parseChatConfig(await loader.json(configUrl, "chat-config.json"), configUrl);
+  const files = ["tensor-cache.json", ...chatConfig.tokenizer_files.filter((f) => f === "tokenizer.json" || f === "tokenizer_config.json")];
+  const cacheUrl = new URL(chatConfig.tensor_cache, baseUrl).href;
+  const [tensorCacheJson, tokenizerJson, tokenizerConfig] = await Promise.all([
+    loader.json(cacheUrl, chatConfig.tensor_cache),
+    loader.json(new URL("tokenizer.json", baseUrl).href, "tokenizer.json"),
+    files.includes("tokenizer_config.json")
+      ? loader.json(new URL("tokenizer_config.json", baseUrl).href, "tokenizer_config.json") : Promise.resolve(null),
+  ]);
+  return { baseUrl, chatConfig, tensorCache: parseTensorCache(tensorCacheJson, cacheUrl), tokenizerJson, tokenizerConfig };
+}
+
+/** Fetch the compiled model library (model.wasm) with fetch progress (network first, store as fallback). */
+export async function loadModelLib(artifacts: ModelArtifacts, options: LoadOptions = {}): Promise<Uint8Array> {
+  const file = artifacts.chatConfig.model_lib;
+  return new Loader(options).metadataFile(new URL(file, artifacts.baseUrl).href, file);
+}
+
+/** Fetches, verifies and stores the shards of one model; yields them and their tensors. */
+export class ShardLoader {
+  readonly artifacts: ModelArtifacts;
+  /** Emit "compile" / "ready" through this too, so the callback sees one event stream. */
+  readonly progress: ProgressReporter;
+  private readonly loader: Loader;
+  /** Fires on the caller's signal, or when an iteration stops early (to cancel the prefetch). */
+  private readonly abort = new AbortController();
+  private verified = 0;
+  private cached = 0;
+
+  /** Single use once an iteration of shards() / tensors() stops early or fails. */
+  constructor(artifacts: ModelArtifacts, options: LoadOptions = {}) {
+    this.artifacts = artifacts;
+    const outer = options.signal;
+    if (outer?.aborted) this.abort.abort(outer.reason);
+    else outer?.addEventListener("abort", () => this.abort.abort(outer.reason), { once: true });
+    this.loader = new Loader(options, this.abort.signal);
+    this.progress = this.loader.progress;
+    this.progress.bytesTotal = artifacts.tensorCache.total_bytes;
+  }
+
+  get store(): ShardStore {
+    return this.loader.store;
+  }
+
+  shardUrl(info: ShardInfo): string {
+    return new URL(info.file, this.artifacts.baseUrl).href;
+  }
+
+  private async verify(info: ShardInfo, bytes: Uint8Array): Promise<boolean> {
+    return bytes.length === info.nbytes && (await sha256Hex(bytes)) === info.sha256;
+  }
+
+  /** One verified shard: from the store, else the network (twice at most). */
+  async shard(index: number): Promise<VerifiedShard> {
+    const info = this.artifacts.tensorCache.shards[index];
+    if (!info) throw new RangeError(`no shard ${index}`);
+    const { loader, progress } = this;
+    const total = this.artifacts.tensorCache.shards.length;
+    const url = this.shardUrl(info);
+    throwIfAborted(loader.signal);
+
+    const stored = await loader.lookup(url);
+    if (stored) {
+      if (await this.verify(info, stored)) {
+        progress.bytesLoaded += info.nbytes;
+        progress.emit("verify", info.file, ++this.verified, total);
+        progress.emit("cache", info.file, ++this.cached, total, { fromCache: true });
+        return { index, info, bytes: stored, fromCache: true };
+      }
+      console.warn(`webbuild: stored ${info.file} is corrupt; fetching it again`);
+      await loader.store.delete(url).catch(() => {});
+    }
+
+    for (let attempt = 1; ; attempt++) {
+      // a retry must not be answered from the HTTP cache with the same bad bytes
+      const response = await loader.get(url, attempt > 1 ? { cache: "reload" } : {});
+      const bytes = await loader.body(response, info.file, info.nbytes);
+      throwIfAborted(loader.signal);
+      if (await this.verify(info, bytes)) {
+        progress.emit("verify", info.file, ++this.verified, total);
+        if (await loader.put(url, info.file, bytes, true)) progress.emit("cache", info.file, ++this.cached, total, { fromCache: false });
+        return { index, info, bytes, fromCache: false };
+      }
+      progress.bytesLoaded -= bytes.length;
+      if (attempt >= 2) {
+        throw new IntegrityError(info.file, bytes.length !== info.nbytes
+          ? `${info.file} has ${bytes.length} bytes, tensor-cache.json says ${info.nbytes}`
+          : undefined);
+      }
+      console.warn(`webbuild: ${info.file} failed sha256 verification; fetching it again`);
+    }
+  }
+
+  /**
+   * All shards in order, verified. Up to `concurrency` shards are fetched ahead of the consumer.
+   * Stopping the iteration early abandons the prefetched ones.
+   */
+  async *shards(): AsyncGenerator<VerifiedShard> {
+    const n = this.artifacts.tensorCache.shards.length;
+    const window: Promise<VerifiedShard>[] = [];
+    let next = 0;
+    const fill = (): void => {
+      while (next < n && window.length < this.loader.concurrency) {
+        const p = this.shard(next++);
+        p.catch(() => {});  // observed below; avoid unhandled-rejection noise for abandoned ones
+        window.push(p);
+      }
+    };
+    let finished = false;
+    try {
+      fill();
+      for (let i = 0; i < n; i++) {
+        const shard = await window.shift()!;
+        fill();
+        yield shard;
+      }
+      finished = true;
+    } finally {
+      if (!finished) this.abort.abort(new AbortedError("shard loading stopped"));
+    }
+  }
+
+  /** Each tensor's bytes in stream order (see iterateTensors). */
+  tensors(): AsyncGenerator<TensorBytes> {
+    const cache = this.artifacts.tensorCache;
+    const self = this;
+    return iterateTensors(cache.records, (async function* () {
+      for await (const s of self.shards()) yield s.bytes;
+    })());
+  }
+
+  /** Download, verify and store every shard without keeping them (e.g. "download for offline"). */
+  async downloadAll(): Promise<void> {
+    for await (const _ of this.shards()) { /* dropped */ }
+  }
+}
+
+/**
+ * Yield every record's bytes from the shard byte stream. `shards` yields the shard buffers in
+ * order (each shard's length sets where the next begins). A tensor inside one shard is a view into
+ * it; one spanning shards is copied into a fresh buffer. Records are visited in byte_offset order.
+ */
+export async function* iterateTensors(records: readonly TensorRecord[],
+                                      shards: AsyncIterable<Uint8Array> | Iterable<Uint8Array>): AsyncGenerator<TensorBytes> {
+  const ordered = [...records].sort((a, b) => a.byte_offset - b.byte_offset || a.nbytes - b.nbytes);
+  const it = (Symbol.asyncIterator in shards
+    ? (shards as AsyncIterable<Uint8Array>)[Symbol.asyncIterator]()
+    : (shards as Iterable<Uint8Array>)[Symbol.iterator]()) as AsyncIterator<Uint8Array> | Iterator<Uint8Array>;
+  let cur: Uint8Array = new Uint8Array(0);
+  let curStart = 0;  // stream offset of cur[0]
+  let index = -1;
+  const advance = async (): Promise<void> => {
+    const r = await it.next();
+    if (r.done) throw new ModelLoadError("tensor-cache.json", "a tensor lies past the last shard", "rebuild the model folder");
+    curStart += cur.length;
+    cur = r.value;
+    index++;
+  };
+  try {
+    for (const record of ordered) {
+      const start = record.byte_offset, end = start + record.nbytes;
+      if (record.nbytes === 0) { yield { record, bytes: new Uint8Array(0) }; continue; }
+      while (start >= curStart + cur.length) await advance();
+      if (start < curStart) {
+        throw new ModelLoadError("tensor-cache.json", `tensor ${record.name} overlaps the previous one`, "rebuild the model folder");
+      }
+      if (end <= curStart + cur.length) {
+        yield { record, bytes: cur.subarray(start - curStart, end - curStart) };
+        continue;
+      }
+      const out = new Uint8Array(record.nbytes);
+      let written = 0;
+      for (;;) {
+        const from = start + written - curStart;
+        const piece = cur.subarray(from, Math.min(cur.length, from + record.nbytes - written));
+        out.set(piece, written);
+        written += piece.length;
+        if (written === record.nbytes) break;
+        await advance();
+      }
+      yield { record, bytes: out };
+    }
+  } finally {
+    await it.return?.();
+  }
+}
+
+/** True when every shard of the model is in the store (presence only; loading still verifies). */
+export async function isModelCached(artifacts: ModelArtifacts, options: LoadOptions = {}): Promise<boolean> {
+  const loader = new ShardLoader(artifacts, options);
+  for (const info of artifacts.tensorCache.shards) {
+    if (!(await loader.store.get(loader.shardUrl(info)).catch(() => undefined))) return false;
+  }
+  return true;
+}
+
+/** Remove the model's shards and metadata copies from the store. */
+export async function deleteModelFromCache(artifacts: ModelArtifacts, options: LoadOptions = {}): Promise<void> {
+  const loader = new ShardLoader(artifacts, options);
+  const files = [...artifacts.tensorCache.shards.map((s) => s.file), "chat-config.json", artifacts.chatConfig.tensor_cache,
+    "tokenizer.json", "tokenizer_config.json", artifacts.chatConfig.model_lib];
+  for (const file of files) await loader.store.delete(new URL(file, artifacts.baseUrl).href);
+}

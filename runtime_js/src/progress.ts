@@ -1,0 +1,46 @@
+// Structured load-progress events.
+//
+//   fetch   bytes of one file downloaded so far (loaded / total bytes of `file`)
+//   verify  a shard's sha256 checked (loaded / total: shards verified / shard count)
+//   cache   a shard written to (or read from: fromCache = true) the store (loaded / total: shards)
+//   compile the engine compiling shaders / creating pipelines (loaded / total: engine-defined)
+//   ready   everything loaded
+//
+// Every event also carries the whole model's byte progress (bytesLoaded / bytesTotal over all
+// shards, counting shards read from the store) so a UI can show one bar.
+
+export type ProgressStage = "fetch" | "verify" | "cache" | "compile" | "ready";
+
+export interface LoadProgress {
+  stage: ProgressStage;
+  file: string;
+  loaded: number;
+  total: number;
+  bytesLoaded: number;
+  bytesTotal: number;
+  /** cache stage: true when the shard came from the store rather than the network. */
+  fromCache?: boolean;
+}
+
+export type ProgressCallback = (event: LoadProgress) => void;
+
+/** Tracks whole-model byte progress and forwards events; a throwing callback never breaks loading. */
+export class ProgressReporter {
+  bytesLoaded = 0;
+  bytesTotal: number;
+  private readonly callback: ProgressCallback | undefined;
+
+  constructor(callback: ProgressCallback | undefined, bytesTotal = 0) {
+    this.callback = callback;
+    this.bytesTotal = bytesTotal;
+  }
+
+  emit(stage: ProgressStage, file: string, loaded: number, total: number, extra: { fromCache?: boolean } = {}): void {
+    if (!this.callback) return;
+    try {
+      this.callback({ stage, file, loaded, total, bytesLoaded: this.bytesLoaded, bytesTotal: this.bytesTotal, ...extra });
+    } catch (err) {
+      console.warn("webbuild: progress callback threw", err);
+    }
+  }
+}

@@ -1,0 +1,343 @@
+// OpenAI chat-completions types, request validation (pure) and response builders.
+//
+// Conversation shape: roles "system", "user" and "assistant"; content is a string or an array of
+// {type: "text", text} parts (joined without separator). A conversation may end with an assistant
+// message, as the OpenAI API allows: the chat template is then rendered with
+// add_generation_prompt=true all the same, so the model starts a *new* assistant turn (it does not
+// continue the last one).
+
+import type { SamplingDefaults } from "./config.js";
+import { ContextWindowExceededError, InvalidRequestError } from "./errors.js";
+
+export type Role = "system" | "user" | "assistant";
+export type FinishReason = "stop" | "length" | "abort";
+
+export interface TextContentPart {
+  type: "text";
+  text: string;
+}
+
+export interface ChatMessage {
+  role: Role;
+  content: string | TextContentPart[];
+  name?: string;
+}
+
+export interface ChatCompletionRequest {
+  messages: ChatMessage[];
+  model?: string;
+  temperature?: number | null;
+  top_p?: number | null;
+  repetition_penalty?: number | null;
+  frequency_penalty?: number | null;
+  presence_penalty?: number | null;
+  max_tokens?: number | null;
+  /** Newer OpenAI name for max_tokens; either may be given (not both with different values). */
+  max_completion_tokens?: number | null;
+  seed?: number | null;
+  stop?: string | string[] | null;
+  /** token id (as a string, like OpenAI; numbers accepted) -> bias in [-100, 100] */
+  logit_bias?: Record<string, number> | null;
+  stream?: boolean | null;
+  stream_options?: { include_usage?: boolean } | null;
+  n?: number | null;
+  [extra: string]: unknown;
+}
+
+/** A normalized message: content is always a string. */
+export interface NormalizedMessage {
+  role: Role;
+  content: string;
+}
+
+export interface NormalizedRequest extends SamplingDefaults {
+  messages: NormalizedMessage[];
+  model: string | null;
+  /** null: up to the end of the context window (see resolveMaxTokens). */
+  max_tokens: number | null;
+  /** null: a fresh random seed per request. */
+  seed: number | null;
+  stop: string[];
+  /** token id -> bias; -100 bans the token. */
+  logit_bias: Map<number, number>;
+  stream: boolean;
+  include_usage: boolean;
+}
+
+export interface RequestLimits {
+  /** The chat-config `sampling` block: defaults for absent sampling fields. */
+  sampling?: Partial<SamplingDefaults>;
+  /** Token ids in logit_bias must be below this. */
+  vocabSize?: number;
+  /** max_tokens may not exceed this. */
+  contextWindow?: number;
+}
+
+const FALLBACK_SAMPLING: SamplingDefaults = {
+  temperature: 0.7, top_p: 0.95, repetition_penalty: 1.0, frequency_penalty: 0.0, presence_penalty: 0.0,
+};
+const ROLES = new Set<string>(["system", "user", "assistant"]);
+const MAX_STOP = 4;
+
+function bad(field: string, message: string): never {
+  throw new InvalidRequestError(field, message);
+}
+
+function given(v: unknown): boolean {
+  return v !== undefined && v !== null;
+}
+
+function number(req: Record<string, unknown>, field: string, fallback: number, lo: number, hi: number,
+                opts: { loOpen?: boolean } = {}): number {
+  const v = req[field];
+  if (!given(v)) return fallback;
+  if (typeof v !== "number" || !Number.isFinite(v)) bad(field, "must be a finite number");
+  if ((opts.loOpen ? v <= lo : v < lo) || v > hi) bad(field, `must be in ${opts.loOpen ? "(" : "["}${lo}, ${hi}]`);
+  return v;
+}
+
+function normalizeContent(content: unknown, field: string): string {
+  if (typeof content === "string") return content;
+  if (Array.isArray(content)) {
+    return content.map((part, i) => {
+      const p = part as { type?: unknown; text?: unknown } | null;
+      if (!p || p.type !== "text") bad(`${field}[${i}].type`, "only text content parts are supported");
+      if (typeof p.text !== "string") bad(`${field}[${i}].text`, "must be a string");
+      return p.text;
+    }).join("");
+  }
+  return bad(field, "must be a string or an array of text parts");
+}
+
+function normalizeMessages(messages: unknown): NormalizedMessage[] {
+  if (!Array.isArray(messages)) bad("messages", "must be an array");
+  if (messages.length === 0) bad("messages", "must not be empty");
+  return messages.map((m, i) => {
+    if (!m || typeof m !== "object") bad(`messages[${i}]`, "must be an object");
+    const { role, content } = m as { role?: unknown; content?: unknown };
+    if (typeof role !== "string" || !ROLES.has(role)) bad(`messages[${i}].role`, "must be system, user or assistant");
+    return { role: role as Role, content: normalizeContent(content, `messages[${i}].content`) };
+  });
+}
+
+function normalizeStop(stop: unknown): string[] {
+  if (!given(stop)) return [];
+  const list = typeof stop === "string" ? [stop] : stop;
+  if (!Array.isArray(list)) bad("stop", "must be a string or an array of strings");
+  if (list.length > MAX_STOP) bad("stop", `at most ${MAX_STOP} stop sequences`);
+  list.forEach((s, i) => {
+    if (typeof s !== "string" || s.length === 0) bad(`stop[${i}]`, "must be a non-empty string");
+  });
+  return [...new Set(list as string[])];
+}
+
+function normalizeLogitBias(bias: unknown, vocabSize?: number): Map<number, number> {
+  const out = new Map<number, number>();
+  if (!given(bias)) return out;
+  if (typeof bias !== "object" || Array.isArray(bias)) bad("logit_bias", "must be an object of token id -> bias");
+  for (const [key, value] of Object.entries(bias as Record<string, unknown>)) {
+    const field = `logit_bias.${key}`;
+    if (!/^(0|[1-9][0-9]*)$/.test(key)) bad(field, "keys must be token ids (non-negative integers)");
+    const id = Number(key);
+    if (!Number.isSafeInteger(id) || (vocabSize !== undefined && id >= vocabSize)) {
+      bad(field, `token id must be below the vocabulary size${vocabSize !== undefined ? ` ${vocabSize}` : ""}`);
+    }
+    if (typeof value !== "number" || !Number.isFinite(value) || value < -100 || value > 100) {
+      bad(field, "bias must be a number in [-100, 100]");
+    }
+    out.set(id, value);
+  }
+  return out;
+}
+
+function normalizeMaxTokens(req: Record<string, unknown>, contextWindow?: number): number | null {
+  const a = req.max_tokens, b = req.max_completion_tokens;
+  if (given(a) && given(b) && a !== b) bad("max_completion_tokens", "conflicts with max_tokens");
+  const field = given(a) ? "max_tokens" : "max_completion_tokens";
+  const v = given(a) ? a : b;
+  if (!given(v)) return null;
+  if (typeof v !== "number" || !Number.isSafeInteger(v) || v < 1) bad(field, "must be a positive integer");
+  if (contextWindow !== undefined && v > contextWindow) bad(field, `must not exceed the context window (${contextWindow})`);
+  return v;
+}
+
+/**
+ * Validate an OpenAI chat-completions request and fill in defaults (from `limits.sampling`, the
+ * model's chat-config). Pure: never mutates `request`. Throws InvalidRequestError naming the field.
+ */
+export function validateRequest(request: unknown, limits: RequestLimits = {}): NormalizedRequest {
+  if (!request || typeof request !== "object" || Array.isArray(request)) bad("request", "must be an object");
+  const req = request as Record<string, unknown>;
+  const d = { ...FALLBACK_SAMPLING, ...limits.sampling };
+
+  if (given(req.n) && req.n !== 1) bad("n", "only n = 1 is supported");
+  if (given(req.tools) && !(Array.isArray(req.tools) && req.tools.length === 0)) bad("tools", "tool calls are not supported");
+  if (given(req.logprobs) && req.logprobs !== false) bad("logprobs", "logprobs are not supported");
+  const fmt = req.response_format as { type?: unknown } | null | undefined;
+  if (given(fmt) && fmt?.type !== "text") bad("response_format", "only {type: \"text\"} is supported");
+  if (given(req.stream) && typeof req.stream !== "boolean") bad("stream", "must be a boolean");
+  if (given(req.model) && typeof req.model !== "string") bad("model", "must be a string");
+  const so = req.stream_options as { include_usage?: unknown } | null | undefined;
+  if (given(so) && (typeof so !== "object" || (given(so!.include_usage) && typeof so!.include_usage !== "boolean"))) {
+    bad("stream_options", "must be {include_usage?: boolean}");
+  }
+  let seed: number | null = null;
+  if (given(req.seed)) {
+    if (typeof req.seed !== "number" || !Number.isSafeInteger(req.seed)) bad("seed", "must be an integer");
+    seed = req.seed;
+  }
+
+  return {
+    messages: normalizeMessages(req.messages),
+    model: (req.model as string | undefined) ?? null,
+    temperature: number(req, "temperature", d.temperature, 0, 2),
+    top_p: number(req, "top_p", d.top_p, 0, 1, { loOpen: true }),
+    repetition_penalty: number(req, "repetition_penalty", d.repetition_penalty, 0, 10, { loOpen: true }),
+    frequency_penalty: number(req, "frequency_penalty", d.frequency_penalty, -2, 2),
+    presence_penalty: number(req, "presence_penalty", d.presence_penalty, -2, 2),
+    max_tokens: normalizeMaxTokens(req, limits.contextWindow),
+    seed,
+    stop: normalizeStop(req.stop),
+    logit_bias: normalizeLogitBias(req.logit_bias, limits.vocabSize),
+    stream: req.stream === true,
+    include_usage: so?.include_usage === true,
+  };
+}
+
+/**
+ * The number of tokens the engine may generate for a prompt of `promptTokens`: `maxTokens`, or
+ * what is left of the context window when null. Throws ContextWindowExceededError when the prompt
+ * leaves no room, or prompt + max_tokens exceeds the window (as the OpenAI API does).
+ */
+export function resolveMaxTokens(promptTokens: number, maxTokens: number | null, contextWindow: number): number {
+  if (promptTokens >= contextWindow || (maxTokens !== null && promptTokens + maxTokens > contextWindow)) {
+    throw new ContextWindowExceededError(promptTokens, maxTokens, contextWindow);
+  }
+  return maxTokens ?? contextWindow - promptTokens;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Responses
+
+export interface UsageExtra {
+  prefill_tokens_per_s: number;
+  decode_tokens_per_s: number;
+  time_to_first_token_s: number;
+}
+
+export interface CompletionUsage {
+  prompt_tokens: number;
+  completion_tokens: number;
+  total_tokens: number;
+  extra: UsageExtra;
+}
+
+export interface ChatCompletion {
+  id: string;
+  object: "chat.completion";
+  created: number;
+  model: string;
+  choices: Array<{
+    index: 0;
+    message: { role: "assistant"; content: string };
+    finish_reason: FinishReason;
+    logprobs: null;
+  }>;
+  usage: CompletionUsage;
+}
+
+export interface ChatCompletionChunk {
+  id: string;
+  object: "chat.completion.chunk";
+  created: number;
+  model: string;
+  /** Empty in the final usage-only chunk (stream_options.include_usage). */
+  choices: Array<{
+    index: 0;
+    delta: { role?: "assistant"; content?: string };
+    finish_reason: FinishReason | null;
+    logprobs: null;
+  }>;
+  usage?: CompletionUsage | null;
+}
+
+/** "chatcmpl-" + 24 random alphanumerics. */
+export function makeCompletionId(): string {
+  const alphabet = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789";
+  const bytes = new Uint8Array(24);
+  globalThis.crypto.getRandomValues(bytes);
+  return "chatcmpl-" + Array.from(bytes, (b) => alphabet[b % alphabet.length]).join("");
+}
+
+/** Seconds since the epoch, as OpenAI's `created`. */
+export function nowSeconds(): number {
+  return Math.floor(Date.now() / 1000);
+}
+
+export interface UsageTimings {
+  promptTokens: number;
+  completionTokens: number;
+  /** Wall time of the prefill (prompt) phase. */
+  prefillSeconds: number;
+  /** Wall time of the decode phase (after the first token). */
+  decodeSeconds: number;
+  /** From the request to the first generated token. */
+  timeToFirstTokenSeconds: number;
+}
+
+function rate(tokens: number, seconds: number): number {
+  return seconds > 0 ? tokens / seconds : 0;
+}
+
+export function buildUsage(t: UsageTimings): CompletionUsage {
+  return {
+    prompt_tokens: t.promptTokens,
+    completion_tokens: t.completionTokens,
+    total_tokens: t.promptTokens + t.completionTokens,
+    extra: {
+      prefill_tokens_per_s: rate(t.promptTokens, t.prefillSeconds),
+      // the first generated token comes out of the prefill; decode produced the rest
+      decode_tokens_per_s: rate(Math.max(t.completionTokens - 1, 0), t.decodeSeconds),
+      time_to_first_token_s: t.timeToFirstTokenSeconds,
+    },
+  };
+}
+
+export interface CompletionMeta {
+  id: string;
+  created: number;
+  model: string;
+}
+
+export function buildChatCompletion(meta: CompletionMeta, content: string, finishReason: FinishReason,
+                                    usage: CompletionUsage): ChatCompletion {
+  return {
+    id: meta.id, object: "chat.completion", created: meta.created, model: meta.model,
+    choices: [{ index: 0, message: { role: "assistant", content }, finish_reason: finishReason, logprobs: null }],
+    usage,
+  };
+}
+
+/**
+ * One streaming chunk. The first chunk of a stream should carry `role: "assistant"`; the last
+ * content chunk carries the finish_reason; with include_usage a final chunk has no choices and the
+ * usage (pass `choice: null`).
+ */
+export function buildChunk(meta: CompletionMeta,
+                           choice: { role?: "assistant"; content?: string; finishReason?: FinishReason | null } | null,
+                           usage?: CompletionUsage | null): ChatCompletionChunk {
+  const chunk: ChatCompletionChunk = {
+    id: meta.id, object: "chat.completion.chunk", created: meta.created, model: meta.model,
+    choices: choice === null ? [] : [{
+      index: 0,
+      delta: {
+        ...(choice.role ? { role: choice.role } : {}),
+        ...(choice.content !== undefined ? { content: choice.content } : {}),
+      },
+      finish_reason: choice.finishReason ?? null,
+      logprobs: null,
+    }],
+  };
+  if (usage !== undefined) chunk.usage = usage;
+  return chunk;
+}
