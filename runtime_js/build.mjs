@@ -46,13 +46,19 @@ async function buildModules() {
   });
 }
 
+// Node-only modules that TVM's JS runtime references for its node code paths; never used in a page.
+const NODE_ONLY = ["fs", "path", "perf_hooks", "ws", "crypto"];
+
 async function buildBundle() {
-  await esbuild.build({
-    ...common,
-    entryPoints: [path.join(src, "index.ts")],
-    outfile: path.join(dist, "webbuild.js"),
-    platform: "browser",
-  });
+  for (const [entry, out] of [["index.ts", "webbuild.js"], ["worker.ts", "worker.js"]]) {
+    await esbuild.build({
+      ...common,
+      entryPoints: [path.join(src, entry)],
+      outfile: path.join(dist, out),
+      platform: "browser",
+      external: NODE_ONLY,
+    });
+  }
 }
 
 function buildTypes() {

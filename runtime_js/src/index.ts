@@ -1,5 +1,19 @@
-// Public entry point of the webbuild browser runtime (dist/webbuild.js).
-// Placeholder: re-exports the pure modules; the engine / worker API is added on top.
+// Public entry point of the webbuild browser runtime (dist/webbuild.js): createEngine and the
+// building blocks it is made of.
+import { LocalEngine, type ChatEngine, type EngineOptions } from "./engine.js";
+import { WorkerEngine } from "./worker_proxy.js";
+
+/**
+ * Load a webbuild model folder (its URL) and return an engine with an OpenAI-style
+ * `chat.completions.create`. With `options.worker` the model runs in a dedicated Web Worker
+ * (dist/worker.js) and the page stays responsive.
+ */
+export async function createEngine(modelUrl: string, options: EngineOptions = {}): Promise<ChatEngine> {
+  return options.worker ? WorkerEngine.load(modelUrl, options) : LocalEngine.load(modelUrl, options);
+}
+
+export { LocalEngine, WorkerEngine };
+export type { ChatEngine, CreateRequest, EngineOptions } from "./engine.js";
 
 export * from "./errors.js";
 export * from "./config.js";

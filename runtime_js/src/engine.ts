@@ -1,0 +1,283 @@
+// The in-page engine: loads a webbuild model folder onto WebGPU through TVM's JS runtime and
+// generates chat completions (chunked prefill, KV-cache reuse across turns, sampling, stops).
+import * as tvmjs from "@mlc-ai/web-runtime";
+
+import { loadModelArtifacts, loadModelLib, ShardLoader, type LoadOptions, type ModelArtifacts } from "./artifacts.js";
+import type { ChatConfig } from "./config.js";
+import { ModelLoadError } from "./errors.js";
+import { requestModelDevice, withOutOfMemoryCheck } from "./gpu.js";
+import {
+  buildChatCompletion, buildChunk, buildUsage, makeCompletionId, nowSeconds, resolveMaxTokens, validateRequest,
+  type ChatCompletion, type ChatCompletionChunk, type ChatCompletionRequest, type CompletionMeta, type CompletionUsage,
+  type FinishReason, type NormalizedRequest,
+} from "./protocol.js";
+import { Sampler } from "./sampling.js";
+import { StopMatcher } from "./stop.js";
+import { Tokenizer } from "./tokenizer.js";
+
+/* eslint-disable @typescript-eslint/no-explicit-any */
+const PAGE_SIZE = 16; // the TIR paged KV-cache kernels are generated for 16-token pages
+
+export interface EngineOptions extends LoadOptions {
+  /** Run the engine in a dedicated Web Worker behind a proxy (see createEngine). */
+  worker?: boolean;
+  /** Compile every WebGPU pipeline while loading instead of on first use. Default false. */
+  prefetchShaders?: boolean;
+}
+
+export type CreateRequest = ChatCompletionRequest & { signal?: AbortSignal };
+
+export interface ChatEngine {
+  readonly config: ChatConfig;
+  readonly chat: { completions: { create(request: CreateRequest): Promise<ChatCompletion | AsyncIterable<ChatCompletionChunk>> } };
+  interrupt(): void;
+  resetChat(): Promise<void>;
+  unload(): Promise<void>;
+}
+
+interface GenerationResult {
+  meta: CompletionMeta;
+  finish: FinishReason;
+  usage: CompletionUsage;
+}
+
+/** Tokens in the KV cache, for reuse by the next request of the same conversation. */
+function commonPrefix(a: readonly number[], b: readonly number[]): number {
+  let i = 0;
+  while (i < a.length && i < b.length && a[i] === b[i]) i++;
+  return i;
+}
+
+export class LocalEngine implements ChatEngine {
+  readonly chat = { completions: { create: (request: CreateRequest) => this.create(request) } };
+  private kvTokens: number[] = [];
+  private interrupted = false;
+  private busy: Promise<unknown> = Promise.resolve();
+  private disposed = false;
+
+  private constructor(readonly config: ChatConfig, private readonly tokenizer: Tokenizer,
+                      private readonly tvm: any, private readonly gpuDevice: any, private readonly vm: any,
+                      private readonly params: any, private kv: any, private readonly fns: Record<string, any>) {}
+
+  /** Download (or read from the cache), verify and upload a model; compile its kernels. */
+  static async load(modelUrl: string, options: EngineOptions = {}): Promise<LocalEngine> {
+    const artifacts = await loadModelArtifacts(modelUrl, options);
+    const config = artifacts.chatConfig;
+    const { device } = await requestModelDevice(config);
+    try {
+      return await withOutOfMemoryCheck(device, () => LocalEngine.instantiate(artifacts, device, options));
+    } catch (err) {
+      device.destroy();
+      throw err;
+    }
+  }
+
+  private static async instantiate(artifacts: ModelArtifacts, device: any, options: EngineOptions): Promise<LocalEngine> {
+    const config = artifacts.chatConfig;
+    const shards = new ShardLoader(artifacts, options);
+    const wasm = await loadModelLib(artifacts, options);
+    shards.progress.emit("compile", config.model_lib, 0, 1);
+    const tvm = await tvmjs.instantiate(wasm.slice().buffer as ArrayBuffer, tvmjs.createPolyfillWASI(), () => {});
+    tvm.initWebGPU(device);
+    tvm.beginScope();
+    const gpu = tvm.webgpu();
+    const vm = tvm.detachFromCurrentScope(tvm.createVirtualMachine(gpu));
+    if (options.prefetchShaders) await tvm.asyncLoadWebGPUPipelines(vm.getInternalModule());
+    const metadata = JSON.parse(String(vm.getFunction("_metadata")()));
+    const expected: string[] = metadata.params.map((p: { name: string }) => p.name);
+    const tensors: any[] = [];
+    for await (const { record, bytes } of shards.tensors()) {
+      if (record.name !== expected[tensors.length]) {
+        throw new ModelLoadError(artifacts.baseUrl + "tensor-cache.json",
+          `parameter ${tensors.length} is ${record.name}, model.wasm expects ${expected[tensors.length]}`,
+          "rebuild the model folder: its files come from different builds");
+      }
+      const t = tvm.detachFromCurrentScope(tvm.empty(record.shape, record.dtype, gpu));
+      t.copyFromRawBytes(bytes);
+      tensors.push(t);
+    }
+    if (tensors.length !== expected.length) {
+      throw new ModelLoadError(artifacts.baseUrl + "tensor-cache.json", `has ${tensors.length} of ${expected.length} parameters`,
+        "rebuild the model folder");
+    }
+    const params = tvm.detachFromCurrentScope(tvm.makeTVMArray(tensors));
+    const fns: Record<string, any> = {
+      embed: vm.getFunction("embed"),
+      prefill: vm.getFunction("prefill"),
+      decode: vm.getFunction("decode"),
+      createCache: vm.getFunction("create_paged_kv_cache"),
+      addSequence: tvm.getGlobalFunc("vm.builtin.kv_state_add_sequence"),
+      removeSequence: tvm.getGlobalFunc("vm.builtin.kv_state_remove_sequence"),
+      popN: tvm.getGlobalFunc("vm.builtin.kv_state_popn"),
+      begin: tvm.getGlobalFunc("vm.builtin.kv_state_begin_forward"),
+      end: tvm.getGlobalFunc("vm.builtin.kv_state_end_forward"),
+    };
+    const kv = tvm.detachFromCurrentScope(fns.createCache(
+      tvm.makeShapeTuple([1]), tvm.makeShapeTuple([config.context_window_size]),
+      tvm.makeShapeTuple([config.prefill_chunk_size]), tvm.makeShapeTuple([PAGE_SIZE]), tvm.makeShapeTuple([0])));
+    fns.addSequence(kv, new tvmjs.Scalar(0, "int64"));
+    tvm.endScope();
+    await gpu.sync();
+    const tokenizer = new Tokenizer(artifacts.tokenizerJson, artifacts.tokenizerConfig, config);
+    shards.progress.emit("compile", config.model_lib, 1, 1);
+    shards.progress.emit("ready", null as unknown as string, 1, 1);
+    return new LocalEngine(config, tokenizer, tvm, device, vm, params, kv, fns);
+  }
+
+  /** Stop the generation in progress (it ends with finish_reason "abort"). */
+  interrupt(): void {
+    this.interrupted = true;
+  }
+
+  /** Forget the conversation held in the KV cache. */
+  async resetChat(): Promise<void> {
+    await this.exclusive(async () => this.clearCache());
+  }
+
+  async unload(): Promise<void> {
+    if (this.disposed) return;
+    this.interrupt();
+    await this.busy.catch(() => {});
+    this.disposed = true;
+    this.kv.dispose();
+    this.params.dispose();
+    this.vm.dispose();
+    this.tvm.dispose();
+    this.gpuDevice.destroy();
+  }
+
+  private clearCache(): void {
+    this.fns.removeSequence(this.kv, new tvmjs.Scalar(0, "int64"));
+    this.fns.addSequence(this.kv, new tvmjs.Scalar(0, "int64"));
+    this.kvTokens = [];
+  }
+
+  private exclusive<T>(work: () => Promise<T>): Promise<T> {
+    const run = this.busy.then(work, work);
+    this.busy = run.catch(() => {});
+    return run;
+  }
+
+  private async create(request: CreateRequest): Promise<ChatCompletion | AsyncIterable<ChatCompletionChunk>> {
+    if (this.disposed) throw new ModelLoadError(this.config.model_id, "the engine was unloaded", "create a new engine");
+    const { signal, ...body } = request;
+    const req = validateRequest(body, { sampling: this.config.sampling, vocabSize: this.config.vocab_size,
+      contextWindow: this.config.context_window_size });
+    if (req.stream) return this.stream(req, signal);
+    let text = "";
+    const result = await this.exclusive(() => this.generate({ ...req, include_usage: true }, signal, (chunk) => {
+      text += chunk.choices[0]?.delta?.content ?? "";
+    }));
+    return buildChatCompletion(result.meta, text, result.finish, result.usage);
+  }
+
+  /** Streams chunks; the whole generation holds the engine (one request at a time). */
+  private stream(req: NormalizedRequest, signal?: AbortSignal): AsyncIterable<ChatCompletionChunk> {
+    const engine = this;
+    return {
+      [Symbol.asyncIterator]() {
+        const queue: ChatCompletionChunk[] = [];
+        let wake: (() => void) | null = null;
+        let finished = false;
+        let failure: unknown = null;
+        const push = (chunk: ChatCompletionChunk) => { queue.push(chunk); wake?.(); };
+        engine.exclusive(() => engine.generate(req, signal, push))
+          .catch((err) => { failure = err; })
+          .finally(() => { finished = true; wake?.(); });
+        return {
+          async next(): Promise<IteratorResult<ChatCompletionChunk>> {
+            while (!queue.length && !finished) await new Promise<void>((r) => { wake = r; });
+            wake = null;
+            if (queue.length) return { value: queue.shift()!, done: false };
+            if (failure) throw failure;
+            return { value: undefined, done: true };
+          },
+        };
+      },
+    };
+  }
+
+  /** Run `ids` through the model at the end of the cached sequence; returns last-position logits. */
+  private forward(ids: number[]): any {
+    const { tvm, fns, kv } = this;
+    const gpu = tvm.webgpu();
+    let logits: any = null;
+    for (let start = 0; start < ids.length; start += this.config.prefill_chunk_size) {
+      const chunk = ids.slice(start, start + this.config.prefill_chunk_size);
+      tvm.beginScope();
+      const input = tvm.empty([chunk.length], "int32", gpu);
+      input.copyFrom(Int32Array.from(chunk));
+      const embed = fns.embed(input, this.params);
+      const hidden = embed.shape[embed.shape.length - 1];
+      fns.begin(kv, tvm.makeShapeTuple([0]), tvm.makeShapeTuple([chunk.length]));
+      const out = (chunk.length > 1 ? fns.prefill : fns.decode)(embed.view([1, chunk.length, hidden]), kv, this.params);
+      fns.end(kv);
+      logits?.dispose();
+      logits = tvm.detachFromCurrentScope(out.get(0));
+      tvm.endScope();
+      this.kvTokens.push(...chunk);
+    }
+    return logits;
+  }
+
+  private async readLogits(logits: any): Promise<Float32Array> {
+    const { tvm } = this;
+    tvm.beginScope();
+    const host = tvm.empty(logits.shape, "float32", tvm.cpu());
+    host.copyFrom(logits);
+    await tvm.webgpu().sync();
+    const values = new Float32Array(host.toArray() as Float32Array);
+    tvm.endScope();
+    logits.dispose();
+    return values;
+  }
+
+  private async generate(req: NormalizedRequest, signal: AbortSignal | undefined,
+                         emit: (chunk: ChatCompletionChunk) => void): Promise<GenerationResult> {
+    this.interrupted = false;
+    const meta = { id: makeCompletionId(), created: nowSeconds(), model: this.config.model_id };
+    const { ids } = this.tokenizer.encodeChat(req.messages);
+    const budget = resolveMaxTokens(ids.length, req.max_tokens, this.config.context_window_size);
+    const start = performance.now();
+    // Keep the cached tokens shared with this prompt; recompute at least the last prompt token.
+    const keep = Math.min(commonPrefix(this.kvTokens, ids), ids.length - 1);
+    if (keep < this.kvTokens.length) {
+      this.fns.popN(this.kv, new tvmjs.Scalar(0, "int64"), new tvmjs.Scalar(this.kvTokens.length - keep, "int64"));
+      this.kvTokens.length = keep;
+    }
+    const sampler = new Sampler(req, ids);
+    const stops = new Set(this.config.stop_token_ids);
+    const matcher = new StopMatcher([...req.stop, ...this.config.stop_strings]);
+    const decoder = this.tokenizer.streamDecoder({ skipSpecial: true, context: ids.slice(-4) });
+    emit(buildChunk(meta, { role: "assistant", content: "" }));
+
+    let logits = await this.readLogits(this.forward(ids.slice(keep)));
+    const firstToken = performance.now();
+    let generated = 0;
+    let finish: FinishReason = "length";
+    while (generated < budget) {
+      if (signal?.aborted || this.interrupted) { finish = "abort"; break; }
+      const token = sampler.sample(logits);
+      sampler.accept(token);
+      generated++;
+      if (stops.has(token)) { finish = "stop"; break; }
+      const { text, stopped } = matcher.push(decoder.push(token));
+      if (text) emit(buildChunk(meta, { content: text }));
+      if (stopped) { finish = "stop"; break; }
+      if (generated >= budget) break;
+      logits = await this.readLogits(this.forward([token]));
+    }
+    if (finish === "length") {
+      const rest = matcher.push(decoder.flush()).text + matcher.flush();
+      if (rest) emit(buildChunk(meta, { content: rest }));
+    }
+    const end = performance.now();
+    const usage = buildUsage({
+      promptTokens: ids.length, completionTokens: generated,
+      prefillSeconds: (firstToken - start) / 1000, decodeSeconds: (end - firstToken) / 1000,
+      timeToFirstTokenSeconds: (firstToken - start) / 1000,
+    });
+    emit(buildChunk(meta, { finishReason: finish }, req.include_usage ? usage : undefined));
+    return { meta, finish, usage };
+  }
+}

@@ -1,0 +1,20 @@
+// Messages between the page-side proxy (worker_proxy.ts) and the engine worker (worker.ts).
+import type { SerializedError } from "./errors.js";
+import type { LoadProgress } from "./progress.js";
+import type { ChatCompletion, ChatCompletionChunk, ChatCompletionRequest } from "./protocol.js";
+import type { ChatConfig } from "./config.js";
+
+export type ToWorker =
+  | { type: "load"; modelUrl: string; options: Record<string, unknown> }
+  | { type: "create"; id: number; request: ChatCompletionRequest }
+  | { type: "abort"; id: number }
+  | { type: "interrupt" }
+  | { type: "reset"; id: number }
+  | { type: "unload"; id: number };
+
+export type FromWorker =
+  | { type: "progress"; event: LoadProgress }
+  | { type: "loaded"; config: ChatConfig }
+  | { type: "chunk"; id: number; chunk: ChatCompletionChunk }
+  | { type: "result"; id: number; result: ChatCompletion | null }
+  | { type: "error"; id: number | null; error: SerializedError };

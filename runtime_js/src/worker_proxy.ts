@@ -1,0 +1,92 @@
+// The page side of worker mode: the ChatEngine API, forwarded to dist/worker.js.
+import type { ChatConfig } from "./config.js";
+import type { ChatEngine, CreateRequest, EngineOptions } from "./engine.js";
+import { deserializeError } from "./errors.js";
+import type { ChatCompletion, ChatCompletionChunk } from "./protocol.js";
+import type { FromWorker, ToWorker } from "./worker_protocol.js";
+
+interface Pending {
+  onChunk?: (chunk: ChatCompletionChunk) => void;
+  resolve: (result: ChatCompletion | null) => void;
+  reject: (err: unknown) => void;
+}
+
+export class WorkerEngine implements ChatEngine {
+  readonly chat = { completions: { create: (request: CreateRequest) => this.create(request) } };
+  private nextId = 1;
+  private readonly pending = new Map<number, Pending>();
+
+  private constructor(private readonly worker: Worker, readonly config: ChatConfig) {}
+
+  static async load(modelUrl: string, options: EngineOptions = {}): Promise<WorkerEngine> {
+    const worker = new Worker(new URL("./worker.js", import.meta.url), { type: "module" });
+    const { onProgress, signal: _signal, fetch: _fetch, store: _store, worker: _w, ...plain } = options;
+    const config = await new Promise<ChatConfig>((resolve, reject) => {
+      worker.onmessage = (event: MessageEvent<FromWorker>) => {
+        const m = event.data;
+        if (m.type === "progress") onProgress?.(m.event);
+        else if (m.type === "loaded") resolve(m.config);
+        else if (m.type === "error") reject(deserializeError(m.error));
+      };
+      worker.onerror = (event) => reject(new Error(`the engine worker failed to start: ${event.message}`));
+      worker.postMessage({ type: "load", modelUrl: new URL(modelUrl, location.href).href, options: plain } satisfies ToWorker);
+    }).catch((err) => { worker.terminate(); throw err; });
+    const engine = new WorkerEngine(worker, config);
+    worker.onmessage = (event: MessageEvent<FromWorker>) => engine.receive(event.data);
+    return engine;
+  }
+
+  private receive(m: FromWorker): void {
+    if (m.type === "chunk") this.pending.get(m.id)?.onChunk?.(m.chunk);
+    else if (m.type === "result") { this.pending.get(m.id)?.resolve(m.result); this.pending.delete(m.id); }
+    else if (m.type === "error" && m.id !== null) {
+      this.pending.get(m.id)?.reject(deserializeError(m.error));
+      this.pending.delete(m.id);
+    }
+  }
+
+  private call(message: ToWorker & { id: number }, onChunk?: (c: ChatCompletionChunk) => void): Promise<ChatCompletion | null> {
+    return new Promise((resolve, reject) => {
+      this.pending.set(message.id, { resolve, reject, onChunk });
+      this.worker.postMessage(message);
+    });
+  }
+
+  private async create(request: CreateRequest): Promise<ChatCompletion | AsyncIterable<ChatCompletionChunk>> {
+    const { signal, ...body } = request;
+    const id = this.nextId++;
+    signal?.addEventListener("abort", () => this.worker.postMessage({ type: "abort", id } satisfies ToWorker), { once: true });
+    if (!body.stream) return (await this.call({ type: "create", id, request: body })) as ChatCompletion;
+    const queue: ChatCompletionChunk[] = [];
+    let wake: (() => void) | null = null;
+    let done = false;
+    let failure: unknown = null;
+    this.call({ type: "create", id, request: body }, (chunk) => { queue.push(chunk); wake?.(); })
+      .catch((err) => { failure = err; })
+      .finally(() => { done = true; wake?.(); });
+    return {
+      [Symbol.asyncIterator]: () => ({
+        async next(): Promise<IteratorResult<ChatCompletionChunk>> {
+          while (!queue.length && !done) await new Promise<void>((r) => { wake = r; });
+          wake = null;
+          if (queue.length) return { value: queue.shift()!, done: false };
+          if (failure) throw failure;
+          return { value: undefined, done: true };
+        },
+      }),
+    };
+  }
+
+  interrupt(): void {
+    this.worker.postMessage({ type: "interrupt" } satisfies ToWorker);
+  }
+
+  async resetChat(): Promise<void> {
+    await this.call({ type: "reset", id: this.nextId++ });
+  }
+
+  async unload(): Promise<void> {
+    await this.call({ type: "unload", id: this.nextId++ }).catch(() => {});
+    this.worker.terminate();
+  }
+}
