@@ -55,15 +55,20 @@ def output_array(o: dict[str, Any]) -> np.ndarray:
     return np.frombuffer(base64.b64decode(o["b64"]), dtype=o["dtype"]).reshape(o["shape"])
 
 
-def run_toy(wasm: str | os.PathLike, func: str, args: Sequence[np.ndarray | dict]) -> list[np.ndarray]:
+def run_toy(wasm: str | os.PathLike, func: str, args: Sequence[np.ndarray | dict], repeat: int = 0,
+            timings: dict | None = None) -> list[np.ndarray]:
+    """Outputs of one call; with repeat=N also time N more calls (seconds per call in timings)."""
     specs = [a if isinstance(a, dict) else tensor_arg(a) for a in args]
     with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
         json.dump({"args": specs}, f)
         inputs = f.name
     try:
-        result = run_harness("toy", "--wasm", str(wasm), "--func", func, "--inputs", inputs)
+        result = run_harness("toy", "--wasm", str(wasm), "--func", func, "--inputs", inputs,
+                             *(["--repeat", str(repeat)] if repeat else []))
     finally:
         os.unlink(inputs)
+    if timings is not None:
+        timings.update(result["timings"])
     return [output_array(o) for o in result["outputs"]]
 
 

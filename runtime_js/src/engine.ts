@@ -101,7 +101,8 @@ export class LocalEngine implements ChatEngine {
         "rebuild the model folder");
     }
     const params = tvm.detachFromCurrentScope(tvm.makeTVMArray(tensors));
-    const fns: Record<string, any> = {
+    const keep = (f: any) => tvm.detachFromCurrentScope(f);
+    const fns: Record<string, any> = Object.fromEntries(Object.entries({
       embed: vm.getFunction("embed"),
       prefill: vm.getFunction("prefill"),
       decode: vm.getFunction("decode"),
@@ -111,7 +112,7 @@ export class LocalEngine implements ChatEngine {
       popN: tvm.getGlobalFunc("vm.builtin.kv_state_popn"),
       begin: tvm.getGlobalFunc("vm.builtin.kv_state_begin_forward"),
       end: tvm.getGlobalFunc("vm.builtin.kv_state_end_forward"),
-    };
+    }).map(([name, f]) => [name, keep(f)]));
     const kv = tvm.detachFromCurrentScope(fns.createCache(
       tvm.makeShapeTuple([1]), tvm.makeShapeTuple([config.context_window_size]),
       tvm.makeShapeTuple([config.prefill_chunk_size]), tvm.makeShapeTuple([PAGE_SIZE]), tvm.makeShapeTuple([0])));

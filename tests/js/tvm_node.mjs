@@ -271,8 +271,14 @@ async function runToy(opts) {
   const ret = f(...args);
   await device.sync();
   const runSeconds = (performance.now() - t0) / 1000;
+  // --repeat N: N more calls after the first (which compiles shaders), timed together
+  const repeat = Number(opts.repeat || 0);
+  const t1 = performance.now();
+  for (let i = 0; i < repeat; ++i) f(...args);
+  await device.sync();
+  const repeatSeconds = repeat ? (performance.now() - t1) / 1000 / repeat : null;
   const outputs = await collectOutputs(tvm, device, ret);
-  return { outputs, adapter: adapterSummary(rt.gpu), timings: { load: rt.loadSeconds, run: runSeconds } };
+  return { outputs, adapter: adapterSummary(rt.gpu), timings: { load: rt.loadSeconds, run: runSeconds, per_call: repeatSeconds } };
 }
 
 // Parameters from a webbuild model folder: tensor-cache.json ("webbuild-tensor-cache/1") lists
