@@ -52,12 +52,12 @@ async function listModels() {
   const response = await fetch("/api/models");
   const { models } = await response.json();
   ui.model.replaceChildren();
-  for (const m of models) {
+  for (const m of models.filter((entry) => entry.target === "webgpu")) {
     const option = new Option(m.error ? `${m.id} (unavailable)` : m.id, m.url);
     option.disabled = Boolean(m.error);
     ui.model.append(option);
   }
-  if (!models.length) showError({ message: "No models are being served.", fix: "build one with `make model`" });
+  if (!ui.model.options.length) showError({ message: "No models are being served.", fix: "build one with `make model`" });
   const wanted = params.get("model");
   const match = models.find((m) => m.id === wanted);
   if (match) ui.model.value = match.url;
@@ -105,7 +105,8 @@ async function send(event) {
   let answer = "";
   try {
     const stream = await engine.chat.completions.create({
-      messages: history, stream: true, temperature: Number(ui.temperature.value), max_tokens: 512,
+      messages: history, stream: true, stream_options: { include_usage: true }, temperature: Number(ui.temperature.value),
+      max_tokens: 512,
       signal: abort.signal,
     });
     let usage = null;
@@ -115,8 +116,9 @@ async function send(event) {
       if (chunk.usage) usage = chunk.usage;
     }
     if (usage) {
-      ui.stats.textContent = `${usage.completion_tokens} tokens · decode ${usage.decode_tokens_per_s.toFixed(1)} tok/s`
-        + ` · prefill ${usage.prefill_tokens_per_s.toFixed(1)} tok/s · first token ${usage.time_to_first_token_s.toFixed(2)} s`;
+      const { decode_tokens_per_s: decode, prefill_tokens_per_s: prefill, time_to_first_token_s: ttft } = usage.extra;
+      ui.stats.textContent = `${usage.completion_tokens} tokens · decode ${decode.toFixed(1)} tok/s`
+        + ` · prefill ${prefill.toFixed(1)} tok/s · first token ${ttft.toFixed(2)} s`;
     }
   } catch (err) {
     if (err?.code !== "aborted") showError(err);

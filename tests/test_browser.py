@@ -1,0 +1,212 @@
+"""The runtime, the chat page and the server together in headless chromium (WebGPU on SwiftShader)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from jinja2.sandbox import ImmutableSandboxedEnvironment
+from playwright.sync_api import sync_playwright
+from tokenizers import Tokenizer
+
+from browser_support import REPO, launch_chromium, webbuild_server
+from smollm_facts import QUESTION
+from webbuild.runner import CpuModel
+
+ANSWER_TEXT = "The capital of France is Paris."
+TINY_MESSAGES = [{"role": "user", "content": "w5 w9 w33 w100 w7"}]
+LOAD_TIMEOUT_MS = 300_000
+
+ENGINE_JS = """async ([url, options, request]) => {
+  const wb = await import('/dist/webbuild.js');
+  const engine = await wb.createEngine(url, options);
+  try {
+    const response = await engine.chat.completions.create(request);
+    if (!request.stream) return {text: response.choices[0].message.content, usage: response.usage,
+                                 finish: response.choices[0].finish_reason};
+    let text = '', finish = null, usage = null;
+    for await (const chunk of response) {
+      text += chunk.choices[0]?.delta?.content ?? '';
+      finish = chunk.choices[0]?.finish_reason ?? finish;
+      usage = chunk.usage ?? usage;
+    }
+    return {text, usage, finish};
+  } finally { await engine.unload(); }
+}"""
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory, tiny_llama_dirs, model_build):
+    """A served models folder: tiny llama (q0f32, q4f32_1), SmolLM2 q0f32, and a corrupted copy."""
+    root = tmp_path_factory.mktemp("served")
+    tiny = tiny_llama_dirs["untied"][0]
+    folders = {
+        "tiny-q0f32": model_build(tiny, "q0f32", "webgpu"),
+        "tiny-q4f32_1": model_build(tiny, "q4f32_1", "webgpu"),
+        "smollm2-q0f32": model_build("smollm2-135m-instruct", "q0f32", "webgpu"),
+    }
+    for name, folder in folders.items():
+        shutil.copytree(folder, root / name)
+    corrupt = root / "tiny-corrupt"
+    shutil.copytree(folders["tiny-q4f32_1"], corrupt)
+    shard = corrupt / "params_shard_0.bin"
+    data = bytearray(shard.read_bytes())
+    data[100] ^= 0xFF
+    shard.write_bytes(bytes(data))
+    return root
+
+
+@pytest.fixture(scope="module")
+def server(models):
+    if not (REPO / "dist" / "webbuild.js").exists():
+        subprocess.run(["npm", "run", "build"], cwd=REPO, check=True)
+    with webbuild_server(models) as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def browser():
+    with sync_playwright() as p:
+        b = launch_chromium(p)
+        yield b
+        b.close()
+
+
+@pytest.fixture()
+def page(browser, server):
+    context = browser.new_context()
+    pg = context.new_page()
+    pg.goto(server)
+    yield pg
+    context.close()
+
+
+def _cpu_greedy_text(folder: Path, messages, max_tokens: int) -> str:
+    """The CPU build's greedy completion for the same chat prompt, decoded like the runtime does."""
+    model = CpuModel(folder)
+    tok = Tokenizer.from_file(str(folder / "tokenizer.json"))
+    env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
+    prompt = env.from_string(model.config["chat_template"]).render(messages=messages, add_generation_prompt=True)
+    ids = tok.encode(prompt, add_special_tokens=False).ids
+    out = model.greedy(ids, max_tokens, stop=set(model.config["stop_token_ids"]))
+    out = [t for t in out if t not in model.config["stop_token_ids"]]
+    return tok.decode(out, skip_special_tokens=True)
+
+
+def _run(page, server, model: str, request: dict, **options):
+    return page.evaluate(ENGINE_JS, [f"{server}models/{model}/", options, request])
+
+
+def test_chat_page_answers_the_capital_of_france(page, server):
+    page.goto(f"{server}?model=smollm2-q0f32&autoload=1")
+    page.wait_for_function("['ready','error'].includes(document.body.dataset.state)", timeout=LOAD_TIMEOUT_MS)
+    assert page.evaluate("document.body.dataset.state") == "ready", page.inner_text("#error")
+    assert page.evaluate("crossOriginIsolated")
+    page.fill("#temperature", "0")
+    page.fill("#prompt", QUESTION)
+    page.press("#prompt", "Enter")
+    page.wait_for_selector("#messages li.assistant[data-done]", timeout=900_000)
+    assert page.inner_text("#messages li.assistant") == ANSWER_TEXT
+    assert "tok/s" in page.inner_text("#stats")
+
+
+@pytest.mark.parametrize("quantization", ["q0f32", "q4f32_1"])
+def test_greedy_completion_equals_cpu_build(quantization, page, server, tiny_llama_dirs, model_build):
+    request = {"messages": TINY_MESSAGES, "temperature": 0, "max_tokens": 32}
+    result = _run(page, server, f"tiny-{quantization}", request)
+    cpu = model_build(tiny_llama_dirs["untied"][0], quantization, "cpu")
+    # the tiny word-level vocabulary decodes ids to distinct space-separated words: equal text is equal ids
+    assert result["text"].strip() == _cpu_greedy_text(cpu, TINY_MESSAGES, 32).strip()
+    assert result["usage"]["completion_tokens"] == 32
+
+
+def test_worker_mode_matches_main_thread(page, server):
+    request = {"messages": TINY_MESSAGES, "temperature": 0, "max_tokens": 16, "stream": True}
+    main = _run(page, server, "tiny-q4f32_1", request, worker=False)
+    worker = _run(page, server, "tiny-q4f32_1", request, worker=True)
+    assert worker["text"] == main["text"] and worker["finish"] == main["finish"] == "length"
+
+
+def test_second_load_reads_shards_from_the_cache(browser, server):
+    context = browser.new_context()
+    page = context.new_page()
+    shard_requests = []
+    page.on("request", lambda r: "params_shard_" in r.url and shard_requests.append(r.url))
+    page.goto(server)
+    _run(page, server, "tiny-q0f32", {"messages": TINY_MESSAGES, "max_tokens": 2})
+    assert shard_requests, "the first load fetches the shards"
+    shard_requests.clear()
+    page.reload()
+    _run(page, server, "tiny-q0f32", {"messages": TINY_MESSAGES, "max_tokens": 2})
+    assert shard_requests == []
+    context.close()
+
+
+def test_corrupted_shard_gives_integrity_error(page, server):
+    page.goto(f"{server}?model=tiny-corrupt&autoload=1&worker=0")
+    page.wait_for_function("['ready','error'].includes(document.body.dataset.state)", timeout=LOAD_TIMEOUT_MS)
+    assert page.evaluate("document.body.dataset.state") == "error"
+    assert page.get_attribute("#error", "data-code") == "integrity"
+    assert "params_shard_0.bin" in page.inner_text("#error")
+    assert page.inner_text("#messages") == ""
+
+
+ABORT_JS = """async ([url]) => {
+  const wb = await import('/dist/webbuild.js');
+  const engine = await wb.createEngine(url, {});
+  const request = {messages: [{role: 'user', content: 'w5 w9'}], temperature: 0, max_tokens: 200, stream: true};
+  const controller = new AbortController();
+  let chunks = 0, abortedAt = 0, finish = null;
+  for await (const chunk of await engine.chat.completions.create({...request, signal: controller.signal})) {
+    chunks++;
+    finish = chunk.choices[0]?.finish_reason ?? finish;
+    if (chunks === 4) { abortedAt = performance.now(); controller.abort(); }
+  }
+  const stopSeconds = (performance.now() - abortedAt) / 1000;
+  const next = await engine.chat.completions.create({...request, max_tokens: 3, stream: false});
+  await engine.unload();
+  return {chunks, finish, stopSeconds, next: next.usage.completion_tokens};
+}"""
+
+
+def test_abort_stops_streaming_quickly_and_the_engine_stays_usable(page, server):
+    result = page.evaluate(ABORT_JS, [f"{server}models/tiny-q0f32/"])
+    assert result["finish"] == "abort" and result["chunks"] < 10
+    assert result["stopSeconds"] < 1.0
+    assert result["next"] == 3
+
+
+def test_npm_pack_tarball_runs_in_a_scratch_page(browser, models, tmp_path):
+    subprocess.run(["npm", "run", "build"], cwd=REPO, check=True, capture_output=True)
+    packed = subprocess.run(["npm", "pack", "--pack-destination", str(tmp_path), "--json"], cwd=REPO, check=True,
+                            capture_output=True, text=True)
+    tarball = tmp_path / json.loads(packed.stdout)[0]["filename"]
+    app = tmp_path / "app"
+    app.mkdir()
+    (app / "package.json").write_text(json.dumps({"name": "scratch-app", "private": True}))
+    subprocess.run(["npm", "install", "--no-audit", "--no-fund", "--offline", str(tarball)], cwd=app, check=True,
+                   capture_output=True)
+    (app / "index.html").write_text("<!doctype html><title>scratch</title>")
+    script = """async ([url]) => {
+      const { createEngine } = await import('/node_modules/webbuild/dist/webbuild.js');
+      const engine = await createEngine(url);
+      const messages = [{role: 'user', content: 'w5 w9 w33'}];
+      const plain = await engine.chat.completions.create({messages, temperature: 0, max_tokens: 6});
+      let streamed = '';
+      for await (const c of await engine.chat.completions.create({messages, temperature: 0, max_tokens: 6, stream: true}))
+        streamed += c.choices[0]?.delta?.content ?? '';
+      await engine.unload();
+      return {plain: plain.choices[0].message.content, streamed};
+    }"""
+    with webbuild_server(models, site=app) as url:
+        context = browser.new_context()
+        page = context.new_page()
+        page.goto(url)
+        result = page.evaluate(script, [f"{url}models/tiny-q4f32_1/"])
+        context.close()
+    assert result["plain"] and result["plain"] == result["streamed"]
