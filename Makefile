@@ -7,7 +7,7 @@ APT_PACKAGES := emscripten chromium
 MODELS := out/models
 DEFAULT_MODEL := smollm2-135m-instruct
 
-.PHONY: deps deps-apt deps-py deps-js model test test-py clean
+.PHONY: deps deps-apt deps-py deps-js runtime model serve test clean
 
 deps: deps-apt deps-py deps-js
 
@@ -27,12 +27,22 @@ node_modules/.stamp: package.json package-lock.json
 	npm ci --no-audit --no-fund
 	touch $@
 
+# The browser runtime bundle (dist/webbuild.js, dist/worker.js, dist/types/).
+runtime: deps-js
+	npm run build
+
 # Build the default model (SmolLM2-135M-Instruct, q4f32_1) for the browser into out/models/.
 model: deps
 	$(PY) -m webbuild build $(DEFAULT_MODEL) --out $(MODELS)
 
-# The whole test suite.
-test: deps
+# Build the default model if it is not there yet, then serve the chat page (prints the URL).
+serve: deps runtime
+	@[ -f $(MODELS)/$(DEFAULT_MODEL)-q4f32_1/chat-config.json ] || $(PY) -m webbuild build $(DEFAULT_MODEL) --out $(MODELS)
+	$(PY) -m webbuild serve --models $(MODELS)
+
+# The whole test suite: JS unit tests, then pytest (Python, numerical parity, node and browser tests).
+test: deps runtime
+	npm run test:js
 	$(PY) -m pytest -q tests
 
 clean:
