@@ -11,6 +11,7 @@ import {
   type ChatCompletion, type ChatCompletionChunk, type ChatCompletionRequest, type CompletionMeta, type CompletionUsage,
   type FinishReason, type NormalizedRequest,
 } from "./protocol.js";
+import { pushStream } from "./push_stream.js";
 import { Sampler } from "./sampling.js";
 import { StopMatcher } from "./stop.js";
 import { Tokenizer } from "./tokenizer.js";
@@ -174,28 +175,7 @@ export class LocalEngine implements ChatEngine {
 
   /** Streams chunks; the whole generation holds the engine (one request at a time). */
   private stream(req: NormalizedRequest, signal?: AbortSignal): AsyncIterable<ChatCompletionChunk> {
-    const engine = this;
-    return {
-      [Symbol.asyncIterator]() {
-        const queue: ChatCompletionChunk[] = [];
-        let wake: (() => void) | null = null;
-        let finished = false;
-        let failure: unknown = null;
-        const push = (chunk: ChatCompletionChunk) => { queue.push(chunk); wake?.(); };
-        engine.exclusive(() => engine.generate(req, signal, push))
-          .catch((err) => { failure = err; })
-          .finally(() => { finished = true; wake?.(); });
-        return {
-          async next(): Promise<IteratorResult<ChatCompletionChunk>> {
-            while (!queue.length && !finished) await new Promise<void>((r) => { wake = r; });
-            wake = null;
-            if (queue.length) return { value: queue.shift()!, done: false };
-            if (failure) throw failure;
-            return { value: undefined, done: true };
-          },
-        };
-      },
-    };
+    return pushStream((push) => this.exclusive(() => this.generate(req, signal, push)));
   }
 
   /** Run `ids` through the model at the end of the cached sequence; returns last-position logits. */

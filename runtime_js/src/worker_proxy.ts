@@ -3,6 +3,7 @@ import type { ChatConfig } from "./config.js";
 import type { ChatEngine, CreateRequest, EngineOptions } from "./engine.js";
 import { deserializeError } from "./errors.js";
 import type { ChatCompletion, ChatCompletionChunk } from "./protocol.js";
+import { pushStream } from "./push_stream.js";
 import type { FromWorker, ToWorker } from "./worker_protocol.js";
 
 interface Pending {
@@ -57,24 +58,7 @@ export class WorkerEngine implements ChatEngine {
     const id = this.nextId++;
     signal?.addEventListener("abort", () => this.worker.postMessage({ type: "abort", id } satisfies ToWorker), { once: true });
     if (!body.stream) return (await this.call({ type: "create", id, request: body })) as ChatCompletion;
-    const queue: ChatCompletionChunk[] = [];
-    let wake: (() => void) | null = null;
-    let done = false;
-    let failure: unknown = null;
-    this.call({ type: "create", id, request: body }, (chunk) => { queue.push(chunk); wake?.(); })
-      .catch((err) => { failure = err; })
-      .finally(() => { done = true; wake?.(); });
-    return {
-      [Symbol.asyncIterator]: () => ({
-        async next(): Promise<IteratorResult<ChatCompletionChunk>> {
-          while (!queue.length && !done) await new Promise<void>((r) => { wake = r; });
-          wake = null;
-          if (queue.length) return { value: queue.shift()!, done: false };
-          if (failure) throw failure;
-          return { value: undefined, done: true };
-        },
-      }),
-    };
+    return pushStream((push) => this.call({ type: "create", id, request: body }, push));
   }
 
   interrupt(): void {
