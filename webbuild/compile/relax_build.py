@@ -15,7 +15,7 @@ from tvm.target import Target
 
 from ..arch.base import Architecture
 from ..quant.scheme import QuantScheme
-from .kv_cache_patch import replace_racy_merge_state
+from .kv_cache_patch import install_precise_webgpu_trig, replace_racy_merge_state
 
 WASM_TRIPLE = "wasm32-unknown-unknown-wasm"
 
@@ -113,6 +113,7 @@ def lower(arch: Architecture, config, scheme: QuantScheme, target_name: str) -> 
     mod = _with_metadata(mod, metadata)
     if target_name == "webgpu":
         mod = replace_racy_merge_state(mod)
+        install_precise_webgpu_trig()  # WGSL sin/cos are ~2e-4 off: precise RoPE
     executable = tvm.compile(mod, target=target, relax_pipeline=relax_pipeline(target))
     return LoweredModel(executable, params, metadata)
 

@@ -1,0 +1,204 @@
+"""WebGPU attention (TVM's paged-KV-cache kernels) against float64 numpy, tightly.
+
+Runs in node (Dawn + SwiftShader) through tests/js/tvm_node.mjs. A one-layer "model" whose
+embedding rows are the fused QKV vectors and whose prefill returns the attention output of every
+token of the chunk, so the comparison sees the attention kernels (RoPE, paged prefill, ragged
+prefill, state merge across chunks, decode) and nothing else. Shapes follow SmolLM2: head_dim 64,
+9 query / 3 KV heads (GQA 3:1).
+
+WGSL's built-in sin/cos are only accurate to ~2e-4 on SwiftShader (the spec allows 2^-11), which
+put a ~2e-4 relative error into every RoPE'd query and key; webbuild lowers them to precise
+float32 code instead (webbuild.compile.kv_cache_patch.install_precise_webgpu_trig). With it the
+attention output is within ~1e-6..1e-5 of float64 (float32 rounding); without it, ~1e-3.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from node_harness import run_model, run_toy
+from webbuild.compile import wasm_link, wasm_runtime
+from webbuild.compile.kv_cache_patch import install_precise_webgpu_trig, replace_racy_merge_state
+from webbuild.shard.writer import write_shards
+
+WASM_TARGET_HOST = {"kind": "llvm", "mtriple": "wasm32-unknown-unknown-wasm"}
+NQ, NKV, D = 9, 3, 64
+V = 640  # > NQ * D: decode feeds back argmax over one token's attention output as the next id
+THETA = 10000.0
+# measured max |webgpu - float64| (outputs up to ~3.4): 1e-6..7.5e-6 with precise sin/cos (as
+# float32 numpy), 7e-4..1.7e-3 with WGSL's own
+ATOL = 3e-5
+
+
+def _target():
+    from tvm.target import Target
+
+    return Target({"kind": "webgpu"}, host=WASM_TARGET_HOST)
+
+
+@pytest.fixture(scope="module")
+def runtime():
+    return wasm_runtime.build_runtime()
+
+
+def _compile_wasm(mod, path):
+    import tvm
+
+    install_precise_webgpu_trig()
+    ex = tvm.compile(replace_racy_merge_state(mod), target=_target())
+    wasm_link.export_wasm(ex, path, opt_level="O1")
+
+
+# ----------------------------------------------------------------------------- sin / cos
+
+
+def test_webgpu_sin_cos_are_precise(runtime, tmp_path):
+    from tvm import te, tirx
+    from tvm.relax.frontend import nn
+
+    n = 4096
+    x = np.concatenate([np.linspace(-np.pi, np.pi, n // 2), np.linspace(-5000.0, 5000.0, n // 2)]).astype("float32")
+
+    class Trig(nn.Module):
+        def main(self, v):
+            return nn.op.tensor_expr_op(
+                lambda t: [te.compute((n,), lambda i: tirx.sin(t[i]), name="s"),
+                           te.compute((n,), lambda i: tirx.cos(t[i]), name="c")], "trig", [v])
+
+    mod, _ = Trig().export_tvm(spec={"main": {"v": nn.spec.Tensor([n], "float32"),
+                                              "$": {"param_mode": "plain", "effect_mode": "none"}}})
+    _compile_wasm(mod, tmp_path / "trig.wasm")
+    s, c = run_toy(tmp_path / "trig.wasm", "main", [x])
+    xd = x.astype(np.float64)
+    # float32 libm is ~6e-8 here; WGSL's own sin/cos on SwiftShader 1.9e-4 (2.4e-3 at |x| ~ 5000)
+    np.testing.assert_allclose(s, np.sin(xd), atol=3e-7, rtol=0)
+    np.testing.assert_allclose(c, np.cos(xd), atol=3e-7, rtol=0)
+
+
+# ----------------------------------------------------------------------------- attention
+
+
+def _attention_module():
+    from tvm import relax as rx
+    from tvm.relax.frontend import nn
+    from tvm.relax.frontend.nn import op
+    from tvm.relax.frontend.nn.llm._kernel_common import RopeMode
+    from tvm.relax.frontend.nn.llm.kv_cache import PagedKVCache, TIRPagedKVCache
+
+    target = _target()
+
+    class Attn(nn.Module):
+        def __init__(self):
+            self.embed_tokens = nn.Embedding(V, (NQ + 2 * NKV) * D)
+
+        def embed(self, input_ids):
+            return self.embed_tokens(input_ids)
+
+        def _body(self, x, kv):
+            b, s, _ = x.shape
+            o = kv.attention_with_fused_qkv(0, op.reshape(x, (b, s, NQ + 2 * NKV, D)), NQ, sm_scale=D**-0.5)
+            return op.reshape(o, (b, s, NQ * D)), kv
+
+        def prefill(self, embeds, kv):
+            return self._body(embeds, kv)
+
+        def decode(self, embeds, kv):
+            return self._body(embeds, kv)
+
+        def create_paged_kv_cache(self, max_batch_size, max_total_seq_len, prefill_chunk_size,
+                                  page_size, support_sliding_window):
+            return TIRPagedKVCache(
+                attn_kind="mha", max_batch_size=max_batch_size, max_total_seq_len=max_total_seq_len,
+                prefill_chunk_size=prefill_chunk_size, page_size=page_size,
+                support_sliding_window=support_sliding_window, layer_partition=rx.ShapeExpr([0, 1]),
+                num_hidden_layers=1, num_attention_heads=NQ, num_key_value_heads=NKV,
+                qk_head_dim=D, v_head_dim=D, mla_original_qk_head_dim=0, mla_original_v_head_dim=0,
+                rope_mode=RopeMode.NORMAL, rope_scale=1, rope_theta=THETA, rope_scaling={},
+                rope_ext_factors=rx.prim_value(0), rotary_dim=D, enable_disaggregation=False,
+                dtype="float32", target=target)
+
+    plain = {"param_mode": "plain", "effect_mode": "none"}
+    width = (NQ + 2 * NKV) * D
+    spec = {
+        "embed": {"input_ids": nn.spec.Tensor(["seq_len"], "int32"), "$": plain},
+        "prefill": {"embeds": nn.spec.Tensor([1, "seq_len", width], "float32"),
+                    "kv": nn.spec.Object(object_type=PagedKVCache), "$": plain},
+        "decode": {"embeds": nn.spec.Tensor([1, 1, width], "float32"),
+                   "kv": nn.spec.Object(object_type=PagedKVCache), "$": plain},
+        "create_paged_kv_cache": {
+            "max_batch_size": int, "max_total_seq_len": int, "prefill_chunk_size": int,
+            "page_size": int, "support_sliding_window": int,
+            "$": {"param_mode": "none", "effect_mode": "none"}},
+    }
+    return Attn().export_tvm(spec=spec)
+
+
+def _rope(x, pos):
+    """Rotate-half RoPE on (s, heads, D) at positions pos (s,), float64."""
+    half = D // 2
+    ang = pos[:, None].astype(np.float64) * THETA ** (-np.arange(half, dtype=np.float64) * 2 / D)[None, :]
+    cos = np.concatenate([np.cos(ang)] * 2, -1)[:, None, :]
+    sin = np.concatenate([np.sin(ang)] * 2, -1)[:, None, :]
+    return x * cos + np.concatenate([-x[..., half:], x[..., :half]], -1) * sin
+
+
+def _reference(table, tokens):
+    """Causal GQA attention output (s, NQ * D) of every position of `tokens`, float64."""
+    qkv = table[tokens].astype(np.float64).reshape(len(tokens), NQ + 2 * NKV, D)
+    pos = np.arange(len(tokens))
+    q, k, v = _rope(qkv[:, :NQ], pos), _rope(qkv[:, NQ:NQ + NKV], pos), qkv[:, NQ + NKV:]
+    s = len(tokens)
+    out = np.empty((s, NQ, D))
+    for h in range(NQ):
+        kh = h // (NQ // NKV)
+        scores = np.where(np.tril(np.ones((s, s), bool)), q[:, h] @ k[:, kh].T * D**-0.5, -np.inf)
+        w = np.exp(scores - scores.max(-1, keepdims=True))
+        out[:, h] = (w / w.sum(-1, keepdims=True)) @ v[:, kh]
+    return out.reshape(s, NQ * D)
+
+
+@pytest.fixture(scope="module")
+def attention_folder(runtime, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("attention")
+    mod, _ = _attention_module()
+    _compile_wasm(mod, folder / "model.wasm")
+    rng = np.random.default_rng(7)
+    table = rng.standard_normal((V, NQ + 2 * NKV, D)).astype("float32")
+    table[:, :NQ + NKV] *= 2.0  # queries and keys: attention scores with a std of ~4 (peaked softmax)
+    table = table.reshape(V, -1)
+    write_shards(folder, [("embed_tokens.weight", table)], {}, shard_bytes=1 << 20)
+    return folder, table
+
+
+def _prompt(n):
+    return [int(t) for t in np.random.default_rng(n).integers(0, V, n)]
+
+
+@pytest.mark.parametrize("length,chunk", [(1, None), (8, None), (37, None), (40, 16), (37, 5)],
+                         ids=["1tok", "8tok", "37tok", "40tok-chunk16", "37tok-chunk5"])
+def test_prefill_attention_matches_float64(attention_folder, length, chunk):
+    """Single-chunk prefill (paged kernel over a fresh sequence) and multi-chunk prefill (the
+    last chunk attends to its own tokens and to the paged history, merged), spanning pages."""
+    folder, table = attention_folder
+    tokens = _prompt(length)
+    r = run_model(folder, tokens, prefill_chunk=chunk, no_prefetch_shaders=True)
+    last = length - ((length - 1) % chunk + 1) if chunk else 0  # first token of the last chunk
+    got = np.array(r["logits"], dtype=np.float64).reshape(length - last, NQ * D)
+    ref = _reference(table, tokens)[last:]
+    np.testing.assert_allclose(got, ref, atol=ATOL, rtol=0)
+
+
+def test_decode_attention_matches_float64(attention_folder):
+    """17 tokens in chunks of 16 (the last chunk is one token), then two decode steps."""
+    folder, table = attention_folder
+    tokens = _prompt(17)
+    r = run_model(folder, tokens, decode=3, prefill_chunk=16, all_logits=True, no_prefetch_shaders=True)
+    seq = list(tokens)
+    outputs = [r["logits"], *r["decode_logits"]]
+    assert len(outputs) == 3
+    for step, got in enumerate(outputs):
+        ref = _reference(table, seq)[-1]
+        np.testing.assert_allclose(np.array(got, dtype=np.float64).reshape(-1), ref, atol=ATOL, rtol=0)
+        assert r["tokens"][step] == int(np.argmax(ref))
+        seq.append(r["tokens"][step])
