@@ -14,7 +14,7 @@ from jinja2.sandbox import ImmutableSandboxedEnvironment
 from playwright.sync_api import sync_playwright
 from tokenizers import Tokenizer
 
-from browser_support import REPO, launch_chromium, webbuild_server
+from browser_support import CHROMIUM, CHROMIUM_FLAGS, REPO, launch_chromium, webbuild_server
 from smollm_facts import QUESTION
 from webbuild.runner import CpuModel
 
@@ -49,6 +49,7 @@ def models(tmp_path_factory, tiny_llama_dirs, model_build):
         "tiny-q0f32": model_build(tiny, "q0f32", "webgpu"),
         "tiny-q4f32_1": model_build(tiny, "q4f32_1", "webgpu"),
         "smollm2-q0f32": model_build("smollm2-135m-instruct", "q0f32", "webgpu"),
+        "tiny-q4f16_1": model_build(tiny, "q4f16_1", "webgpu"),
     }
     for name, folder in folders.items():
         shutil.copytree(folder, root / name)
@@ -210,3 +211,71 @@ def test_npm_pack_tarball_runs_in_a_scratch_page(browser, models, tmp_path):
         result = page.evaluate(script, [f"{url}models/tiny-q4f32_1/"])
         context.close()
     assert result["plain"] and result["plain"] == result["streamed"]
+
+
+ERROR_JS = """async ([url, request]) => {
+  const wb = await import('/dist/webbuild.js');
+  try {
+    const engine = await wb.createEngine(url, {});
+    try { await engine.chat.completions.create(request); } finally { await engine.unload(); }
+    return null;
+  } catch (err) { return {code: err.code, isWebbuildError: err instanceof wb.WebbuildError, fix: err.fix}; }
+}"""
+
+
+def test_missing_shader_f16_is_a_typed_error(page, server):
+    """SwiftShader has no shader-f16: an f16 model says so and suggests the f32 variant."""
+    error = page.evaluate(ERROR_JS, [f"{server}models/tiny-q4f16_1/", {"messages": TINY_MESSAGES}])
+    assert error["code"] == "missing-shader-f16" and error["isWebbuildError"] and "f32" in error["fix"]
+
+
+def test_context_window_exceeded_is_a_typed_error(page, server):
+    long_prompt = " ".join(f"w{3 + i % 300}" for i in range(300))  # the tiny model's window is 256 tokens
+    request = {"messages": [{"role": "user", "content": long_prompt}]}
+    error = page.evaluate(ERROR_JS, [f"{server}models/tiny-q0f32/", request])
+    assert error["code"] == "context-window-exceeded"
+
+
+def test_no_webgpu_is_a_typed_error(browser, server):
+    flags = [f for f in CHROMIUM_FLAGS if f != "--enable-unsafe-webgpu"] + ["--disable-webgpu"]
+    plain = browser.browser_type.launch(executable_path=CHROMIUM, headless=True, args=flags)
+    page = plain.new_page()
+    page.goto(server)
+    error = page.evaluate(ERROR_JS, [f"{server}models/tiny-q0f32/", {"messages": TINY_MESSAGES}])
+    plain.close()
+    assert error["code"] == "no-webgpu"
+
+
+def test_seeded_sampling_is_reproducible(page, server):
+    request = {"messages": TINY_MESSAGES, "temperature": 1.0, "top_p": 0.9, "seed": 1234, "max_tokens": 12}
+    first = _run(page, server, "tiny-q4f32_1", request)
+    again = _run(page, server, "tiny-q4f32_1", request)
+    other = _run(page, server, "tiny-q4f32_1", {**request, "seed": 99})
+    assert first["text"] == again["text"] and first["text"] != other["text"]
+
+
+MULTI_TURN_JS = """async ([url]) => {
+  const wb = await import('/dist/webbuild.js');
+  const ask = async (engine, messages) => {
+    const r = await engine.chat.completions.create({messages, temperature: 0, max_tokens: 8});
+    return {text: r.choices[0].message.content, usage: r.usage};
+  };
+  const engine = await wb.createEngine(url, {});
+  const turn1 = [{role: 'user', content: 'w5 w9 w33'}];
+  const first = await ask(engine, turn1);
+  const turn2 = [...turn1, {role: 'assistant', content: first.text}, {role: 'user', content: 'w40 w41'}];
+  const second = await ask(engine, turn2);
+  await engine.resetChat();
+  const fresh = await ask(engine, turn2);
+  await engine.unload();
+  return {first, second, fresh};
+}"""
+
+
+def test_multi_turn_chat_reuses_the_kv_cache(page, server):
+    r = page.evaluate(MULTI_TURN_JS, [f"{server}models/tiny-q0f32/"])
+    cached = r["second"]["usage"]["prompt_tokens_details"]["cached_tokens"]
+    assert cached >= r["first"]["usage"]["prompt_tokens"]  # the first turn's prompt was not prefilled again
+    assert cached < r["second"]["usage"]["prompt_tokens"]
+    assert r["fresh"]["usage"]["prompt_tokens_details"]["cached_tokens"] == 0  # resetChat forgot it
+    assert r["second"]["text"] == r["fresh"]["text"]  # reusing the cache changes nothing in the answer

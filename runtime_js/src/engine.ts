@@ -256,7 +256,7 @@ export class LocalEngine implements ChatEngine {
     const usage = buildUsage({
       promptTokens: ids.length, completionTokens: generated,
       prefillSeconds: (firstToken - start) / 1000, decodeSeconds: (end - firstToken) / 1000,
-      timeToFirstTokenSeconds: (firstToken - start) / 1000,
+      timeToFirstTokenSeconds: (firstToken - start) / 1000, cachedTokens: keep,
     });
     emit(buildChunk(meta, { finishReason: finish }, req.include_usage ? usage : undefined));
     return { meta, finish, usage };

@@ -14,7 +14,7 @@ export async function requestModelDevice(config: ChatConfig): Promise<{ adapter:
   if (!adapter) throw new NoWebGPUError();
   const features: string[] = config.webgpu?.required_features ?? [];
   if (features.includes("shader-f16") && !adapter.features.has("shader-f16")) {
-    throw new ShaderF16Error(config.model_id);
+    throw new ShaderF16Error(`${config.model_id}-${config.quantization}`);
   }
   const wanted: Record<string, number> = config.webgpu?.required_limits ?? {};
   const requiredLimits: Record<string, number> = {};

@@ -229,6 +229,8 @@ export interface CompletionUsage {
   prompt_tokens: number;
   completion_tokens: number;
   total_tokens: number;
+  /** cached_tokens: prompt tokens reused from the KV cache (not prefilled again). */
+  prompt_tokens_details: { cached_tokens: number };
   extra: UsageExtra;
 }
 
@@ -283,6 +285,8 @@ export interface UsageTimings {
   decodeSeconds: number;
   /** From the request to the first generated token. */
   timeToFirstTokenSeconds: number;
+  /** Prompt tokens reused from the KV cache. */
+  cachedTokens?: number;
 }
 
 function rate(tokens: number, seconds: number): number {
@@ -294,8 +298,9 @@ export function buildUsage(t: UsageTimings): CompletionUsage {
     prompt_tokens: t.promptTokens,
     completion_tokens: t.completionTokens,
     total_tokens: t.promptTokens + t.completionTokens,
+    prompt_tokens_details: { cached_tokens: t.cachedTokens ?? 0 },
     extra: {
-      prefill_tokens_per_s: rate(t.promptTokens, t.prefillSeconds),
+      prefill_tokens_per_s: rate(t.promptTokens - (t.cachedTokens ?? 0), t.prefillSeconds),
       // the first generated token comes out of the prefill; decode produced the rest
       decode_tokens_per_s: rate(Math.max(t.completionTokens - 1, 0), t.decodeSeconds),
       time_to_first_token_s: t.timeToFirstTokenSeconds,

@@ -124,9 +124,13 @@ test("completion and chunk builders", () => {
   assert.notEqual(id, P.makeCompletionId());
   const usage = P.buildUsage({ promptTokens: 37, completionTokens: 11, prefillSeconds: 0.5, decodeSeconds: 2, timeToFirstTokenSeconds: 0.6 });
   assert.deepEqual(usage, {
-    prompt_tokens: 37, completion_tokens: 11, total_tokens: 48,
+    prompt_tokens: 37, completion_tokens: 11, total_tokens: 48, prompt_tokens_details: { cached_tokens: 0 },
     extra: { prefill_tokens_per_s: 74, decode_tokens_per_s: 5, time_to_first_token_s: 0.6 },
   });
+  const reused = P.buildUsage({ promptTokens: 37, completionTokens: 11, prefillSeconds: 0.5, decodeSeconds: 2,
+    timeToFirstTokenSeconds: 0.6, cachedTokens: 27 });
+  assert.equal(reused.prompt_tokens_details.cached_tokens, 27);
+  assert.equal(reused.extra.prefill_tokens_per_s, 20);  // only the 10 new tokens were prefilled
   const meta = { id, created: P.nowSeconds(), model: "m" };
   const c = P.buildChatCompletion(meta, "Paris.", "stop", usage);
   assert.equal(c.object, "chat.completion");
