@@ -170,8 +170,13 @@ ABORT_JS = """async ([url]) => {
   }
   const stopSeconds = (performance.now() - abortedAt) / 1000;
   const next = await engine.chat.completions.create({...request, max_tokens: 3, stream: false});
+  let interrupted = null, seen = 0;
+  for await (const chunk of await engine.chat.completions.create(request)) {
+    if (++seen === 3) engine.interrupt();
+    interrupted = chunk.choices[0]?.finish_reason ?? interrupted;
+  }
   await engine.unload();
-  return {chunks, finish, stopSeconds, next: next.usage.completion_tokens};
+  return {chunks, finish, stopSeconds, next: next.usage.completion_tokens, interrupted, seen};
 }"""
 
 
@@ -180,6 +185,7 @@ def test_abort_stops_streaming_quickly_and_the_engine_stays_usable(page, server)
     assert result["finish"] == "abort" and result["chunks"] < 10
     assert result["stopSeconds"] < 1.0
     assert result["next"] == 3
+    assert result["interrupted"] == "abort" and result["seen"] < 10  # engine.interrupt() ends it too
 
 
 def test_npm_pack_tarball_runs_in_a_scratch_page(browser, models, tmp_path):
