@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import time
@@ -52,9 +53,9 @@ def models(tmp_path_factory, tiny_llama_dirs, model_build):
         "tiny-q4f16_1": model_build(tiny, "q4f16_1", "webgpu"),
     }
     for name, folder in folders.items():
-        shutil.copytree(folder, root / name)
+        shutil.copytree(folder, root / name, copy_function=os.link)  # hard links: no copy of the weights
     corrupt = root / "tiny-corrupt"
-    shutil.copytree(folders["tiny-q4f32_1"], corrupt)
+    shutil.copytree(folders["tiny-q4f32_1"], corrupt)  # a real copy: one shard gets damaged
     shard = corrupt / "params_shard_0.bin"
     data = bytearray(shard.read_bytes())
     data[100] ^= 0xFF
