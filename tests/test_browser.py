@@ -6,10 +6,8 @@ import json
 import os
 import shutil
 import subprocess
-import time
 from pathlib import Path
 
-import numpy as np
 import pytest
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 from playwright.sync_api import sync_playwright
