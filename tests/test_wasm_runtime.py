@@ -17,6 +17,7 @@ import pytest
 from node_harness import run_model, run_toy
 from webbuild.shard.writer import write_shards
 
+from webbuild.arch.kv_model import KVCacheSpec, create_kv_cache, kv_model_spec
 from webbuild.compile import wasm_link, wasm_runtime
 from webbuild.compile.kv_cache_patch import replace_racy_merge_state
 from webbuild.errors import ToolchainError
@@ -90,12 +91,9 @@ KV_ATOL = 2e-5
 
 def _tiny_lm():
     """A 2-layer GQA transformer with a TIR paged KV cache, exported like the real LLM."""
-    from tvm import relax as rx
     from tvm import te
     from tvm.relax.frontend import nn
     from tvm.relax.frontend.nn import op
-    from tvm.relax.frontend.nn.llm._kernel_common import RopeMode
-    from tvm.relax.frontend.nn.llm.kv_cache import PagedKVCache, TIRPagedKVCache
 
     target = _target()
 
@@ -133,36 +131,20 @@ def _tiny_lm():
 
             return self.lm_head(op.tensor_expr_op(last, "last", [x])), kv
 
-        def prefill(self, embeds, kv):
-            return self._body(embeds, kv)
+        def prefill(self, input_embed, paged_kv_cache):
+            return self._body(input_embed, paged_kv_cache)
 
-        def decode(self, embeds, kv):
-            return self._body(embeds, kv)
+        def decode(self, input_embed, paged_kv_cache):
+            return self._body(input_embed, paged_kv_cache)
 
         def create_paged_kv_cache(self, max_batch_size, max_total_seq_len, prefill_chunk_size,
                                   page_size, support_sliding_window):
-            return TIRPagedKVCache(
-                attn_kind="mha", max_batch_size=max_batch_size, max_total_seq_len=max_total_seq_len,
-                prefill_chunk_size=prefill_chunk_size, page_size=page_size,
-                support_sliding_window=support_sliding_window, layer_partition=rx.ShapeExpr([0, L]),
-                num_hidden_layers=L, num_attention_heads=NQ, num_key_value_heads=NKV,
-                qk_head_dim=D, v_head_dim=D, mla_original_qk_head_dim=0, mla_original_v_head_dim=0,
-                rope_mode=RopeMode.NORMAL, rope_scale=1, rope_theta=THETA, rope_scaling={},
-                rope_ext_factors=rx.prim_value(0), rotary_dim=D, enable_disaggregation=False,
-                dtype="float32", target=target)
+            spec = KVCacheSpec(num_layers=L, num_heads=NQ, num_kv_heads=NKV, head_dim=D, rope_theta=THETA,
+                               rope_scaling=None, rotary_dim=D)
+            return create_kv_cache(spec, "float32", max_batch_size, max_total_seq_len, prefill_chunk_size,
+                                   page_size, support_sliding_window, target)
 
-    plain = {"param_mode": "plain", "effect_mode": "none"}
-    spec = {
-        "embed": {"input_ids": nn.spec.Tensor(["seq_len"], "int32"), "$": plain},
-        "prefill": {"embeds": nn.spec.Tensor([1, "seq_len", H], "float32"),
-                    "kv": nn.spec.Object(object_type=PagedKVCache), "$": plain},
-        "decode": {"embeds": nn.spec.Tensor([1, 1, H], "float32"),
-                   "kv": nn.spec.Object(object_type=PagedKVCache), "$": plain},
-        "create_paged_kv_cache": {
-            "max_batch_size": int, "max_total_seq_len": int, "prefill_chunk_size": int,
-            "page_size": int, "support_sliding_window": int,
-            "$": {"param_mode": "none", "effect_mode": "none"}},
-    }
+    spec = kv_model_spec(H, "float32", param_mode="plain")
     mod, params = TinyLM().export_tvm(spec=spec)
     return replace_racy_merge_state(mod), params
 

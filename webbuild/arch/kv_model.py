@@ -27,8 +27,9 @@ class KVCacheSpec:
 
 
 def create_kv_cache(spec: KVCacheSpec, dtype: str, max_batch_size, max_total_seq_len, prefill_chunk_size,
-                    page_size, support_sliding_window) -> PagedKVCache:
-    """A TIR paged KV cache; RoPE is applied to q and k inside the fused-qkv attention call."""
+                    page_size, support_sliding_window, target: Target | None = None) -> PagedKVCache:
+    """A TIR paged KV cache; RoPE is applied to q and k inside the fused-qkv attention call.
+    Its kernels are generated for `target` (default: the current target scope)."""
     scaling = dict(spec.rope_scaling or {})
     scale = 1.0
     if scaling.get("rope_type", scaling.get("type")) == "linear":
@@ -57,7 +58,7 @@ def create_kv_cache(spec: KVCacheSpec, dtype: str, max_batch_size, max_total_seq
         rotary_dim=spec.rotary_dim,
         enable_disaggregation=False,
         dtype=dtype,
-        target=Target.current(),
+        target=target or Target.current(),
     )
 
 
@@ -71,9 +72,10 @@ def last_token(hidden: Tensor) -> Tensor:
     return op.tensor_expr_op(compute, "last_token", args=[hidden])
 
 
-def kv_model_spec(model: nn.Module, hidden_size: int, dtype: str) -> dict:
-    """The `export_tvm` spec of the four functions every KV-cache model exports."""
-    packed = {"param_mode": "packed", "effect_mode": "none"}
+def kv_model_spec(hidden_size: int, dtype: str, param_mode: str = "packed") -> dict:
+    """The `export_tvm` spec of the four functions every KV-cache model exports (parameters as one
+    tuple argument by default, as the runtimes pass them)."""
+    packed = {"param_mode": param_mode, "effect_mode": "none"}
     return {
         "embed": {"input_ids": nn.spec.Tensor(["seq_len"], "int32"), "$": packed},
         "prefill": {

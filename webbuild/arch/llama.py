@@ -188,7 +188,7 @@ class LlamaForCausalLM(nn.Module):
                                prefill_chunk_size, page_size, support_sliding_window)
 
     def get_default_spec(self):
-        return kv_model_spec(self, self.config.hidden_size, self.dtype)
+        return kv_model_spec(self.config.hidden_size, self.dtype)
 
 
 _LAYER = re.compile(r"model\.layers\.(\d+)\.")
