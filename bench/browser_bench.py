@@ -27,7 +27,9 @@ RUN_JS = """async ([url, tokens, question]) => {
   const r = await engine.chat.completions.create({messages: [{role: 'user', content: question}],
                                                   temperature: 0, max_tokens: tokens});
   await engine.unload();
-  return {load_s: load, usage: r.usage, adapter: (await (await navigator.gpu.requestAdapter()).info)};
+  const info = (await navigator.gpu.requestAdapter()).info;
+  return {load_s: load, usage: r.usage,
+          adapter: {vendor: info.vendor, architecture: info.architecture, description: info.description}};
 }"""
 
 
@@ -53,7 +55,7 @@ def main() -> int:
                           **{k: round(v, 3) for k, v in r["usage"]["extra"].items()},
                           "prompt_tokens": r["usage"]["prompt_tokens"],
                           "completion_tokens": r["usage"]["completion_tokens"]}
-            adapter = {k: r["adapter"].get(k) for k in ("vendor", "architecture", "description")} if r["adapter"] else {}
+            adapter = r["adapter"]
             page.reload()
         browser.close()
     result = {"benchmark": "browser", "model": args.model, "adapter": adapter, **runs}

@@ -132,18 +132,21 @@ def test_worker_mode_matches_main_thread(page, server):
     assert worker["text"] == main["text"] and worker["finish"] == main["finish"] == "length"
 
 
-def test_second_load_reads_shards_from_the_cache(browser, server):
+@pytest.mark.parametrize("store", ["cache", "indexeddb", "opfs"])
+def test_second_load_reads_shards_from_the_cache(store, browser, server):
     context = browser.new_context()
     page = context.new_page()
     shard_requests = []
     page.on("request", lambda r: "params_shard_" in r.url and shard_requests.append(r.url))
     page.goto(server)
-    _run(page, server, "tiny-q0f32", {"messages": TINY_MESSAGES, "max_tokens": 2})
+    request = {"messages": TINY_MESSAGES, "max_tokens": 2, "temperature": 0}
+    first = _run(page, server, "tiny-q0f32", request, cache=store)
     assert shard_requests, "the first load fetches the shards"
     shard_requests.clear()
     page.reload()
-    _run(page, server, "tiny-q0f32", {"messages": TINY_MESSAGES, "max_tokens": 2})
+    second = _run(page, server, "tiny-q0f32", request, cache=store)
     assert shard_requests == []
+    assert second["text"] == first["text"]
     context.close()
 
 
