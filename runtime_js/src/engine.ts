@@ -248,7 +248,8 @@ export class LocalEngine implements ChatEngine {
       if (generated >= budget) break;
       logits = await this.readLogits(this.forward([token]));
     }
-    if (finish === "length") {
+    if (!matcher.stopped) {
+      // the text held back as a possible stop-string prefix (or incomplete bytes) is final now
       const rest = matcher.push(decoder.flush()).text + matcher.flush();
       if (rest) emit(buildChunk(meta, { content: rest }));
     }
