@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import tempfile
@@ -100,7 +101,7 @@ def build(req: BuildRequest, progress: ProgressFn = silent) -> BuildResult:
 
         names = [name for name, _, _ in lowered.params]
         shapes = float_shapes(lowered.params)
-        param_count = sum(int(_prod(s)) for s in shapes.values())
+        param_count = sum(math.prod(s) for s in shapes.values())
         read_float = float_reader(checkpoint, wmap, shapes)
 
         def tensors():
@@ -144,13 +145,6 @@ def _quantization(req: BuildRequest, recipe: Recipe | None) -> str:
             f"{name} is not offered for {recipe.name}", where=f"{recipe.path}: quantizations",
             fix=f"use one of: {', '.join(recipe.quantizations)}")
     return name
-
-
-def _prod(shape) -> int:
-    n = 1
-    for d in shape:
-        n *= int(d)
-    return n
 
 
 def _replace(tmp: Path, final: Path) -> None:
