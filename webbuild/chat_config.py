@@ -106,6 +106,7 @@ def make_chat_config(*, model_id: str, arch_name: str, config, scheme: QuantSche
         "context_window_size": config.context_window,
         "prefill_chunk_size": config.prefill_chunk,
         "vocab_size": config.vocab_size,
+        "state": config.state_metadata,
         "tokenizer_files": sorted(checkpoint.tokenizer_files),
         **special_tokens(checkpoint),
         "chat_template": checkpoint.chat_template,

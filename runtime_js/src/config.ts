@@ -15,6 +15,13 @@ export interface SamplingDefaults {
   presence_penalty: number;
 }
 
+/** The model's sequence state: a paged KV cache (optionally a sliding window) or an RNN state. */
+export interface StateConfig {
+  kv_state: "paged_kv_cache" | "rnn_state";
+  /** Attention window in tokens (paged KV cache only); null when attention sees the whole context. */
+  sliding_window: number | null;
+}
+
 export interface ChatConfig {
   format: string;
   model_id: string;
@@ -26,6 +33,7 @@ export interface ChatConfig {
   context_window_size: number;
   prefill_chunk_size: number;
   vocab_size: number;
+  state: StateConfig;
   tokenizer_files: string[];
   bos_token_id: number | null;
   eos_token_ids: number[];
@@ -89,6 +97,12 @@ export function parseChatConfig(json: unknown, url = "chat-config.json"): ChatCo
   if (typeof c.model_lib !== "string") c.model_lib = "model.wasm";
   if (!c.sampling || typeof c.sampling !== "object") fail(url, "sampling must be an object");
   c.add_bos_token = Boolean(c.add_bos_token);
+  const state = (c.state ?? { kv_state: "paged_kv_cache", sliding_window: null }) as StateConfig;
+  if (state.kv_state !== "paged_kv_cache" && state.kv_state !== "rnn_state") fail(url, "state.kv_state must be paged_kv_cache or rnn_state");
+  if (state.sliding_window != null && (!isInt(state.sliding_window) || state.sliding_window === 0)) {
+    fail(url, "state.sliding_window must be a positive integer or null");
+  }
+  c.state = { kv_state: state.kv_state, sliding_window: state.sliding_window ?? null };
   return c as ChatConfig;
 }
 

@@ -105,7 +105,7 @@ def lower(arch: Architecture, config, scheme: QuantScheme, target_name: str) -> 
     metadata = {
         "architecture": arch.name,
         "quantization": scheme.name,
-        "kv_state": "paged_kv_cache",
+        **config.state_metadata,
         "context_window": config.context_window,
         "prefill_chunk": config.prefill_chunk,
         "params": [{"name": n, "shape": list(s), "dtype": d} for n, s, d in params],
