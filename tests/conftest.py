@@ -25,6 +25,23 @@ def tiny_llama_dirs(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def arch_checkpoint(tmp_path_factory):
+    """get(case name) -> the HF folder of that tests/arch_cases.py case, saved once per session."""
+    from arch_cases import CASES, save_case
+
+    root = tmp_path_factory.mktemp("arch")
+    cases = {c.name: c for c in CASES}
+    made: dict = {}
+
+    def get(name: str) -> Path:
+        if name not in made:
+            made[name] = save_case(cases[name], root / name)
+        return made[name]
+
+    return get
+
+
+@pytest.fixture(scope="session")
 def model_build(tmp_path_factory):
     """make(source, quantization, target="cpu", **options) -> model folder, built once per argument set."""
     from webbuild.build import BuildRequest, build

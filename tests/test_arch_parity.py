@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from arch_cases import CASES, save_case
+from arch_cases import CASES
 from tiny_models import hf_logits
 from webbuild.compile.wasm_link import unexpected_imports
 from webbuild.runner import CpuModel
@@ -19,19 +19,6 @@ PROMPT = [1, 5, 9, 33, 100, 7, 250, 3, 11, 12, 40, 41]
 DECODE = [77, 8, 300, 16, 2, 99, 123, 64]
 TOL = 1e-3
 IDS = [c.name for c in CASES]
-
-
-@pytest.fixture(scope="module")
-def checkpoints(tmp_path_factory):
-    root = tmp_path_factory.mktemp("arch")
-    made: dict = {}
-
-    def get(case):
-        if case.name not in made:
-            made[case.name] = save_case(case, root / case.name)
-        return made[case.name]
-
-    return get
 
 
 def _steps(folder) -> np.ndarray:
@@ -46,8 +33,8 @@ def _reference(folder) -> np.ndarray:
 
 
 @pytest.mark.parametrize("case", CASES, ids=IDS)
-def test_q0f32_matches_transformers(case, checkpoints, cpu_build):
-    folder = checkpoints(case)
+def test_q0f32_matches_transformers(case, arch_checkpoint, cpu_build):
+    folder = arch_checkpoint(case.name)
     ours = _steps(cpu_build(folder, "q0f32", prefill_chunk=8))
     ref = _reference(folder)
     diff = np.abs(ours - ref).max(axis=1)
@@ -56,8 +43,8 @@ def test_q0f32_matches_transformers(case, checkpoints, cpu_build):
 
 
 @pytest.mark.parametrize("case", CASES, ids=IDS)
-def test_q4f32_agreement_with_f32(case, checkpoints, cpu_build, record_property):
-    folder = checkpoints(case)
+def test_q4f32_agreement_with_f32(case, arch_checkpoint, cpu_build, record_property):
+    folder = arch_checkpoint(case.name)
     f32 = _steps(cpu_build(folder, "q0f32", prefill_chunk=8))
     q4 = _steps(cpu_build(folder, "q4f32_1", prefill_chunk=8))
     agreement = float(np.mean(f32.argmax(axis=1) == q4.argmax(axis=1)))
@@ -70,7 +57,7 @@ def test_q4f32_agreement_with_f32(case, checkpoints, cpu_build, record_property)
 
 
 @pytest.mark.parametrize("case", CASES, ids=IDS)
-def test_webgpu_build_compiles_and_links(case, checkpoints, model_build):
-    folder = model_build(checkpoints(case), "q4f32_1", "webgpu")
+def test_webgpu_build_compiles_and_links(case, arch_checkpoint, model_build):
+    folder = model_build(arch_checkpoint(case.name), "q4f32_1", "webgpu")
     assert (folder / "model.wasm").stat().st_size > 0
     assert unexpected_imports(folder / "model.wasm") == []

@@ -49,3 +49,18 @@ def hf_logits(folder: Path, ids: list[int]):
     model = AutoModelForCausalLM.from_pretrained(folder, torch_dtype=torch.float32).eval()
     with torch.no_grad():
         return model(torch.tensor([ids])).logits[0].numpy()
+
+
+def hf_greedy(folder: Path, ids: list[int], max_new: int, eos: int = 2, banned: tuple[int, ...] = ()) -> list[int]:
+    """transformers' greedy continuation of `ids` (float32, CPU), never picking `banned`, stopping after `eos`."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(folder, torch_dtype=torch.float32).eval()
+    out: list[int] = []
+    with torch.no_grad():
+        while len(out) < max_new and (not out or out[-1] != eos):
+            logits = model(torch.tensor([ids + out])).logits[0, -1]
+            logits[list(banned)] = float("-inf")
+            out.append(int(torch.argmax(logits)))
+    return out

@@ -18,6 +18,7 @@ from .errors import SourceNotFoundError
 from .shard.reader import read_params
 
 PAGE_SIZE = 16
+RNN_HISTORY = 2  # RNN state slots per sequence: each forward reads one and writes the other
 
 
 class CpuModel:
@@ -37,16 +38,24 @@ class CpuModel:
         self.params = [tvm.runtime.tensor(arrays[p["name"]], self.device) for p in self.metadata["params"]]
         self.context_window = self.metadata["context_window"]
         self.prefill_chunk = self.metadata["prefill_chunk"]
+        # With a sliding window one forward call may append at most window - 1 tokens, or the
+        # window kernels stop matching transformers (see arch/kv_model.py; builds cap it already).
+        self.sliding_window = self.metadata.get("sliding_window")
+        if self.sliding_window:
+            self.prefill_chunk = min(self.prefill_chunk, self.sliding_window - 1)
         self._kv_add = tvm.get_global_func("vm.builtin.kv_state_add_sequence")
         self._kv_begin = tvm.get_global_func("vm.builtin.kv_state_begin_forward")
         self._kv_end = tvm.get_global_func("vm.builtin.kv_state_end_forward")
         self.reset()
 
     def reset(self) -> None:
-        """Forget the conversation: a fresh KV cache with one empty sequence."""
-        self.kv = self.vm["create_paged_kv_cache"](
-            ShapeTuple([1]), ShapeTuple([self.context_window]), ShapeTuple([self.prefill_chunk]),
-            ShapeTuple([PAGE_SIZE]), ShapeTuple([0]))
+        """Forget the conversation: a fresh KV cache (or RNN state) with one empty sequence."""
+        if self.metadata["kv_state"] == "rnn_state":
+            self.kv = self.vm["create_rnn_state"](ShapeTuple([1]), ShapeTuple([RNN_HISTORY]))
+        else:
+            self.kv = self.vm["create_paged_kv_cache"](
+                ShapeTuple([1]), ShapeTuple([self.context_window]), ShapeTuple([self.prefill_chunk]),
+                ShapeTuple([PAGE_SIZE]), ShapeTuple([0]))
         self._kv_add(self.kv, 0)
         self.length = 0
 
@@ -66,9 +75,23 @@ class CpuModel:
         if self.length + len(ids) > self.context_window:
             raise ValueError(f"context window {self.context_window} exceeded")
         logits = None
-        for start in range(0, len(ids), self.prefill_chunk):
-            logits = self._step("prefill", ids[start:start + self.prefill_chunk])
+        start = 0
+        while start < len(ids):
+            size = self._call_size()
+            logits = self._step("prefill", ids[start:start + size])
+            start += size
         return logits
+
+    def _call_size(self) -> int:
+        """Tokens the next forward call may append. With a sliding window W, once W tokens are
+        cached every multi-token call has a first query whose first cached key is outside the
+        window, and TVM 0.27's CPU prefill kernel then reads its running max before writing it
+        (NaN at random); from there on the runner appends one token per call, through the decode
+        kernel, which reads only the window. (WebGPU kernels start that max at -5e4: the browser
+        runtime keeps chunks of W - 1.)"""
+        if self.sliding_window and self.length >= self.sliding_window:
+            return 1
+        return self.prefill_chunk
 
     def decode(self, token: int) -> np.ndarray:
         """Append one token through the decode function; returns its logits."""

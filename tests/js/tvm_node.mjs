@@ -338,19 +338,23 @@ async function runModel(opts) {
   const fEmbed = vm.getFunction("embed");
   const fPrefill = vm.getFunction("prefill");
   const fDecode = nDecode > 0 ? vm.getFunction("decode") : undefined;
-  const fCreateCache = vm.getFunction("create_paged_kv_cache");
   const fAddSeq = tvm.getGlobalFunc("vm.builtin.kv_state_add_sequence");
   const fBegin = tvm.getGlobalFunc("vm.builtin.kv_state_begin_forward");
   const fEnd = tvm.getGlobalFunc("vm.builtin.kv_state_end_forward");
+  const metadata = JSON.parse(String(vm.getFunction("_metadata")()));
 
-  const kv = tvm.detachFromCurrentScope(fCreateCache(
-    tvm.makeShapeTuple([1]),              // max_batch_size
-    tvm.makeShapeTuple([maxSeqLen]),      // max_total_seq_len
-    tvm.makeShapeTuple([prefillChunk]),   // prefill_chunk_size
-    tvm.makeShapeTuple([pageSize]),       // page_size
-    tvm.makeShapeTuple([0]),              // support_sliding_window
-  ));
-  debug("kv cache created");
+  const kv = tvm.detachFromCurrentScope(metadata.kv_state === "rnn_state"
+    ? vm.getFunction("create_rnn_state")(
+      tvm.makeShapeTuple([1]),              // max_batch_size
+      tvm.makeShapeTuple([2]))              // max_history: each forward reads one slot, writes the other
+    : vm.getFunction("create_paged_kv_cache")(
+      tvm.makeShapeTuple([1]),              // max_batch_size
+      tvm.makeShapeTuple([maxSeqLen]),      // max_total_seq_len
+      tvm.makeShapeTuple([prefillChunk]),   // prefill_chunk_size
+      tvm.makeShapeTuple([pageSize]),       // page_size
+      tvm.makeShapeTuple([0]),              // support_sliding_window
+    ));
+  debug("kv state created", metadata.kv_state);
   fAddSeq(kv, new tvmjs.Scalar(0, "int64"));
 
   // one forward step over `ids` (appended to sequence 0); returns logits on the GPU
@@ -378,9 +382,11 @@ async function runModel(opts) {
 
   t0 = performance.now();
   let logits;
-  for (let start = 0; start < tokens.length; start += prefillChunk) {
+  // a sliding-window model takes at most window - 1 tokens per call (webbuild/arch/kv_model.py)
+  const prefillStep = metadata.sliding_window ? Math.min(prefillChunk, metadata.sliding_window - 1) : prefillChunk;
+  for (let start = 0; start < tokens.length; start += prefillStep) {
     if (logits) logits.dispose();
-    logits = step(fPrefill, tokens.slice(start, start + prefillChunk));
+    logits = step(fPrefill, tokens.slice(start, start + prefillStep));
   }
   const prefill = await readLogits(logits);
   timings.prefill = (performance.now() - t0) / 1000;
@@ -404,7 +410,8 @@ async function runModel(opts) {
   const result = {
     prompt_tokens: tokens.length, logits_shape: prefill.shape, logits_dtype: prefill.dtype,
     logits: prefill.data, tokens: generated, timings, adapter: adapterSummary(rt.gpu),
-    kv_cache: { page_size: pageSize, prefill_chunk_size: prefillChunk, max_total_seq_len: maxSeqLen },
+    kv_cache: { page_size: pageSize, prefill_chunk_size: prefillChunk, max_total_seq_len: maxSeqLen,
+      prefill_step: prefillStep, sliding_window: metadata.sliding_window ?? null },
   };
   if (opts["all-logits"]) result.decode_logits = stepLogits;
   return result;

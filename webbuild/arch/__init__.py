@@ -4,10 +4,27 @@ from __future__ import annotations
 
 from ..errors import UnknownArchitectureError
 from . import llama
+from . import rwkv
+from . import gemma, gpt_bigcode
+from . import glm, stablelm
+from . import gpt_neox, gptj
+from . import phi, phi3
+from . import mistral, qwen2
 from .base import Architecture
 
 REGISTRY: dict[str, Architecture] = {
     "llama": llama.ARCH,
+    "rwkv": rwkv.ARCH,
+    "gpt_bigcode": gpt_bigcode.ARCH,
+    "gemma": gemma.ARCH,
+    "stablelm": stablelm.ARCH,
+    "glm": glm.ARCH,
+    "gpt_neox": gpt_neox.ARCH,
+    "gptj": gptj.ARCH,
+    "phi": phi.ARCH,
+    "phi3": phi3.ARCH,
+    "mistral": mistral.ARCH,
+    "qwen2": qwen2.ARCH,
 }
 
 

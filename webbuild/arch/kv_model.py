@@ -24,19 +24,47 @@ class KVCacheSpec:
     rope_scaling: dict | None
     rotary_dim: int
     rope_mode: RopeMode = RopeMode.NORMAL
+    # layers whose attention sees only the last `sliding_window` positions (masked per query)
+    sliding_layers: tuple[int, ...] = ()
+    sliding_window: int = 0
 
 
 def create_kv_cache(spec: KVCacheSpec, dtype: str, max_batch_size, max_total_seq_len, prefill_chunk_size,
                     page_size, support_sliding_window, target: Target | None = None) -> PagedKVCache:
     """A TIR paged KV cache; RoPE is applied to q and k inside the fused-qkv attention call.
-    Its kernels are generated for `target` (default: the current target scope)."""
+    Its kernels are generated for `target` (default: the current target scope).
+
+    Sliding-window layers use TVM's per-layer `mha_sliding` attention, which is exactly
+    transformers' window (query i attends keys (i - window, i]) as long as one forward call appends
+    at most `window - 1` tokens: the cache keeps every token (RoPE applied on append, positions
+    exact); the decode kernel reads only the window's last `window` keys; the prefill kernel masks
+    the cached keys per query, while the new tokens attend each other causally with no window (so
+    the chunk must fit inside it), and with a chunk of `window` tokens the CPU kernel turns its
+    last, fully masked row into NaN. Runtimes therefore prefill in chunks of at most `window - 1`.
+    The CPU prefill kernel also reads its running max uninitialized when a call's first query has
+    a masked cached key (any multi-token call once `window` tokens are cached), so the CPU runner
+    appends one token per call from there (webbuild/runner.py); the WebGPU kernels are not affected.
+    The runtime sliding mode (`support_sliding_window`=1 plus
+    `attention_kv_cache_enable_sliding_window_for_seq`) is forced off for such models: it trims
+    the history to the window with no per-query mask (exact only with the cache window set to
+    `window - 1` and one token per call past the first `window - 1`), and its inline RoPE uses
+    theta 10000 for `mha_sliding` layers."""
+    attn_kind = "mha"
+    window_kwargs = {}
+    if spec.sliding_layers:
+        attn_kind = ["mha_sliding" if i in spec.sliding_layers else "mha" for i in range(spec.num_layers)]
+        # TVM 0.27 allocates the fused-qkv split buffers only when some entry is plain "mha"; one
+        # entry past the layer partition satisfies that without adding a layer (no pages for it).
+        attn_kind.append("mha")
+        window_kwargs = {"layer_sliding_window_size": spec.sliding_window}
+        support_sliding_window = 0
     scaling = dict(spec.rope_scaling or {})
     scale = 1.0
     if scaling.get("rope_type", scaling.get("type")) == "linear":
         scale = float(scaling.pop("factor"))
         scaling = {}
     return TIRPagedKVCache(
-        attn_kind="mha",
+        attn_kind=attn_kind,
         max_batch_size=max_batch_size,
         max_total_seq_len=max_total_seq_len,
         prefill_chunk_size=prefill_chunk_size,
@@ -59,6 +87,7 @@ def create_kv_cache(spec: KVCacheSpec, dtype: str, max_batch_size, max_total_seq
         enable_disaggregation=False,
         dtype=dtype,
         target=target or Target.current(),
+        **window_kwargs,
     )
 
 

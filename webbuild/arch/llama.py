@@ -11,7 +11,7 @@ from __future__ import annotations
 from ..errors import ConfigError
 from .base import Architecture, BuildOptions, ConfigReader
 from .transformer import (HFLayout, TransformerConfig, TransformerLM, activation, heads_geometry, rope_scaling_of,
-                          weight_map_for, window_of)
+                          rope_setting, weight_map_for, window_of)
 
 LAYOUT = HFLayout(
     embed="model.embed_tokens", final_norm="model.norm", lm_head="lm_head", layer="model.layers.{i}.",
@@ -47,7 +47,7 @@ def llama_config(raw: dict, options: BuildOptions, *, act_key: str = "hidden_act
         max_position_embeddings=max_pos,
         context_window=context,
         prefill_chunk=chunk,
-        rope_theta=cfg.get("rope_theta", 10000.0, float),
+        rope_theta=rope_setting(raw, "rope_theta", 10000.0),
         rope_scaling=rope_scaling_of(raw),
         tie_word_embeddings=bool(raw.get("tie_word_embeddings", False)),
     )

@@ -63,14 +63,39 @@ class TransformerConfig:
     rope_scaling: dict | None = None
     rotary_dim: int = 0  # 0 means the whole head
     rotary_interleaved: bool = False  # source rotates pairs (2i, 2i+1)
+    # attention window: query i sees keys (i - sliding_window, i]; None: the whole context
     sliding_window: int | None = None
+    sliding_layers: tuple[int, ...] | None = None  # the windowed layers; None: all of them
     tie_word_embeddings: bool = False
     lm_head_bias: bool = False
     embed_scale: float | None = None
 
+    def __post_init__(self):
+        # A window no shorter than the context excludes nothing: plain causal attention. Otherwise
+        # one forward call may append at most `sliding_window - 1` tokens (see create_kv_cache),
+        # so the prefill chunk is capped there.
+        if self.sliding_window is not None and self.sliding_window < 2:
+            raise ConfigError(f"sliding_window {self.sliding_window} leaves no room for any earlier token",
+                              where="config.json: sliding_window",
+                              fix="set it to the window the model was trained with, or null for none")
+        if self.sliding_window is not None and (self.sliding_window >= self.context_window
+                                                or self.sliding_layers == ()):
+            object.__setattr__(self, "sliding_window", None)
+        if self.sliding_window is None:
+            object.__setattr__(self, "sliding_layers", None)
+        elif self.prefill_chunk >= self.sliding_window:
+            object.__setattr__(self, "prefill_chunk", self.sliding_window - 1)
+
     @property
     def rotary(self) -> int:
         return self.rotary_dim or self.head_dim
+
+    @property
+    def windowed_layers(self) -> tuple[int, ...]:
+        """The layers whose attention is limited to the sliding window (none without a window)."""
+        if self.sliding_window is None:
+            return ()
+        return tuple(range(self.num_hidden_layers)) if self.sliding_layers is None else self.sliding_layers
 
     @property
     def kv(self) -> KVCacheSpec:
@@ -83,12 +108,26 @@ class TransformerConfig:
             rope_scaling=self.rope_scaling,
             rotary_dim=self.rotary,
             rope_mode=RopeMode.NORMAL if self.rope else RopeMode.NONE,
+            sliding_layers=self.windowed_layers,
+            sliding_window=self.sliding_window or 0,
         )
 
     @property
     def state_metadata(self) -> dict:
         """What the runtimes must know about this model's KV state."""
         return {"kv_state": "paged_kv_cache", "sliding_window": self.sliding_window}
+
+    def state_bytes(self, dsize: int, page_size: int = 16) -> tuple[int, int]:
+        """(bytes per layer, bytes in all) of a KV cache for the whole context window."""
+        pages = -(-self.context_window // page_size)
+        per_layer = 2 * self.num_key_value_heads * self.head_dim * pages * page_size * dsize
+        return per_layer, per_layer * self.num_hidden_layers
+
+    @property
+    def activation_width(self) -> int:
+        """The widest per-token activation (for the prefill memory bound)."""
+        return max(self.hidden_size * 3, 2 * self.intermediate_size,
+                   (self.num_attention_heads + 2 * self.num_key_value_heads) * self.head_dim)
 
 
 def activation(name: str, where: str) -> str:
@@ -123,9 +162,21 @@ def rotary_dim_of(head_dim: int, fraction: float, where: str) -> int:
     return dim
 
 
+def rope_setting(raw: dict, key: str, default: float) -> float:
+    """A numeric RoPE field (`rope_theta`, `partial_rotary_factor`) from `rope_parameters`, where
+    transformers >= 5 writes it, else from the top level of the config (older checkpoints)."""
+    params = raw.get("rope_parameters")
+    if isinstance(params, dict) and params.get(key) is not None:
+        return ConfigReader(params, "config.json: rope_parameters").get(key, default, float)
+    return ConfigReader(raw).get(key, default, float)
+
+
 def rope_scaling_of(raw: dict, where: str = "config.json: rope_scaling") -> dict | None:
-    """`rope_scaling` as given (None or an object); default RoPE types count as None."""
+    """`rope_scaling` as given (None or an object), else the scaling kept in `rope_parameters`
+    (transformers >= 5); default RoPE types count as None."""
     scaling = raw.get("rope_scaling")
+    if scaling is None and isinstance(raw.get("rope_parameters"), dict):
+        scaling = raw["rope_parameters"]
     if scaling is None:
         return None
     if not isinstance(scaling, dict):

@@ -24,11 +24,13 @@ def convert_params(
     param_names: list[str],
     read_float: Callable[[str], np.ndarray],
     scheme: QuantScheme,
+    dtypes: dict[str, str] | None = None,
 ) -> Iterator[tuple[str, np.ndarray]]:
     """Yield (model parameter name, array) in `param_names` order.
 
     `read_float(name)` gives the float32 weight for a float name. Quantized pairs are computed
-    once per weight; everything else is cast to the scheme dtype.
+    once per weight; everything else is cast to its declared dtype in `dtypes` (default: the
+    scheme dtype; a model may keep some parameters in float32 whatever the scheme).
     """
     pending: dict[str, np.ndarray] = {}
     for name in param_names:
@@ -42,7 +44,7 @@ def convert_params(
             yield name, pair.pop(name)
             pending.update(pair)
             continue
-        yield name, np.ascontiguousarray(read_float(name).astype(scheme.dtype))
+        yield name, np.ascontiguousarray(read_float(name).astype((dtypes or {}).get(name, scheme.dtype)))
 
 
 def float_shapes(named_params: list[tuple[str, tuple[int, ...], str]]) -> dict[str, tuple[int, ...]]:
