@@ -80,7 +80,9 @@ async function loadModel(event) {
     history = [];
     ui.messages.replaceChildren();
     const useWorker = params.get("worker") !== "0";
-    engine = await createEngine(new URL(ui.model.value, location.href).href, { onProgress, worker: useWorker });
+    const backend = params.get("backend") || "auto";
+    engine = await createEngine(new URL(ui.model.value, location.href).href, { onProgress, worker: useWorker, backend });
+    document.body.dataset.backend = engine.backend;
     ui.progress.hidden = true;
     setState("ready");
     ui.prompt.focus();
@@ -116,9 +118,9 @@ async function send(event) {
       if (chunk.usage) usage = chunk.usage;
     }
     if (usage) {
-      const { decode_tokens_per_s: decode, prefill_tokens_per_s: prefill, time_to_first_token_s: ttft } = usage.extra;
+      const { decode_tokens_per_s: decode, prefill_tokens_per_s: prefill, time_to_first_token_s: ttft, backend } = usage.extra;
       ui.stats.textContent = `${usage.completion_tokens} tokens · decode ${decode.toFixed(1)} tok/s`
-        + ` · prefill ${prefill.toFixed(1)} tok/s · first token ${ttft.toFixed(2)} s`;
+        + ` · prefill ${prefill.toFixed(1)} tok/s · first token ${ttft.toFixed(2)} s · ${backend === "wasm" ? "WASM (CPU)" : "WebGPU"}`;
     }
   } catch (err) {
     if (err?.code !== "aborted") showError(err);

@@ -13,35 +13,35 @@ from jinja2.sandbox import ImmutableSandboxedEnvironment
 from playwright.sync_api import sync_playwright
 from tokenizers import Tokenizer
 
-from browser_support import CHROMIUM, CHROMIUM_FLAGS, REPO, launch_chromium, webbuild_server
+from browser_support import (CHROMIUM, CHROMIUM_FLAGS, ENGINE_JS, REPO, cpu_greedy_text, launch_chromium, run_engine,
+                             webbuild_server)
 from smollm_facts import QUESTION
+from tiny_models import hf_greedy
 from webbuild.runner import CpuModel
 
 ANSWER_TEXT = "The capital of France is Paris."
 TINY_MESSAGES = [{"role": "user", "content": "w5 w9 w33 w100 w7"}]
 LOAD_TIMEOUT_MS = 300_000
 
-ENGINE_JS = """async ([url, options, request]) => {
+
+
+
+TURN_JS = """async ([url, request]) => {
   const wb = await import('/dist/webbuild.js');
-  const engine = await wb.createEngine(url, options);
-  try {
-    const response = await engine.chat.completions.create(request);
-    if (!request.stream) return {text: response.choices[0].message.content, usage: response.usage,
-                                 finish: response.choices[0].finish_reason};
-    let text = '', finish = null, usage = null;
-    for await (const chunk of response) {
-      text += chunk.choices[0]?.delta?.content ?? '';
-      finish = chunk.choices[0]?.finish_reason ?? finish;
-      usage = chunk.usage ?? usage;
-    }
-    return {text, usage, finish};
-  } finally { await engine.unload(); }
+  window.__engine ??= await wb.createEngine(url, {});
+  const response = await window.__engine.chat.completions.create(request);
+  return {text: response.choices[0].message.content, usage: response.usage};
 }"""
+
+# non-Llama architectures decoded in the browser (tests/arch_cases.py names): recurrent state,
+# learned absolute positions, parallel block with partial rotary
+BROWSER_ARCHS = ("rwkv", "gpt_bigcode", "phi")
 
 
 @pytest.fixture(scope="module")
-def models(tmp_path_factory, tiny_llama_dirs, model_build):
-    """A served models folder: tiny llama (q0f32, q4f32_1), SmolLM2 q0f32, and a corrupted copy."""
+def models(tmp_path_factory, tiny_llama_dirs, model_build, arch_checkpoint):
+    """A served models folder: tiny llama (q0f32, q4f32_1), SmolLM2 q0f32, tiny non-Llama models,
+    and a corrupted copy."""
     root = tmp_path_factory.mktemp("served")
     tiny = tiny_llama_dirs["untied"][0]
     folders = {
@@ -49,6 +49,7 @@ def models(tmp_path_factory, tiny_llama_dirs, model_build):
         "tiny-q4f32_1": model_build(tiny, "q4f32_1", "webgpu"),
         "smollm2-q0f32": model_build("smollm2-135m-instruct", "q0f32", "webgpu"),
         "tiny-q4f16_1": model_build(tiny, "q4f16_1", "webgpu"),
+        **{f"arch-{name}": model_build(arch_checkpoint(name), "q0f32", "webgpu") for name in BROWSER_ARCHS},
     }
     for name, folder in folders.items():
         shutil.copytree(folder, root / name, copy_function=os.link)  # hard links: no copy of the weights
@@ -86,22 +87,6 @@ def page(browser, server):
     context.close()
 
 
-def _cpu_greedy_text(folder: Path, messages, max_tokens: int) -> str:
-    """The CPU build's greedy completion for the same chat prompt, decoded like the runtime does."""
-    model = CpuModel(folder)
-    tok = Tokenizer.from_file(str(folder / "tokenizer.json"))
-    env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
-    prompt = env.from_string(model.config["chat_template"]).render(messages=messages, add_generation_prompt=True)
-    ids = tok.encode(prompt, add_special_tokens=False).ids
-    out = model.greedy(ids, max_tokens, stop=set(model.config["stop_token_ids"]))
-    out = [t for t in out if t not in model.config["stop_token_ids"]]
-    return tok.decode(out, skip_special_tokens=True)
-
-
-def _run(page, server, model: str, request: dict, **options):
-    return page.evaluate(ENGINE_JS, [f"{server}models/{model}/", options, request])
-
-
 def test_chat_page_answers_the_capital_of_france(page, server):
     page.goto(f"{server}?model=smollm2-q0f32&autoload=1")
     page.wait_for_function("['ready','error'].includes(document.body.dataset.state)", timeout=LOAD_TIMEOUT_MS)
@@ -118,17 +103,50 @@ def test_chat_page_answers_the_capital_of_france(page, server):
 @pytest.mark.parametrize("quantization", ["q0f32", "q4f32_1"])
 def test_greedy_completion_equals_cpu_build(quantization, page, server, tiny_llama_dirs, model_build):
     request = {"messages": TINY_MESSAGES, "temperature": 0, "max_tokens": 32}
-    result = _run(page, server, f"tiny-{quantization}", request)
+    result = run_engine(page, server, f"tiny-{quantization}", request)
     cpu = model_build(tiny_llama_dirs["untied"][0], quantization, "cpu")
     # the tiny word-level vocabulary decodes ids to distinct space-separated words: equal text is equal ids
-    assert result["text"].strip() == _cpu_greedy_text(cpu, TINY_MESSAGES, 32).strip()
+    assert result["text"].strip() == cpu_greedy_text(cpu, TINY_MESSAGES, 32).strip()
     assert result["usage"]["completion_tokens"] == 32
+
+
+def _tiny_prompt_ids(folder: Path, messages) -> list[int]:
+    """The runtime's prompt ids for `messages`: chat template, then the tokenizer (no special tokens)."""
+    config = json.loads((folder / "chat-config.json").read_text())
+    env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
+    prompt = env.from_string(config["chat_template"]).render(messages=messages, add_generation_prompt=True)
+    return Tokenizer.from_file(str(folder / "tokenizer.json")).encode(prompt, add_special_tokens=False).ids
+
+
+def _words(ids: list[int]) -> str:
+    """What the tiny word-level tokenizer decodes `ids` to (ids 3.. are the words w3..)."""
+    return " ".join(f"w{i}" for i in ids)
+
+
+@pytest.mark.parametrize("arch", BROWSER_ARCHS)
+def test_non_llama_greedy_ids_equal_transformers(arch, page, server, models, arch_checkpoint):
+    """Greedy decoding in chromium (WebGPU) gives transformers' greedy ids for the same prompt, over two
+    turns: the second reuses the state the first left (KV cache or RNN state)."""
+    source = arch_checkpoint(arch)
+    served = models / f"arch-{arch}"
+    messages = list(TINY_MESSAGES)
+    for turn in range(2):
+        ids = _tiny_prompt_ids(served, messages)
+        # <unk> and <s> decode to nothing: banning them (logit_bias) makes equal text mean equal ids
+        expected = [t for t in hf_greedy(source, ids, 24, banned=(0, 1)) if t != 2]
+        request = {"messages": messages, "temperature": 0, "max_tokens": 24, "logit_bias": {"0": -100, "1": -100}}
+        result = page.evaluate(TURN_JS, [f"{server}models/arch-{arch}/", request])
+        assert result["text"].strip() == _words(expected), f"turn {turn}"
+        if turn == 1:
+            assert result["usage"]["prompt_tokens_details"]["cached_tokens"] > 0
+        messages += [{"role": "assistant", "content": result["text"].strip()}, {"role": "user", "content": "w8 w21"}]
+    page.evaluate("async () => { await window.__engine.unload(); delete window.__engine; }")
 
 
 def test_worker_mode_matches_main_thread(page, server):
     request = {"messages": TINY_MESSAGES, "temperature": 0, "max_tokens": 16, "stream": True}
-    main = _run(page, server, "tiny-q4f32_1", request, worker=False)
-    worker = _run(page, server, "tiny-q4f32_1", request, worker=True)
+    main = run_engine(page, server, "tiny-q4f32_1", request, worker=False)
+    worker = run_engine(page, server, "tiny-q4f32_1", request, worker=True)
     assert worker["text"] == main["text"] and worker["finish"] == main["finish"] == "length"
 
 
@@ -140,11 +158,11 @@ def test_second_load_reads_shards_from_the_cache(store, browser, server):
     page.on("request", lambda r: "params_shard_" in r.url and shard_requests.append(r.url))
     page.goto(server)
     request = {"messages": TINY_MESSAGES, "max_tokens": 2, "temperature": 0}
-    first = _run(page, server, "tiny-q0f32", request, cache=store)
+    first = run_engine(page, server, "tiny-q0f32", request, cache=store)
     assert shard_requests, "the first load fetches the shards"
     shard_requests.clear()
     page.reload()
-    second = _run(page, server, "tiny-q0f32", request, cache=store)
+    second = run_engine(page, server, "tiny-q0f32", request, cache=store)
     assert shard_requests == []
     assert second["text"] == first["text"]
     context.close()
@@ -221,10 +239,10 @@ def test_npm_pack_tarball_runs_in_a_scratch_page(browser, models, tmp_path):
     assert result["plain"] and result["plain"] == result["streamed"]
 
 
-ERROR_JS = """async ([url, request]) => {
+ERROR_JS = """async ([url, request, options]) => {
   const wb = await import('/dist/webbuild.js');
   try {
-    const engine = await wb.createEngine(url, {});
+    const engine = await wb.createEngine(url, options ?? {});
     try { await engine.chat.completions.create(request); } finally { await engine.unload(); }
     return null;
   } catch (err) { return {code: err.code, isWebbuildError: err instanceof wb.WebbuildError, fix: err.fix}; }
@@ -232,8 +250,8 @@ ERROR_JS = """async ([url, request]) => {
 
 
 def test_missing_shader_f16_is_a_typed_error(page, server):
-    """SwiftShader has no shader-f16: an f16 model says so and suggests the f32 variant."""
-    error = page.evaluate(ERROR_JS, [f"{server}models/tiny-q4f16_1/", {"messages": TINY_MESSAGES}])
+    """SwiftShader has no shader-f16: on WebGPU an f16 model says so and suggests the f32 variant."""
+    error = page.evaluate(ERROR_JS, [f"{server}models/tiny-q4f16_1/", {"messages": TINY_MESSAGES}, {"backend": "webgpu"}])
     assert error["code"] == "missing-shader-f16" and error["isWebbuildError"] and "f32" in error["fix"]
 
 
@@ -244,21 +262,22 @@ def test_context_window_exceeded_is_a_typed_error(page, server):
     assert error["code"] == "context-window-exceeded"
 
 
-def test_no_webgpu_is_a_typed_error(browser, server):
+def test_forcing_webgpu_without_webgpu_is_a_typed_error_with_a_fix(browser, server):
     flags = [f for f in CHROMIUM_FLAGS if f != "--enable-unsafe-webgpu"] + ["--disable-webgpu"]
     plain = browser.browser_type.launch(executable_path=CHROMIUM, headless=True, args=flags)
     page = plain.new_page()
     page.goto(server)
-    error = page.evaluate(ERROR_JS, [f"{server}models/tiny-q0f32/", {"messages": TINY_MESSAGES}])
+    error = page.evaluate(ERROR_JS, [f"{server}models/tiny-q0f32/", {"messages": TINY_MESSAGES}, {"backend": "webgpu"}])
     plain.close()
-    assert error["code"] == "no-webgpu"
+    assert error["code"] == "no-webgpu" and error["isWebbuildError"]
+    assert '"wasm"' in error["fix"] and '"auto"' in error["fix"]
 
 
 def test_seeded_sampling_is_reproducible(page, server):
     request = {"messages": TINY_MESSAGES, "temperature": 1.0, "top_p": 0.9, "seed": 1234, "max_tokens": 12}
-    first = _run(page, server, "tiny-q4f32_1", request)
-    again = _run(page, server, "tiny-q4f32_1", request)
-    other = _run(page, server, "tiny-q4f32_1", {**request, "seed": 99})
+    first = run_engine(page, server, "tiny-q4f32_1", request)
+    again = run_engine(page, server, "tiny-q4f32_1", request)
+    other = run_engine(page, server, "tiny-q4f32_1", {**request, "seed": 99})
     assert first["text"] == again["text"] and first["text"] != other["text"]
 
 

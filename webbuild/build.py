@@ -44,6 +44,7 @@ class BuildRequest:
     prefill_chunk: int = 512
     link_opt: str = "O1"
     shard_bytes: int = DEFAULT_SHARD_BYTES
+    cpu_fallback: bool = True  # webgpu target: also write model-cpu.wasm for browsers without WebGPU
 
 
 @dataclass
@@ -88,16 +89,9 @@ def build(req: BuildRequest, progress: ProgressFn = silent) -> BuildResult:
     final = out_root / model_folder_name(req.name or model_id, scheme.name, req.target)
     tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=out_root))
     try:
-        progress(event("compile", arch.name))
-        lowered = lower(arch, config, scheme, req.target)
-        model_lib = "model.wasm" if req.target == "webgpu" else "model.so"
-        progress(event("link", model_lib))
-        if req.target == "webgpu":
-            from .compile.wasm_link import export_wasm
-
-            export_wasm(lowered.executable, tmp / model_lib, opt_level=req.link_opt, progress=progress)
-        else:
-            export_cpu_library(lowered.executable, tmp / model_lib)
+        libs = _write_modules(req, arch, config, scheme, tmp, progress)
+        lowered = libs.pop("_lowered")
+        model_lib = libs[req.target]
 
         names = [name for name, _, _ in lowered.params]
         shapes = float_shapes(lowered.params)
@@ -105,7 +99,8 @@ def build(req: BuildRequest, progress: ProgressFn = silent) -> BuildResult:
         read_float = float_reader(checkpoint, wmap, shapes)
 
         def tensors():
-            for i, (name, array) in enumerate(convert_params(names, read_float, scheme)):
+            dtypes = {name: dtype for name, _, dtype in lowered.params}
+            for i, (name, array) in enumerate(convert_params(names, read_float, scheme, dtypes)):
                 progress(event("weights", name, i + 1, len(names)))
                 yield name, array
 
@@ -116,7 +111,7 @@ def build(req: BuildRequest, progress: ProgressFn = silent) -> BuildResult:
             (tmp / fname).write_bytes(data)
         chat = make_chat_config(model_id=req.name or model_id, arch_name=arch.name, config=config, scheme=scheme,
                                 target=req.target, checkpoint=checkpoint, cache=cache, bits_per_param=bits,
-                                source=str(source_path), model_lib=model_lib)
+                                source=str(source_path), model_lib=model_lib, model_libs=libs)
         (tmp / "chat-config.json").write_text(json.dumps(chat, indent=1))
         _replace(tmp, final)
     except BaseException:
@@ -125,6 +120,35 @@ def build(req: BuildRequest, progress: ProgressFn = silent) -> BuildResult:
     files = {p.name: p.stat().st_size for p in sorted(final.iterdir())}
     progress(event("done", str(final)))
     return BuildResult(final, files, bits, param_count, time.monotonic() - started)
+
+
+#: module kind -> file, per build target: a WebGPU build carries its CPU (wasm) fallback
+MODULE_FILES = {"webgpu": "model.wasm", "wasm": "model-cpu.wasm", "cpu": "model.so"}
+
+
+def _write_modules(req: BuildRequest, arch, config, scheme, folder: Path, progress: ProgressFn) -> dict:
+    """Compile and write the target's module(s); returns {kind: file name, "_lowered": the target's}.
+    Every module of a folder takes the same parameters (one set of shards)."""
+    kinds = [req.target] + (["wasm"] if req.target == "webgpu" and req.cpu_fallback else [])
+    files: dict = {}
+    for kind in kinds:
+        progress(event("compile", f"{arch.name} ({kind})"))
+        lowered = lower(arch, config, scheme, kind)
+        if "_lowered" not in files:
+            files["_lowered"] = lowered
+        elif lowered.params != files["_lowered"].params:
+            raise WebbuildError(f"the {kind} module expects other parameters than the {req.target} module",
+                                where="webbuild/arch", fix="this is a webbuild bug; please report it")
+        path = folder / MODULE_FILES[kind]
+        progress(event("link", path.name))
+        if kind == "cpu":
+            export_cpu_library(lowered.executable, path)
+        else:
+            from .compile.wasm_link import export_wasm
+
+            export_wasm(lowered.executable, path, opt_level=req.link_opt, progress=progress)
+        files[kind] = path.name
+    return files
 
 
 def _resolve(source: str) -> tuple[Path, str, Recipe | None]:

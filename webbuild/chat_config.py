@@ -14,7 +14,6 @@ from .quant.scheme import QuantScheme
 FORMAT = "webbuild-chat-config/1"
 DEFAULT_SAMPLING = {"temperature": 0.7, "top_p": 0.95, "repetition_penalty": 1.0,
                     "frequency_penalty": 0.0, "presence_penalty": 0.0}
-PAGE_SIZE = 16
 MIB = 1024 * 1024
 
 
@@ -63,14 +62,10 @@ def sampling_defaults(checkpoint: Checkpoint) -> dict:
 
 
 def memory_estimate(config, scheme: QuantScheme, param_bytes: int, largest_param: int) -> dict:
-    """Device memory needed: weights + KV cache + a bound on the prefill activations."""
+    """Device memory needed: weights + KV cache (or RNN state) + a bound on the prefill activations."""
     dsize = 2 if scheme.dtype == "float16" else 4
-    pages = -(-config.context_window // PAGE_SIZE)
-    kv_layer = 2 * config.num_key_value_heads * config.head_dim * pages * PAGE_SIZE * dsize
-    kv_bytes = kv_layer * config.num_hidden_layers
-    widest = max(config.hidden_size * 3, 2 * config.intermediate_size,
-                 (config.num_attention_heads + 2 * config.num_key_value_heads) * config.head_dim)
-    activation = config.prefill_chunk * widest * dsize * 4 + config.vocab_size * 4
+    kv_layer, kv_bytes = config.state_bytes(dsize)
+    activation = config.prefill_chunk * config.activation_width * dsize * 4 + config.vocab_size * 4
     return {
         "params_bytes": param_bytes,
         "kv_cache_bytes": kv_bytes,
@@ -91,7 +86,7 @@ def webgpu_requirements(scheme: QuantScheme, memory: dict) -> dict:
 
 def make_chat_config(*, model_id: str, arch_name: str, config, scheme: QuantScheme, target: str,
                      checkpoint: Checkpoint, cache: dict, bits_per_param: float, source: str,
-                     model_lib: str) -> dict:
+                     model_lib: str, model_libs: dict[str, str]) -> dict:
     """The full chat-config.json document."""
     largest = max((r["nbytes"] for r in cache["records"]), default=0)
     memory = memory_estimate(config, scheme, cache["total_bytes"], largest)
@@ -102,6 +97,7 @@ def make_chat_config(*, model_id: str, arch_name: str, config, scheme: QuantSche
         "quantization": scheme.name,
         "target": target,
         "model_lib": model_lib,
+        "model_libs": model_libs,
         "tensor_cache": "tensor-cache.json",
         "context_window_size": config.context_window,
         "prefill_chunk_size": config.prefill_chunk,

@@ -216,9 +216,9 @@ export async function loadModelArtifacts(modelUrl: string, options: LoadOptions 
   return { baseUrl, chatConfig, tensorCache: parseTensorCache(tensorCacheJson, cacheUrl), tokenizerJson, tokenizerConfig };
 }
 
-/** Fetch the compiled model library (model.wasm) with fetch progress (network first, store as fallback). */
-export async function loadModelLib(artifacts: ModelArtifacts, options: LoadOptions = {}): Promise<Uint8Array> {
-  const file = artifacts.chatConfig.model_lib;
+/** Fetch a compiled model library (default model.wasm) with fetch progress (network first, store as fallback). */
+export async function loadModelLib(artifacts: ModelArtifacts, options: LoadOptions = {},
+                                   file = artifacts.chatConfig.model_lib): Promise<Uint8Array> {
   return new Loader(options).metadataFile(new URL(file, artifacts.baseUrl).href, file);
 }
 
@@ -404,6 +404,7 @@ export async function isModelCached(artifacts: ModelArtifacts, options: LoadOpti
 export async function deleteModelFromCache(artifacts: ModelArtifacts, options: LoadOptions = {}): Promise<void> {
   const loader = new ShardLoader(artifacts, options);
   const files = [...artifacts.tensorCache.shards.map((s) => s.file), "chat-config.json", artifacts.chatConfig.tensor_cache,
-    "tokenizer.json", "tokenizer_config.json", artifacts.chatConfig.model_lib];
+    "tokenizer.json", "tokenizer_config.json", artifacts.chatConfig.model_lib,
+    ...Object.values(artifacts.chatConfig.model_libs)];
   for (const file of files) await loader.store.delete(new URL(file, artifacts.baseUrl).href);
 }

@@ -29,6 +29,8 @@ export interface ChatConfig {
   quantization: string;
   target: string;
   model_lib: string;
+  /** The compiled modules by backend ("webgpu": model.wasm, "wasm": model-cpu.wasm). */
+  model_libs: Partial<Record<"webgpu" | "wasm", string>>;
   tensor_cache: string;
   context_window_size: number;
   prefill_chunk_size: number;
@@ -95,6 +97,10 @@ export function parseChatConfig(json: unknown, url = "chat-config.json"): ChatCo
   if (!Array.isArray(c.stop_strings)) c.stop_strings = [];
   if (typeof c.tensor_cache !== "string") c.tensor_cache = "tensor-cache.json";
   if (typeof c.model_lib !== "string") c.model_lib = "model.wasm";
+  if (!c.model_libs || typeof c.model_libs !== "object") c.model_libs = { webgpu: c.model_lib };
+  for (const [kind, file] of Object.entries(c.model_libs)) {
+    if (typeof file !== "string" || file.includes("/") || file.startsWith(".")) fail(url, `model_libs.${kind} must be a plain file name`);
+  }
   if (!c.sampling || typeof c.sampling !== "object") fail(url, "sampling must be an object");
   c.add_bos_token = Boolean(c.add_bos_token);
   const state = (c.state ?? { kv_state: "paged_kv_cache", sliding_window: null }) as StateConfig;

@@ -3,9 +3,10 @@
 import * as tvmjs from "@mlc-ai/web-runtime";
 
 import { loadModelArtifacts, loadModelLib, ShardLoader, type LoadOptions, type ModelArtifacts } from "./artifacts.js";
+import { chooseBackend, type Backend, type BackendChoice, type ChosenBackend } from "./backend.js";
 import type { ChatConfig } from "./config.js";
 import { ModelLoadError } from "./errors.js";
-import { requestModelDevice, withOutOfMemoryCheck } from "./gpu.js";
+import { withOutOfMemoryCheck } from "./gpu.js";
 import {
   buildChatCompletion, buildChunk, buildUsage, makeCompletionId, nowSeconds, resolveMaxTokens, validateRequest,
   type ChatCompletion, type ChatCompletionChunk, type ChatCompletionRequest, type CompletionMeta, type CompletionUsage,
@@ -24,12 +25,17 @@ export interface EngineOptions extends LoadOptions {
   worker?: boolean;
   /** Compile every WebGPU pipeline while loading instead of on first use. Default false. */
   prefetchShaders?: boolean;
+  /** "auto" (default): WebGPU when the adapter can run the model, else the WebAssembly CPU module;
+   * "webgpu" or "wasm" force one. */
+  backend?: BackendChoice;
 }
 
 export type CreateRequest = ChatCompletionRequest & { signal?: AbortSignal };
 
 export interface ChatEngine {
   readonly config: ChatConfig;
+  /** Where the model runs: "webgpu" or "wasm" (the CPU). */
+  readonly backend: Backend;
   readonly chat: { completions: { create(request: CreateRequest): Promise<ChatCompletion | AsyncIterable<ChatCompletionChunk>> } };
   interrupt(): void;
   resetChat(): Promise<void>;
@@ -40,6 +46,17 @@ interface GenerationResult {
   meta: CompletionMeta;
   finish: FinishReason;
   usage: CompletionUsage;
+}
+
+/** The model's sequence state, as chat-config.json describes it: a paged KV cache or an RNN state. */
+function createState(tvm: any, vm: any, config: ChatConfig): any {
+  if (config.state.kv_state === "rnn_state") {
+    // max_history 2: each forward reads one slot and writes the other
+    return vm.getFunction("create_rnn_state")(tvm.makeShapeTuple([1]), tvm.makeShapeTuple([2]));
+  }
+  return vm.getFunction("create_paged_kv_cache")(
+    tvm.makeShapeTuple([1]), tvm.makeShapeTuple([config.context_window_size]),
+    tvm.makeShapeTuple([config.prefill_chunk_size]), tvm.makeShapeTuple([PAGE_SIZE]), tvm.makeShapeTuple([0]));
 }
 
 /** Tokens in the KV cache, for reuse by the next request of the same conversation. */
@@ -57,40 +74,49 @@ export class LocalEngine implements ChatEngine {
   private disposed = false;
 
   private constructor(readonly config: ChatConfig, private readonly tokenizer: Tokenizer,
-                      private readonly tvm: any, private readonly gpuDevice: any, private readonly vm: any,
+                      private readonly tvm: any, private readonly chosen: ChosenBackend, private readonly vm: any,
                       private readonly params: any, private kv: any, private readonly fns: Record<string, any>) {}
+
+  get backend(): Backend {
+    return this.chosen.kind;
+  }
 
   /** Download (or read from the cache), verify and upload a model; compile its kernels. */
   static async load(modelUrl: string, options: EngineOptions = {}): Promise<LocalEngine> {
     const artifacts = await loadModelArtifacts(modelUrl, options);
-    const config = artifacts.chatConfig;
-    const { device } = await requestModelDevice(config);
+    const chosen = await chooseBackend(artifacts.chatConfig, options.backend ?? "auto", artifacts.baseUrl);
+    if (!chosen.device) return LocalEngine.instantiate(artifacts, chosen, options);
     try {
-      return await withOutOfMemoryCheck(device, () => LocalEngine.instantiate(artifacts, device, options));
+      return await withOutOfMemoryCheck(chosen.device, () => LocalEngine.instantiate(artifacts, chosen, options));
     } catch (err) {
-      device.destroy();
+      chosen.device.destroy();
       throw err;
     }
   }
 
-  private static async instantiate(artifacts: ModelArtifacts, device: any, options: EngineOptions): Promise<LocalEngine> {
+  /** The TVM device tensors and kernels live on. */
+  private static device(tvm: any, chosen: ChosenBackend): any {
+    return chosen.kind === "webgpu" ? tvm.webgpu() : tvm.cpu();
+  }
+
+  private static async instantiate(artifacts: ModelArtifacts, chosen: ChosenBackend, options: EngineOptions): Promise<LocalEngine> {
     const config = artifacts.chatConfig;
     const shards = new ShardLoader(artifacts, options);
-    const wasm = await loadModelLib(artifacts, options);
-    shards.progress.emit("compile", config.model_lib, 0, 1);
+    const wasm = await loadModelLib(artifacts, options, chosen.moduleFile);
+    shards.progress.emit("compile", chosen.moduleFile, 0, 1, { backend: chosen.kind });
     const tvm = await tvmjs.instantiate(wasm.slice().buffer as ArrayBuffer, tvmjs.createPolyfillWASI(), () => {});
-    tvm.initWebGPU(device);
+    if (chosen.device) tvm.initWebGPU(chosen.device);
     tvm.beginScope();
-    const gpu = tvm.webgpu();
+    const gpu = LocalEngine.device(tvm, chosen);
     const vm = tvm.detachFromCurrentScope(tvm.createVirtualMachine(gpu));
-    if (options.prefetchShaders) await tvm.asyncLoadWebGPUPipelines(vm.getInternalModule());
+    if (options.prefetchShaders && chosen.device) await tvm.asyncLoadWebGPUPipelines(vm.getInternalModule());
     const metadata = JSON.parse(String(vm.getFunction("_metadata")()));
     const expected: string[] = metadata.params.map((p: { name: string }) => p.name);
     const tensors: any[] = [];
     for await (const { record, bytes } of shards.tensors()) {
       if (record.name !== expected[tensors.length]) {
         throw new ModelLoadError(artifacts.baseUrl + "tensor-cache.json",
-          `parameter ${tensors.length} is ${record.name}, model.wasm expects ${expected[tensors.length]}`,
+          `parameter ${tensors.length} is ${record.name}, ${chosen.moduleFile} expects ${expected[tensors.length]}`,
           "rebuild the model folder: its files come from different builds");
       }
       const t = tvm.detachFromCurrentScope(tvm.empty(record.shape, record.dtype, gpu));
@@ -107,23 +133,21 @@ export class LocalEngine implements ChatEngine {
       embed: vm.getFunction("embed"),
       prefill: vm.getFunction("prefill"),
       decode: vm.getFunction("decode"),
-      createCache: vm.getFunction("create_paged_kv_cache"),
       addSequence: tvm.getGlobalFunc("vm.builtin.kv_state_add_sequence"),
       removeSequence: tvm.getGlobalFunc("vm.builtin.kv_state_remove_sequence"),
       popN: tvm.getGlobalFunc("vm.builtin.kv_state_popn"),
       begin: tvm.getGlobalFunc("vm.builtin.kv_state_begin_forward"),
       end: tvm.getGlobalFunc("vm.builtin.kv_state_end_forward"),
     }).map(([name, f]) => [name, keep(f)]));
-    const kv = tvm.detachFromCurrentScope(fns.createCache(
-      tvm.makeShapeTuple([1]), tvm.makeShapeTuple([config.context_window_size]),
-      tvm.makeShapeTuple([config.prefill_chunk_size]), tvm.makeShapeTuple([PAGE_SIZE]), tvm.makeShapeTuple([0])));
+    const kv = tvm.detachFromCurrentScope(createState(tvm, vm, config));
     fns.addSequence(kv, new tvmjs.Scalar(0, "int64"));
     tvm.endScope();
-    await gpu.sync();
+    if (chosen.device) await gpu.sync();
     const tokenizer = new Tokenizer(artifacts.tokenizerJson, artifacts.tokenizerConfig, config);
-    shards.progress.emit("compile", config.model_lib, 1, 1);
-    shards.progress.emit("ready", null as unknown as string, 1, 1);
-    return new LocalEngine(config, tokenizer, tvm, device, vm, params, kv, fns);
+    shards.progress.emit("compile", chosen.moduleFile, 1, 1, { backend: chosen.kind });
+    shards.progress.emit("ready", null as unknown as string, 1, 1,
+      { backend: chosen.kind, ...(chosen.fallbackReason ? { fallbackReason: chosen.fallbackReason } : {}) });
+    return new LocalEngine(config, tokenizer, tvm, chosen, vm, params, kv, fns);
   }
 
   /** Stop the generation in progress (it ends with finish_reason "abort"). */
@@ -145,7 +169,7 @@ export class LocalEngine implements ChatEngine {
     this.params.dispose();
     this.vm.dispose();
     this.tvm.dispose();
-    this.gpuDevice.destroy();
+    this.chosen.device?.destroy();
   }
 
   private clearCache(): void {
@@ -181,10 +205,15 @@ export class LocalEngine implements ChatEngine {
   /** Run `ids` through the model at the end of the cached sequence; returns last-position logits. */
   private forward(ids: number[]): any {
     const { tvm, fns, kv } = this;
-    const gpu = tvm.webgpu();
+    const gpu = LocalEngine.device(tvm, this.chosen);
     let logits: any = null;
-    for (let start = 0; start < ids.length; start += this.config.prefill_chunk_size) {
-      const chunk = ids.slice(start, start + this.config.prefill_chunk_size);
+    // A sliding-window model takes at most window - 1 tokens per call: TVM's window kernels match
+    // transformers only then (webbuild/arch/kv_model.py). The cache keeps every token, so popN
+    // across turns is unaffected.
+    const window = this.config.state.sliding_window;
+    const chunkSize = window ? Math.min(this.config.prefill_chunk_size, window - 1) : this.config.prefill_chunk_size;
+    for (let start = 0; start < ids.length; start += chunkSize) {
+      const chunk = ids.slice(start, start + chunkSize);
       tvm.beginScope();
       const input = tvm.empty([chunk.length], "int32", gpu);
       input.copyFrom(Int32Array.from(chunk));
@@ -206,7 +235,7 @@ export class LocalEngine implements ChatEngine {
     tvm.beginScope();
     const host = tvm.empty(logits.shape, "float32", tvm.cpu());
     host.copyFrom(logits);
-    await tvm.webgpu().sync();
+    if (this.chosen.device) await tvm.webgpu().sync();
     const values = new Float32Array(host.toArray() as Float32Array);
     tvm.endScope();
     logits.dispose();
@@ -221,8 +250,12 @@ export class LocalEngine implements ChatEngine {
     const budget = resolveMaxTokens(ids.length, req.max_tokens, this.config.context_window_size);
     const start = performance.now();
     // Keep the cached tokens shared with this prompt; recompute at least the last prompt token.
-    const keep = Math.min(commonPrefix(this.kvTokens, ids), ids.length - 1);
-    if (keep < this.kvTokens.length) {
+    let keep = Math.min(commonPrefix(this.kvTokens, ids), ids.length - 1);
+    if (keep < this.kvTokens.length && this.config.state.kv_state === "rnn_state") {
+      // an RNN state cannot roll back over a prefill: start the sequence again
+      this.clearCache();
+      keep = 0;
+    } else if (keep < this.kvTokens.length) {
       this.fns.popN(this.kv, new tvmjs.Scalar(0, "int64"), new tvmjs.Scalar(this.kvTokens.length - keep, "int64"));
       this.kvTokens.length = keep;
     }
@@ -257,7 +290,7 @@ export class LocalEngine implements ChatEngine {
     const usage = buildUsage({
       promptTokens: ids.length, completionTokens: generated,
       prefillSeconds: (firstToken - start) / 1000, decodeSeconds: (end - firstToken) / 1000,
-      timeToFirstTokenSeconds: (firstToken - start) / 1000, cachedTokens: keep,
+      timeToFirstTokenSeconds: (firstToken - start) / 1000, cachedTokens: keep, backend: this.backend,
     });
     emit(buildChunk(meta, { finishReason: finish }, req.include_usage ? usage : undefined));
     return { meta, finish, usage };

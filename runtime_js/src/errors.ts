@@ -43,8 +43,8 @@ export class WebbuildError extends Error {
 }
 
 export class NoWebGPUError extends WebbuildError {
-  constructor(message = "WebGPU is not available in this browser", options?: { cause?: unknown }) {
-    super("no-webgpu", message,
+  constructor(message = "WebGPU is not available in this browser", options?: { cause?: unknown; fix?: string }) {
+    super("no-webgpu", message, options?.fix ??
       "use a browser with WebGPU enabled (Chrome/Edge 113+, Safari 26+, Firefox 141+ on Windows), " +
       "served from https:// or localhost", {}, options);
   }

@@ -15,6 +15,7 @@ export async function createEngine(modelUrl: string, options: EngineOptions = {}
 export { LocalEngine, WorkerEngine };
 export type { ChatEngine, CreateRequest, EngineOptions } from "./engine.js";
 
+export * from "./backend.js";
 export * from "./errors.js";
 export * from "./config.js";
 export * from "./protocol.js";

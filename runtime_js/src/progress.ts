@@ -4,7 +4,7 @@
 //   verify  a shard's sha256 checked (loaded / total: shards verified / shard count)
 //   cache   a shard written to (or read from: fromCache = true) the store (loaded / total: shards)
 //   compile the engine compiling shaders / creating pipelines (loaded / total: engine-defined)
-//   ready   everything loaded
+//   ready   everything loaded; `backend` says where the model runs ("webgpu" or "wasm")
 //
 // Every event also carries the whole model's byte progress (bytesLoaded / bytesTotal over all
 // shards, counting shards read from the store) so a UI can show one bar.
@@ -20,6 +20,10 @@ export interface LoadProgress {
   bytesTotal: number;
   /** cache stage: true when the shard came from the store rather than the network. */
   fromCache?: boolean;
+  /** compile and ready stages: the backend running the model ("webgpu" or "wasm"). */
+  backend?: string;
+  /** ready stage, backend "wasm" chosen automatically: the code of the WebGPU error that ruled it out. */
+  fallbackReason?: string;
 }
 
 export type ProgressCallback = (event: LoadProgress) => void;
@@ -35,7 +39,7 @@ export class ProgressReporter {
     this.bytesTotal = bytesTotal;
   }
 
-  emit(stage: ProgressStage, file: string, loaded: number, total: number, extra: { fromCache?: boolean } = {}): void {
+  emit(stage: ProgressStage, file: string, loaded: number, total: number, extra: { fromCache?: boolean; backend?: string; fallbackReason?: string } = {}): void {
     if (!this.callback) return;
     try {
       this.callback({ stage, file, loaded, total, bytesLoaded: this.bytesLoaded, bytesTotal: this.bytesTotal, ...extra });

@@ -223,6 +223,8 @@ export interface UsageExtra {
   prefill_tokens_per_s: number;
   decode_tokens_per_s: number;
   time_to_first_token_s: number;
+  /** Where the model ran: "webgpu" or "wasm" (the CPU). */
+  backend?: string;
 }
 
 export interface CompletionUsage {
@@ -287,6 +289,7 @@ export interface UsageTimings {
   timeToFirstTokenSeconds: number;
   /** Prompt tokens reused from the KV cache. */
   cachedTokens?: number;
+  backend?: string;
 }
 
 function rate(tokens: number, seconds: number): number {
@@ -304,6 +307,7 @@ export function buildUsage(t: UsageTimings): CompletionUsage {
       // the first generated token comes out of the prefill; decode produced the rest
       decode_tokens_per_s: rate(Math.max(t.completionTokens - 1, 0), t.decodeSeconds),
       time_to_first_token_s: t.timeToFirstTokenSeconds,
+      ...(t.backend ? { backend: t.backend } : {}),
     },
   };
 }

@@ -2,6 +2,7 @@
 import type { SerializedError } from "./errors.js";
 import type { LoadProgress } from "./progress.js";
 import type { ChatCompletion, ChatCompletionChunk, ChatCompletionRequest } from "./protocol.js";
+import type { Backend } from "./backend.js";
 import type { ChatConfig } from "./config.js";
 
 export type ToWorker =
@@ -14,7 +15,7 @@ export type ToWorker =
 
 export type FromWorker =
   | { type: "progress"; event: LoadProgress }
-  | { type: "loaded"; config: ChatConfig }
+  | { type: "loaded"; config: ChatConfig; backend: Backend }
   | { type: "chunk"; id: number; chunk: ChatCompletionChunk }
   | { type: "result"; id: number; result: ChatCompletion | null }
   | { type: "error"; id: number | null; error: SerializedError };

@@ -24,6 +24,8 @@ def register(sub) -> None:
     p.add_argument("--context-window", type=int, default=None, help="max tokens (default: model's, capped 4096)")
     p.add_argument("--prefill-chunk", type=int, default=512, help="max tokens per prefill call")
     p.add_argument("--link-opt", default="O1", help="emscripten link optimisation: O1 fast, O3 release")
+    p.add_argument("--no-cpu-fallback", dest="cpu_fallback", action="store_false",
+                   help="webgpu target: skip model-cpu.wasm, the WebAssembly CPU module used where WebGPU is missing")
     p.add_argument("--shard-mb", type=int, default=DEFAULT_SHARD_BYTES >> 20, help="max shard size in MiB")
     p.set_defaults(run=run)
 
@@ -34,7 +36,7 @@ def run(args) -> int:
 
     req = BuildRequest(source=args.source, quantization=args.quantization, out=args.out, target=args.target,
                        name=args.name, context_window=args.context_window, prefill_chunk=args.prefill_chunk,
-                       link_opt=args.link_opt, shard_bytes=args.shard_mb << 20)
+                       link_opt=args.link_opt, shard_bytes=args.shard_mb << 20, cpu_fallback=args.cpu_fallback)
     progress = TerminalProgress()
     try:
         result = build(req, progress)

@@ -1,7 +1,9 @@
 """Lowers an architecture's Relax model for a target and compiles it with TVM.
 
-Targets: "webgpu" (WGSL kernels + wasm32 host code, linked into model.wasm) and "cpu" (the host
-CPU through LLVM; model.so, run from Python by `webbuild.runner` for parity tests).
+Module kinds: "webgpu" (WGSL kernels + wasm32 host code, linked into model.wasm), "wasm" (the
+same model for the browser's CPU: wasm32 + SIMD128, linked into model-cpu.wasm, the fallback where
+WebGPU is missing) and "cpu" (the host CPU through LLVM; model.so, run from Python by
+`webbuild.runner` for parity tests).
 """
 
 from __future__ import annotations
@@ -72,9 +74,12 @@ def relax_pipeline(target: Target):
 
 
 def make_target(name: str) -> Target:
-    """The TVM target for a webbuild target name."""
+    """The TVM target for a module kind: "webgpu" (WGSL + wasm32 host), "wasm" (the browser's CPU:
+    wasm32 with SIMD128, the WebGPU build's fallback) or "cpu" (this machine, for Python)."""
     if name == "webgpu":
         return Target({"kind": "webgpu"}, host={"kind": "llvm", "mtriple": WASM_TRIPLE})
+    if name == "wasm":
+        return Target({"kind": "llvm", "mtriple": WASM_TRIPLE, "mattr": ["+simd128"]})
     return Target({"kind": "llvm"})
 
 

@@ -1,0 +1,135 @@
+"""The WebAssembly CPU module (model-cpu.wasm): where WebGPU is missing, the same model folder answers.
+
+Chromium started without --enable-unsafe-webgpu has no WebGPU adapter here; the engine's "auto"
+backend then runs the CPU module. With WebGPU present, backend "wasm" forces the CPU module, so one
+browser compares the two modules token for token against the Python CPU build.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+
+import pytest
+from playwright.sync_api import sync_playwright
+
+from browser_support import (CHROMIUM, CHROMIUM_FLAGS, cpu_greedy_text, launch_chromium, run_engine,
+                             webbuild_server)
+from smollm_facts import QUESTION
+from webbuild.compile.wasm_link import unexpected_imports
+
+ANSWER_TEXT = "The capital of France is Paris."
+TINY_MESSAGES = [{"role": "user", "content": "w5 w9 w33 w100 w7"}]
+SMOLLM = "smollm2-135m-instruct"
+LOAD_TIMEOUT_MS = 300_000
+
+PROGRESS_JS = """async ([url, options]) => {
+  const wb = await import('/dist/webbuild.js');
+  const events = [];
+  const engine = await wb.createEngine(url, {...options, onProgress: (e) => events.push(e)});
+  const response = await engine.chat.completions.create({messages: [{role: 'user', content: 'w5 w9'}],
+                                                         max_tokens: 2, temperature: 0});
+  const backend = engine.backend;
+  await engine.unload();
+  return {backend, ready: events.filter((e) => e.stage === 'ready'), usage: response.usage};
+}"""
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory, tiny_llama_dirs, model_build):
+    root = tmp_path_factory.mktemp("served_wasm")
+    tiny = tiny_llama_dirs["untied"][0]
+    folders = {
+        "tiny-q0f32": model_build(tiny, "q0f32", "webgpu"),
+        "tiny-q4f32_1": model_build(tiny, "q4f32_1", "webgpu"),
+        "smollm2-q0f32": model_build(SMOLLM, "q0f32", "webgpu"),
+        "smollm2-q4f32_1": model_build(SMOLLM, "q4f32_1", "webgpu"),
+    }
+    for name, folder in folders.items():
+        shutil.copytree(folder, root / name, copy_function=os.link)
+    return root
+
+
+@pytest.fixture(scope="module")
+def server(served):
+    with webbuild_server(served) as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def playwright():
+    with sync_playwright() as p:
+        yield p
+
+
+@pytest.fixture()
+def no_gpu_page(playwright, server):
+    """A page in chromium started without --enable-unsafe-webgpu (no WebGPU adapter)."""
+    flags = [f for f in CHROMIUM_FLAGS if f != "--enable-unsafe-webgpu"]
+    browser = playwright.chromium.launch(executable_path=CHROMIUM, args=flags, headless=True)
+    page = browser.new_page()
+    page.goto(server)
+    yield page
+    browser.close()
+
+
+@pytest.fixture()
+def gpu_page(playwright, server):
+    browser = launch_chromium(playwright)
+    page = browser.new_page()
+    page.goto(server)
+    yield page
+    browser.close()
+
+
+def test_webgpu_builds_carry_a_cpu_module_sharing_the_shards(served):
+    import json
+
+    for name in ("tiny-q4f32_1", "smollm2-q4f32_1"):
+        config = json.loads((served / name / "chat-config.json").read_text())
+        assert config["model_libs"] == {"webgpu": "model.wasm", "wasm": "model-cpu.wasm"}
+        assert unexpected_imports(served / name / "model-cpu.wasm") == []
+        assert not list((served / name).glob("*cpu*.bin")), "one set of shards for both modules"
+
+
+def test_chat_page_answers_on_the_cpu_without_webgpu(no_gpu_page, server):
+    page = no_gpu_page
+    assert page.evaluate("navigator.gpu ? navigator.gpu.requestAdapter().then((a) => a === null) : true")
+    page.goto(f"{server}?model=smollm2-q0f32&autoload=1")
+    page.wait_for_function("['ready','error'].includes(document.body.dataset.state)", timeout=LOAD_TIMEOUT_MS)
+    assert page.evaluate("document.body.dataset.state") == "ready", page.inner_text("#error")
+    assert page.evaluate("document.body.dataset.backend") == "wasm"
+    page.fill("#temperature", "0")
+    page.fill("#prompt", QUESTION)
+    page.press("#prompt", "Enter")
+    page.wait_for_selector("#messages li.assistant[data-done]", timeout=600_000)
+    assert page.inner_text("#messages li.assistant") == ANSWER_TEXT
+    assert "WASM" in page.inner_text("#stats") and "tok/s" in page.inner_text("#stats")
+
+
+def test_q4f32_1_runs_on_the_cpu_without_webgpu_as_the_python_build_does(no_gpu_page, server, model_build):
+    request = {"messages": [{"role": "user", "content": QUESTION}], "temperature": 0, "max_tokens": 32}
+    result = run_engine(no_gpu_page, server, "smollm2-q4f32_1", request)
+    assert result["usage"]["extra"]["backend"] == "wasm"
+    expected = cpu_greedy_text(model_build(SMOLLM, "q4f32_1", "cpu"), request["messages"], 32)
+    assert result["text"] == expected
+
+
+def test_auto_reports_the_cpu_backend_and_why(no_gpu_page, server):
+    result = no_gpu_page.evaluate(PROGRESS_JS, [f"{server}models/tiny-q0f32/", {}])
+    assert result["backend"] == "wasm" and result["usage"]["extra"]["backend"] == "wasm"
+    assert result["ready"] and result["ready"][-1]["backend"] == "wasm"
+    assert result["ready"][-1]["fallbackReason"] == "no-webgpu"
+
+
+@pytest.mark.parametrize("quantization", ["q0f32", "q4f32_1"])
+def test_cpu_module_greedy_ids_equal_webgpu_module_and_python_build(quantization, gpu_page, server, model_build,
+                                                                     tiny_llama_dirs):
+    """32 greedy tokens: the tiny vocabulary decodes ids to distinct words, so equal text is equal ids."""
+    request = {"messages": TINY_MESSAGES, "temperature": 0, "max_tokens": 32}
+    wasm = run_engine(gpu_page, server, f"tiny-{quantization}", request, backend="wasm")
+    webgpu = run_engine(gpu_page, server, f"tiny-{quantization}", request, backend="webgpu")
+    python = cpu_greedy_text(model_build(tiny_llama_dirs["untied"][0], quantization, "cpu"), TINY_MESSAGES, 32)
+    assert wasm["usage"]["extra"]["backend"] == "wasm" and webgpu["usage"]["extra"]["backend"] == "webgpu"
+    assert wasm["usage"]["completion_tokens"] == webgpu["usage"]["completion_tokens"] == 32
+    assert wasm["text"].strip() == webgpu["text"].strip() == python.strip()
