@@ -2,7 +2,8 @@
 
 For each case: the CPU q0f32 build's logits after a two-chunk prefill and 8 decode steps match
 transformers' (float32) to 1e-3; the q4f32_1 build's top-1 agreement with q0f32 is measured and
-reported (and its logits must still track the float model's); the WebGPU build compiles and links.
+reported (and its logits must still track the float model's); the WebGPU build and its WebAssembly CPU
+module compile and link, and the CPU module run in node gives the native CPU build's logits.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import pytest
 
 from arch_cases import CASES
 from tiny_models import hf_logits
+from node_harness import run_model
 from webbuild.compile.wasm_link import unexpected_imports
 from webbuild.runner import CpuModel
 
@@ -59,5 +61,20 @@ def test_q4f32_agreement_with_f32(case, arch_checkpoint, cpu_build, record_prope
 @pytest.mark.parametrize("case", CASES, ids=IDS)
 def test_webgpu_build_compiles_and_links(case, arch_checkpoint, model_build):
     folder = model_build(arch_checkpoint(case.name), "q4f32_1", "webgpu")
-    assert (folder / "model.wasm").stat().st_size > 0
-    assert unexpected_imports(folder / "model.wasm") == []
+    for module in ("model.wasm", "model-cpu.wasm"):
+        assert (folder / module).stat().st_size > 0
+        assert unexpected_imports(folder / module) == []
+
+
+@pytest.mark.parametrize("case", CASES, ids=IDS)
+def test_wasm_cpu_module_matches_the_native_cpu_build(case, arch_checkpoint, model_build, cpu_build):
+    """The browser's CPU fallback (model-cpu.wasm, run by TVM's JS runtime in node) gives the native
+    CPU build's logits and greedy tokens for the same (q4f32_1) weights."""
+    source = arch_checkpoint(case.name)
+    web = model_build(source, "q4f32_1", "webgpu")
+    native = CpuModel(cpu_build(source, "q4f32_1", prefill_chunk=8))
+    result = run_model(web, PROMPT, decode=8, packed_params=True, device="cpu", wasm="model-cpu.wasm", prefill_chunk=8)
+    expected = native.prefill(PROMPT)
+    assert np.abs(np.asarray(result["logits"], np.float32).reshape(-1) - expected).max() <= TOL
+    native.reset()
+    assert result["tokens"] == native.greedy(PROMPT, 8)

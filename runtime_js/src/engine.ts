@@ -209,11 +209,13 @@ export class LocalEngine implements ChatEngine {
     let logits: any = null;
     // A sliding-window model takes at most window - 1 tokens per call: TVM's window kernels match
     // transformers only then (webbuild/arch/kv_model.py). The cache keeps every token, so popN
-    // across turns is unaffected.
+    // across turns is unaffected. On the CPU module, once `window` tokens are cached, one token per
+    // call: TVM 0.27's CPU window prefill kernel misreads its running max there (webbuild/runner.py).
     const window = this.config.state.sliding_window;
     const chunkSize = window ? Math.min(this.config.prefill_chunk_size, window - 1) : this.config.prefill_chunk_size;
-    for (let start = 0; start < ids.length; start += chunkSize) {
-      const chunk = ids.slice(start, start + chunkSize);
+    const callSize = () => (window && this.backend === "wasm" && this.kvTokens.length >= window ? 1 : chunkSize);
+    for (let start = 0, size = callSize(); start < ids.length; start += size, size = callSize()) {
+      const chunk = ids.slice(start, start + size);
       tvm.beginScope();
       const input = tvm.empty([chunk.length], "int32", gpu);
       input.copyFrom(Int32Array.from(chunk));

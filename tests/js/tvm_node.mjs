@@ -337,7 +337,8 @@ async function runModel(opts) {
   debug("params loaded");
   const fEmbed = vm.getFunction("embed");
   const fPrefill = vm.getFunction("prefill");
-  const fDecode = nDecode > 0 ? vm.getFunction("decode") : undefined;
+  const fDecodeAny = vm.getFunction("decode");
+  const fDecode = nDecode > 0 ? fDecodeAny : undefined;
   const fAddSeq = tvm.getGlobalFunc("vm.builtin.kv_state_add_sequence");
   const fBegin = tvm.getGlobalFunc("vm.builtin.kv_state_begin_forward");
   const fEnd = tvm.getGlobalFunc("vm.builtin.kv_state_end_forward");
@@ -382,11 +383,15 @@ async function runModel(opts) {
 
   t0 = performance.now();
   let logits;
-  // a sliding-window model takes at most window - 1 tokens per call (webbuild/arch/kv_model.py)
-  const prefillStep = metadata.sliding_window ? Math.min(prefillChunk, metadata.sliding_window - 1) : prefillChunk;
-  for (let start = 0; start < tokens.length; start += prefillStep) {
+  // a sliding-window model takes at most window - 1 tokens per call (webbuild/arch/kv_model.py); on the
+  // CPU device one per call once `window` tokens are cached (as webbuild/runner.py does)
+  const window = metadata.sliding_window;
+  const prefillStep = window ? Math.min(prefillChunk, window - 1) : prefillChunk;
+  for (let start = 0; start < tokens.length;) {
+    const size = window && opts.device === "cpu" && start >= window ? 1 : prefillStep;
     if (logits) logits.dispose();
-    logits = step(fPrefill, tokens.slice(start, start + prefillStep));
+    logits = step(size > 1 ? fPrefill : fDecodeAny, tokens.slice(start, start + size));
+    start += size;
   }
   const prefill = await readLogits(logits);
   timings.prefill = (performance.now() - t0) / 1000;

@@ -101,28 +101,33 @@ def last_token(hidden: Tensor) -> Tensor:
     return op.tensor_expr_op(compute, "last_token", args=[hidden])
 
 
-def kv_model_spec(hidden_size: int, dtype: str, param_mode: str = "packed") -> dict:
-    """The `export_tvm` spec of the four functions every KV-cache model exports (parameters as one
-    tuple argument by default, as the runtimes pass them)."""
+def model_spec(hidden_size: int, dtype: str, state_arg: str, state_type: type, create: dict[str, dict],
+               param_mode: str = "packed") -> dict:
+    """The `export_tvm` spec every language model exports: embed, prefill and decode over a sequence
+    state object (`state_arg` of `state_type`), plus the functions in `create` that make that state
+    (name -> its integer arguments). Parameters are one tuple argument by default, as the runtimes
+    pass them."""
     packed = {"param_mode": param_mode, "effect_mode": "none"}
-    return {
+    spec = {
         "embed": {"input_ids": nn.spec.Tensor(["seq_len"], "int32"), "$": packed},
         "prefill": {
             "input_embed": nn.spec.Tensor([1, "seq_len", hidden_size], dtype),
-            "paged_kv_cache": nn.spec.Object(object_type=PagedKVCache),
+            state_arg: nn.spec.Object(object_type=state_type),
             "$": packed,
         },
         "decode": {
             "input_embed": nn.spec.Tensor([1, 1, hidden_size], dtype),
-            "paged_kv_cache": nn.spec.Object(object_type=PagedKVCache),
+            state_arg: nn.spec.Object(object_type=state_type),
             "$": packed,
         },
-        "create_paged_kv_cache": {
-            "max_batch_size": int,
-            "max_total_seq_len": int,
-            "prefill_chunk_size": int,
-            "page_size": int,
-            "support_sliding_window": int,
-            "$": {"param_mode": "none", "effect_mode": "none"},
-        },
     }
+    for name, args in create.items():
+        spec[name] = {**args, "$": {"param_mode": "none", "effect_mode": "none"}}
+    return spec
+
+
+def kv_model_spec(hidden_size: int, dtype: str, param_mode: str = "packed") -> dict:
+    """The spec of a paged-KV-cache model (see `model_spec`)."""
+    create = {"create_paged_kv_cache": dict.fromkeys(
+        ("max_batch_size", "max_total_seq_len", "prefill_chunk_size", "page_size", "support_sliding_window"), int)}
+    return model_spec(hidden_size, dtype, "paged_kv_cache", PagedKVCache, create, param_mode)

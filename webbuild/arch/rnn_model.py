@@ -17,6 +17,8 @@ from tvm.relax.frontend import nn
 from tvm.relax.frontend.nn import Object, Tensor, op
 from tvm.script import tirx as T
 
+from .kv_model import model_spec
+
 
 @dataclass(frozen=True)
 class StateVector:
@@ -109,23 +111,6 @@ class RNNState(Object):
 
 
 def rnn_model_spec(hidden_size: int, dtype: str) -> dict:
-    """The `export_tvm` spec of the functions every RNN-state model exports."""
-    packed = {"param_mode": "packed", "effect_mode": "none"}
-    return {
-        "embed": {"input_ids": nn.spec.Tensor(["seq_len"], "int32"), "$": packed},
-        "prefill": {
-            "input_embed": nn.spec.Tensor([1, "seq_len", hidden_size], dtype),
-            "rnn_state": nn.spec.Object(object_type=RNNState),
-            "$": packed,
-        },
-        "decode": {
-            "input_embed": nn.spec.Tensor([1, 1, hidden_size], dtype),
-            "rnn_state": nn.spec.Object(object_type=RNNState),
-            "$": packed,
-        },
-        "create_rnn_state": {
-            "max_batch_size": int,
-            "max_history": int,
-            "$": {"param_mode": "none", "effect_mode": "none"},
-        },
-    }
+    """The spec of an RNN-state model (see `kv_model.model_spec`)."""
+    create = {"create_rnn_state": dict.fromkeys(("max_batch_size", "max_history"), int)}
+    return model_spec(hidden_size, dtype, "rnn_state", RNNState, create)
