@@ -8,12 +8,12 @@ Usage: python bench/browser_bench.py [--models out/models] [--model smollm2-135m
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
+from _common import REPO, write_result
+
 sys.path.insert(0, str(REPO / "tests"))
 
 from browser_support import launch_chromium, webbuild_server  # noqa: E402
@@ -59,9 +59,7 @@ def main() -> int:
             page.reload()
         browser.close()
     result = {"benchmark": "browser", "model": args.model, "adapter": adapter, **runs}
-    Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.json).write_text(json.dumps(result, indent=2))
-    print(json.dumps(result, indent=2))
+    write_result(args.json, result)
     return 0
 
 

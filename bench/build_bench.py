@@ -8,7 +8,6 @@ Each build runs in its own child process; peak RSS is the largest of that proces
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import subprocess
 import sys
@@ -18,7 +17,8 @@ from pathlib import Path
 
 import psutil
 
-REPO = Path(__file__).resolve().parent.parent
+from _common import REPO, write_result
+
 GOALS = {"warm_seconds": 60, "warm_peak_rss_gb": 4.0}
 
 
@@ -63,9 +63,7 @@ def main() -> int:
         "cold": cold, "warm": warm, "goals": GOALS,
         "meets_goals": warm["seconds"] <= GOALS["warm_seconds"] and warm["peak_rss_gb"] <= GOALS["warm_peak_rss_gb"],
     }
-    Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.json).write_text(json.dumps(result, indent=2))
-    print(json.dumps(result, indent=2))
+    write_result(args.json, result)
     return 0
 
 
