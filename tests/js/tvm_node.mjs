@@ -337,12 +337,14 @@ async function runModel(opts) {
   debug("params loaded");
   const fEmbed = vm.getFunction("embed");
   const fPrefill = vm.getFunction("prefill");
-  const fDecodeAny = vm.getFunction("decode");
+  // toy modules (tests/test_wasm_runtime.py, test_webgpu_attention.py) may lack decode and _metadata
+  const hasFunction = (name) => { try { return typeof vm.getFunction(name) === "function"; } catch { return false; } };
+  const fDecodeAny = hasFunction("decode") ? vm.getFunction("decode") : undefined;
   const fDecode = nDecode > 0 ? fDecodeAny : undefined;
   const fAddSeq = tvm.getGlobalFunc("vm.builtin.kv_state_add_sequence");
   const fBegin = tvm.getGlobalFunc("vm.builtin.kv_state_begin_forward");
   const fEnd = tvm.getGlobalFunc("vm.builtin.kv_state_end_forward");
-  const metadata = JSON.parse(String(vm.getFunction("_metadata")()));
+  const metadata = hasFunction("_metadata") ? JSON.parse(String(vm.getFunction("_metadata")())) : {};
 
   const kv = tvm.detachFromCurrentScope(metadata.kv_state === "rnn_state"
     ? vm.getFunction("create_rnn_state")(
