@@ -17,6 +17,7 @@ from tvm.target import Target
 
 from ..arch.base import Architecture
 from ..quant.scheme import QuantScheme
+from .cpu_schedule import decode_gemv_pass, schedule_pass
 from .kv_cache_patch import install_precise_webgpu_trig, replace_racy_merge_state
 
 WASM_TRIPLE = "wasm32-unknown-unknown-wasm"
@@ -29,7 +30,7 @@ def inline_dequantize(mod: tvm.IRModule, _ctx) -> tvm.IRModule:
     from tvm import s_tir
 
     for gvar, func in list(mod.functions_items()):
-        if not isinstance(func, tvm.tirx.PrimFunc):
+        if not isinstance(func, tvm.tirx.PrimFunc) or (func.attrs and func.attrs.get("tirx.is_scheduled", False)):
             continue
         sch = s_tir.Schedule(func)
         try:
@@ -42,7 +43,8 @@ def inline_dequantize(mod: tvm.IRModule, _ctx) -> tvm.IRModule:
 
 def relax_pipeline(target: Target):
     """TVM's generic pipeline for the target, plus: transposes folded into matmuls (no transposed
-    weight copies at run time) and, for WebGPU, dlight's GPU schedules."""
+    weight copies at run time), for the CPU targets (wasm32, native) the 4-lane matmul kernels of
+    `cpu_schedule` and, for WebGPU, dlight's GPU schedules."""
     from tvm import s_tir
     from tvm.relax.backend.cpu_generic import pipeline as cpu_generic
     from tvm.relax.backend.gpu_generic import pipeline as gpu_generic
@@ -50,11 +52,11 @@ def relax_pipeline(target: Target):
     dl = s_tir.dlight
     if target.kind.name == "llvm":
         backend, rules = cpu_generic, []  # dlight's CPU rules made decode slower and compiles 5x longer
-        extra = [inline_dequantize]
+        before, extra = [decode_gemv_pass()], [schedule_pass(), inline_dequantize]
     else:
         backend = gpu_generic
         rules = [dl.gpu.Matmul(), dl.gpu.GEMV(), dl.gpu.Reduction(), dl.gpu.GeneralReduction(), dl.gpu.Fallback()]
-        extra = []
+        before, extra = [], []
     legalize = [
         rx.transform.LegalizeOps(),
         rx.transform.AnnotateTIROpPattern(),
@@ -66,8 +68,8 @@ def relax_pipeline(target: Target):
     @tvm.transform.module_pass(opt_level=0)
     def _pipeline(mod: tvm.IRModule, _ctx) -> tvm.IRModule:
         with target:
-            passes = (backend.library_dispatch_passes(target) + [rx.transform.FuseTransposeMatmul()] + legalize
-                      + backend.dataflow_lower_passes(target) + backend.finalize_passes(target))
+            passes = (backend.library_dispatch_passes(target) + before + [rx.transform.FuseTransposeMatmul()]
+                      + legalize + backend.dataflow_lower_passes(target) + backend.finalize_passes(target))
             return tvm.transform.Sequential(passes)(mod)
 
     return _pipeline

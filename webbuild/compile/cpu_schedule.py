@@ -1,0 +1,304 @@
+"""4-lane f32 matmul kernels for the CPU modules: the WebAssembly one (wasm32 + SIMD128, one
+thread: model-cpu.wasm) and the native one (generic x86-64 / SSE: model.so for Python).
+
+Unscheduled, LLVM gets one scalar multiply-add per loop iteration (with 64-bit div/mod index math
+for every int4 nibble). Here every matmul gets 4-lane vectors, in two steps:
+
+1. `decode_gemv_pass` (Relax level, before fusion) swaps each one-token int4 matmul PrimFunc of
+   `webbuild.quant.group_quant` for the same product in a vector-friendly order (`gemv_int4_func`):
+   with k = 32 g + 8 l + kk, lane l reads packed word 4 g + l (one vector load covers the
+   quantization group g) and every lane takes the same nibble kk, masked in place
+   (w & 0xF << 4 kk, exact as f32) against x pre-scaled by 2^-4kk. The scale and the -8 offset
+   are applied once per group: sum_kk x (q - 8) s = s (sum_kk x q - 8 sum_kk x).
+   That is 4 vector ops per 4 multiply-adds instead of 7.
+2. `schedule_pass` (TIR level, after fusion) schedules:
+   - that GEMV: NR rows at a time, per-group partial sums in registers, lanes rfactored into a
+     local accumulator and summed across lanes at the end of the row;
+   - prefill (seq_len tokens) with int4 weights: NR rows are dequantized into a local f32 tile in
+     the same (g, kk, l) order, then every token runs a 4-lane f32 micro-kernel on it;
+   - f32 weights: lanes over consecutive k, NR rows share each load of x.
+Fused epilogues (a residual add) stay as their own loops after the matmul.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import tvm
+import tvm_ffi
+from tvm import s_tir, te, tirx
+
+from ..quant.group_quant import OFFSET, VALUES_PER_WORD, _dequantize_matmul_te
+
+LANES = 4  # f32 lanes of a SIMD128 vector
+WORD = VALUES_PER_WORD  # int4 values per packed uint32 word
+GROUP = LANES * WORD  # int4 values in the four words one vector load reads
+ROW_TILES = (8, 4, 2, 1)  # rows of W per tile: the largest that divides n
+GEMV_ROWS = 1  # rows per tile of the int4 GEMV (more rows spill registers in V8)
+TILE_BYTES = 48 * 1024  # dequantized f32 weight tile of the prefill kernel (stays in L1/L2)
+GEMV_BLOCK = "gemv"  # block names of `gemv_int4_func`, found again after fusion
+GEMV_PART = "gemv_part"
+
+
+def _static(extent) -> int | None:
+    return int(extent) if isinstance(extent, (int, tirx.IntImm)) else None
+
+
+# ------------------------------------------------------------------ 1. int4 GEMV reformulation
+
+def _group_quant_gemv(func: tirx.PrimFunc) -> tuple[int, int] | None:
+    """(K, group size) when `func` is exactly group_quant's dequantize-matmul for one token in
+    float32 with groups of whole vectors; None otherwise."""
+    if len(func.params) != 4 or not all(isinstance(p.ty, tirx.BufferType) for p in func.params):
+        return None
+    x, q_weight, q_scale, _ = func.params
+    dims = [_static(d) for d in (*x.shape, *q_weight.shape, *q_scale.shape)]
+    if None in dims or x.dtype != "float32" or q_weight.dtype != "uint32" or q_scale.dtype != "float32":
+        return None
+    if any(_static(d) != 1 for d in x.shape[:-1]) or len(q_weight.shape) != 2 or len(q_scale.shape) != 2:
+        return None
+    cols = int(x.shape[-1])
+    if int(q_scale.shape[1]) == 0 or cols % int(q_scale.shape[1]):
+        return None
+    group_size = cols // int(q_scale.shape[1])
+    if group_size % GROUP or int(q_weight.shape[1]) * WORD != cols:
+        return None
+    xt, wt, st = (te.placeholder(p.shape, p.dtype) for p in (x, q_weight, q_scale))
+    reference = te.create_prim_func([xt, wt, st, _dequantize_matmul_te(xt, wt, st, cols, group_size, "float32")],
+                                    index_dtype_override="int64").without_attr("global_symbol")
+    if not tvm_ffi.structural_equal(func.without_attr("op_pattern"), reference, map_free_vars=True):
+        return None
+    return cols, group_size
+
+
+def gemv_int4_func(x_shape, rows: int, cols: int, group_size: int) -> tirx.PrimFunc:
+    """x (..., cols) @ dequantize(q_weight (rows, cols/8), q_scale (rows, cols/group))^T in the
+    order described in the module docstring; same parameters as group_quant's PrimFunc."""
+    lead = tuple(x_shape[:-1])
+    groups = cols // GROUP
+    x = te.placeholder((*lead, cols), "float32", name="x")
+    q_weight = te.placeholder((rows, cols // WORD), "uint32", name="q_weight")
+    q_scale = te.placeholder((rows, cols // group_size), "float32", name="q_scale")
+    last = WORD - 1  # the top nibble is shifted down instead of masked (a masked one is >= 2^31)
+
+    def col(g, kk, lane):
+        return g * GROUP + lane * WORD + kk
+
+    def pow2(kk):  # 2^-4kk (1 for the top nibble)
+        factor = tirx.const(1, "float32")
+        for j in range(last):
+            factor = tirx.Select(kk == j, tirx.const(2.0 ** (-4 * j), "float32"), factor)
+        return factor
+
+    def nibble_in_place(word, kk):  # nibble kk of word, times 2^4kk (times 1 for the top nibble)
+        top = tirx.shift_right(word, tirx.const(4 * last, "uint32"))
+        mask = tirx.shift_left(tirx.const(0xF, "uint32"), (kk * 4).astype("uint32"))
+        return tirx.Select(kk == last, top, tirx.bitwise_and(word, mask)).astype("int32").astype("float32")
+
+    # xq[..., g, kk, l] = x[..., col] * 2^-4kk
+    xq = te.compute((*lead, groups, WORD, LANES),
+                    lambda *i: x[(*i[:-3], col(*i[-3:]))] * pow2(i[-2]), name="gemv_x")
+    kk = te.reduce_axis((0, WORD), name="kk")
+    # xs[..., g, l] = OFFSET * sum_kk x[..., col]
+    xs = te.compute((*lead, groups, LANES),
+                    lambda *i: te.sum(x[(*i[:-2], col(i[-2], kk, i[-1]))] * tirx.const(OFFSET, "float32"), axis=kk),
+                    name="gemv_xsum")
+    kk = te.reduce_axis((0, WORD), name="kk")
+    # part[..., n, g, l] = sum_kk x[..., col] * nibble   (nibble = stored value, 0..15)
+    part = te.compute(
+        (*lead, rows, groups, LANES),
+        lambda *i: te.sum(xq[(*i[:-3], i[-2], kk, i[-1])]
+                          * nibble_in_place(q_weight[i[-3], i[-2] * LANES + i[-1]], kk), axis=kk),
+        name=GEMV_PART)
+    g = te.reduce_axis((0, groups), name="g")
+    lane = te.reduce_axis((0, LANES), name="l")
+    out = te.compute(
+        (*lead, rows),
+        lambda *i: te.sum((part[(*i, g, lane)] - xs[(*i[:-1], g, lane)]) * q_scale[i[-1], g * GROUP // group_size],
+                          axis=[g, lane]),
+        name=GEMV_BLOCK)
+    return te.create_prim_func([x, q_weight, q_scale, out], index_dtype_override="int64")
+
+
+def decode_gemv_pass():
+    """Module pass: replace group_quant's one-token int4 matmuls by `gemv_int4_func` (same
+    parameters and result, so the Relax calls and the later fusion are unchanged)."""
+
+    @tvm.transform.module_pass(opt_level=0, name="CPUDecodeGEMV")
+    def _pass(mod: tvm.IRModule, _ctx) -> tvm.IRModule:
+        for gvar, func in list(mod.functions_items()):
+            if not isinstance(func, tirx.PrimFunc):
+                continue
+            match = _group_quant_gemv(func)
+            if match is not None:
+                x, q_weight = func.params[:2]
+                mod[gvar] = gemv_int4_func(x.shape, int(q_weight.shape[0]), *match).without_attr("global_symbol")
+        return mod
+
+    return _pass
+
+
+# ------------------------------------------------------------------ 2. schedules
+
+@dataclass
+class MatmulInfo:
+    """The reduction block of a matmul PrimFunc and what its schedule needs to know."""
+
+    block: s_tir.schedule.SBlockRV
+    dequantize: s_tir.schedule.SBlockRV | None  # int4 dequantize stage, or None for f32 weights
+    x_index: int  # read-buffer index of the activation x[..., k] in the block
+    n: int  # output features
+    k: int  # reduction length
+
+
+def _matmul_info(sch: s_tir.Schedule) -> MatmulInfo | None:
+    """Recognize out[..., n] = sum_k x[..., k] * W[n, k] (f32): one reduction block, k innermost,
+    W a weight parameter or the output of a `dequantize` block."""
+    reductions, dequantize = [], None
+    for rv in sch.get_child_blocks(sch.get_sblock("root")):
+        block = sch.get(rv)
+        if any(iv.iter_type == tirx.IterVar.CommReduce for iv in block.iter_vars):
+            reductions.append(rv)
+        elif block.name_hint == "dequantize":
+            dequantize = rv
+    if len(reductions) != 1:
+        return None
+    block = sch.get(reductions[0])
+    iters = block.iter_vars
+    kinds = [iv.iter_type for iv in iters]
+    if len(iters) < 2 or kinds[-1] != tirx.IterVar.CommReduce or tirx.IterVar.CommReduce in kinds[:-1]:
+        return None
+    n, k = _static(iters[-2].dom.extent), _static(iters[-1].dom.extent)
+    if n is None or k is None or len(block.reads) != 2 or len(sch.get_loops(reductions[0])) != len(iters):
+        return None
+    if block.writes[0].source.dtype != "float32":
+        return None
+    x_index = next((i for i, r in enumerate(block.reads) if len(r.region) == len(iters) - 1), None)
+    if x_index is None or len(block.reads[1 - x_index].region) != 2:
+        return None
+    weight = block.reads[1 - x_index]
+    if not (weight.region[0].min.same_as(iters[-2].var) and weight.region[1].min.same_as(iters[-1].var)):
+        return None
+    if dequantize is not None and not weight.source.same_as(sch.get(dequantize).writes[0].source):
+        return None
+    return MatmulInfo(reductions[0], dequantize, x_index, n, k)
+
+
+def _row_tile(n: int, limit: int = ROW_TILES[0]) -> int:
+    return next(t for t in ROW_TILES if n % t == 0 and t <= limit)
+
+
+def _group_order(ndim: int) -> tirx.IndexMap:
+    """(..., k) -> (..., g, kk, l) with k = 32 g + 8 l + kk: lane l holds packed word 4 g + l."""
+    return tirx.IndexMap.from_func(
+        lambda *i: (*i[:-1], i[-1] // GROUP, i[-1] % WORD, i[-1] // WORD % LANES), ndim=ndim)
+
+
+def schedule_gemv_int4(sch: s_tir.Schedule) -> None:
+    """`gemv_int4_func` (+ epilogue): per row tile and group, the 8 nibbles of 4 words."""
+    block = sch.get_sblock(GEMV_BLOCK)
+    *_, n, g, lane = sch.get_loops(block)  # (..., rows, groups, 4)
+    n_outer, n_inner = sch.split(n, [None, GEMV_ROWS])
+    sch.reorder(n_outer, g, n_inner, lane)
+    rf = sch.rfactor(lane, factor_axis=len(sch.get(block).iter_vars) - 2)
+    sch.set_scope(rf, 0, "local")
+    rf_loops = sch.get_loops(rf)  # (..., n_outer, g, n_inner, lane)
+    n_outer, g, n_inner, lane = rf_loops[-4:]
+    sch.reverse_compute_at(block, n_outer)
+    part = sch.get_sblock(GEMV_PART)
+    sch.compute_at(part, g)
+    sch.set_scope(part, 0, "local")
+    *spatial, nibble = sch.get_loops(part)[len(rf_loops) - 2:]  # ([n_inner,] lane, kk)
+    sch.reorder(nibble, *spatial)
+    for loop in spatial[:-1]:
+        sch.unroll(loop)
+    sch.vectorize(spatial[-1])
+    sch.unroll(nibble)
+    sch.decompose_reduction(part, nibble)
+    sch.vectorize(lane)
+    sch.unroll(n_inner)
+    sch.decompose_reduction(rf, g)
+
+
+def schedule_gemm_int4(sch: s_tir.Schedule, info: MatmulInfo) -> None:
+    """Prefill with int4 weights: dequantize NR rows into a local tile wt[NR, g, kk, l]
+    (vectorized over the 4 words of a group), then each token's f32 micro-kernel, x in the same
+    (g, kk, l) order."""
+    block = info.block
+    xp = sch.cache_read(block, info.x_index, "global")
+    sch.transform_layout(xp, ("write", 0), _group_order(len(sch.get(xp).iter_vars)))
+    sch.transform_layout(info.dequantize, ("write", 0), _group_order(2))
+    sch.transform_block_layout(info.dequantize, _group_order(2))
+    *tokens, n, k = sch.get_loops(block)  # (..., seq_len, n, k)
+    rows = _row_tile(info.n, max(1, TILE_BYTES // (4 * info.k)))
+    n_outer, n_inner = sch.split(n, [None, rows])
+    g, lane, nibble = sch.split(k, [None, LANES, WORD])
+    sch.reorder(n_outer, *tokens, g, nibble, n_inner, lane)
+    rf = sch.rfactor(lane, factor_axis=len(sch.get(block).iter_vars) - 1)
+    sch.set_scope(rf, 0, "local")
+    loops = sch.get_loops(rf)  # (n_outer, ..., token, g, kk, n_inner, lane)
+    token, g, _, n_inner, lane = loops[-5:]
+    sch.reverse_compute_at(block, token)
+    sch.vectorize(lane)
+    sch.unroll(n_inner)
+    sch.decompose_reduction(rf, g)
+    sch.compute_at(info.dequantize, loops[0])
+    sch.set_scope(info.dequantize, 0, "local")
+    sch.vectorize(sch.get_loops(info.dequantize)[-1])
+
+
+def schedule_matmul(sch: s_tir.Schedule, info: MatmulInfo, rows: int) -> None:
+    """f32 weights, GEMV or GEMM: lanes over consecutive k, `rows` rows share each x load."""
+    block = info.block
+    *tokens, n, k = sch.get_loops(block)
+    n_outer, n_inner = sch.split(n, [None, rows])
+    k_outer, lane = sch.split(k, [None, LANES])
+    sch.reorder(n_outer, *tokens, k_outer, n_inner, lane)
+    rf = sch.rfactor(lane, factor_axis=len(sch.get(block).iter_vars) - 1)
+    sch.set_scope(rf, 0, "local")
+    token, k_outer, n_inner, lane = sch.get_loops(rf)[-4:]
+    sch.reverse_compute_at(block, token)
+    sch.vectorize(lane)
+    sch.unroll(n_inner)
+    sch.decompose_reduction(rf, k_outer)
+
+
+def _block_names(sch: s_tir.Schedule) -> set[str]:
+    return {sch.get(rv).name_hint for rv in sch.get_child_blocks(sch.get_sblock("root"))}
+
+
+def schedule_func(func: tirx.PrimFunc) -> tirx.PrimFunc | None:
+    """The scheduled function, or None when it is no matmul these schedules know."""
+    sch = s_tir.Schedule(func)
+    try:
+        if {GEMV_BLOCK, GEMV_PART} <= _block_names(sch):
+            schedule_gemv_int4(sch)
+        else:
+            info = _matmul_info(sch)
+            if info is None:
+                return None
+            if info.dequantize is not None and info.k % GROUP == 0:
+                schedule_gemm_int4(sch, info)
+            elif info.dequantize is None and info.k % LANES == 0:
+                single_token = all(_static(sch.get(loop).extent) == 1 for loop in sch.get_loops(info.block)[:-2])
+                schedule_matmul(sch, info, _row_tile(info.n, 2 if single_token else ROW_TILES[0]))
+            else:
+                return None
+    except s_tir.ScheduleError:
+        return None
+    return sch.mod["main"].with_attr("tirx.is_scheduled", True)
+
+
+def schedule_pass():
+    """Module pass scheduling every matmul PrimFunc it recognizes."""
+
+    @tvm.transform.module_pass(opt_level=0, name="CPUMatmulSchedule")
+    def _pass(mod: tvm.IRModule, _ctx) -> tvm.IRModule:
+        for gvar, func in list(mod.functions_items()):
+            if isinstance(func, tirx.PrimFunc) and not (func.attrs and func.attrs.get("tirx.is_scheduled", False)):
+                scheduled = schedule_func(func)
+                if scheduled is not None:
+                    mod[gvar] = scheduled
+        return mod
+
+    return _pass
