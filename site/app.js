@@ -81,7 +81,8 @@ async function loadModel(event) {
     ui.messages.replaceChildren();
     const useWorker = params.get("worker") !== "0";
     const backend = params.get("backend") || "auto";
-    engine = await createEngine(new URL(ui.model.value, location.href).href, { onProgress, worker: useWorker, backend });
+    const threads = params.get("threads") ? Number(params.get("threads")) : undefined;
+    engine = await createEngine(new URL(ui.model.value, location.href).href, { onProgress, worker: useWorker, backend, threads });
     document.body.dataset.backend = engine.backend;
     ui.progress.hidden = true;
     setState("ready");
@@ -118,9 +119,9 @@ async function send(event) {
       if (chunk.usage) usage = chunk.usage;
     }
     if (usage) {
-      const { decode_tokens_per_s: decode, prefill_tokens_per_s: prefill, time_to_first_token_s: ttft, backend } = usage.extra;
+      const { decode_tokens_per_s: decode, prefill_tokens_per_s: prefill, time_to_first_token_s: ttft, backend, threads } = usage.extra;
       ui.stats.textContent = `${usage.completion_tokens} tokens · decode ${decode.toFixed(1)} tok/s`
-        + ` · prefill ${prefill.toFixed(1)} tok/s · first token ${ttft.toFixed(2)} s · ${backend === "wasm" ? "WASM (CPU)" : "WebGPU"}`;
+        + ` · prefill ${prefill.toFixed(1)} tok/s · first token ${ttft.toFixed(2)} s · ${backend === "wasm" ? `WASM (CPU, ${threads ?? 1} thread${threads > 1 ? "s" : ""})` : "WebGPU"}`;
     }
   } catch (err) {
     if (err?.code !== "aborted") showError(err);

@@ -1,5 +1,9 @@
 """The WebAssembly CPU module (model-cpu.wasm): where WebGPU is missing, the same model folder answers.
 
+Its threaded twin (model-cpu-threads.wasm: shared memory, matmul row tiles on Web Workers) runs
+when the page is cross-origin isolated (`webbuild serve` sends COOP/COEP) and more than one thread
+is asked for (default: navigator.hardwareConcurrency); it must give the same tokens.
+
 Chromium started without --enable-unsafe-webgpu has no WebGPU adapter here; the engine's "auto"
 backend then runs the CPU module. With WebGPU present, backend "wasm" forces the CPU module, so one
 browser compares the two modules token for token against the Python CPU build.
@@ -16,7 +20,7 @@ from playwright.sync_api import sync_playwright
 from browser_support import (CHROMIUM, CHROMIUM_FLAGS, cpu_greedy_text, launch_chromium, run_engine,
                              webbuild_server)
 from smollm_facts import QUESTION
-from webbuild.compile.wasm_link import unexpected_imports
+from webbuild.compile.wasm_link import unexpected_imports, wasm_imports
 
 ANSWER_TEXT = "The capital of France is Paris."
 TINY_MESSAGES = [{"role": "user", "content": "w5 w9 w33 w100 w7"}]
@@ -87,8 +91,13 @@ def test_webgpu_builds_carry_a_cpu_module_sharing_the_shards(served):
 
     for name in ("tiny-q4f32_1", "smollm2-q4f32_1"):
         config = json.loads((served / name / "chat-config.json").read_text())
-        assert config["model_libs"] == {"webgpu": "model.wasm", "wasm": "model-cpu.wasm"}
-        assert unexpected_imports(served / name / "model-cpu.wasm") == []
+        assert config["model_libs"] == {"webgpu": "model.wasm", "wasm": "model-cpu.wasm",
+                                        "wasm-threads": "model-cpu-threads.wasm"}
+        assert config["wasm_threads"]["memory_pages"]["maximum"] >= config["wasm_threads"]["memory_pages"]["initial"]
+        for module in ("model-cpu.wasm", "model-cpu-threads.wasm"):
+            assert unexpected_imports(served / name / module) == []
+        kinds = {(m, n): k for m, n, k in wasm_imports(served / name / "model-cpu-threads.wasm")}
+        assert kinds.get(("env", "memory")) == "memory", "the threaded module imports its (shared) memory"
         assert not list((served / name).glob("*cpu*.bin")), "one set of shards for both modules"
 
 
@@ -107,10 +116,12 @@ def test_chat_page_answers_on_the_cpu_without_webgpu(no_gpu_page, server):
     assert "WASM" in page.inner_text("#stats") and "tok/s" in page.inner_text("#stats")
 
 
-def test_q4f32_1_runs_on_the_cpu_without_webgpu_as_the_python_build_does(no_gpu_page, server, model_build):
+@pytest.mark.parametrize("threads", [1, 2])
+def test_q4f32_1_runs_on_the_cpu_without_webgpu_as_the_python_build_does(threads, no_gpu_page, server, model_build):
     request = {"messages": [{"role": "user", "content": QUESTION}], "temperature": 0, "max_tokens": 32}
-    result = run_engine(no_gpu_page, server, "smollm2-q4f32_1", request)
+    result = run_engine(no_gpu_page, server, "smollm2-q4f32_1", request, threads=threads)
     assert result["usage"]["extra"]["backend"] == "wasm"
+    assert result["usage"]["extra"]["threads"] == threads
     expected = cpu_greedy_text(model_build(SMOLLM, "q4f32_1", "cpu"), request["messages"], 32)
     assert result["text"] == expected
 
@@ -127,9 +138,12 @@ def test_cpu_module_greedy_ids_equal_webgpu_module_and_python_build(quantization
                                                                      tiny_llama_dirs):
     """32 greedy tokens: the tiny vocabulary decodes ids to distinct words, so equal text is equal ids."""
     request = {"messages": TINY_MESSAGES, "temperature": 0, "max_tokens": 32}
-    wasm = run_engine(gpu_page, server, f"tiny-{quantization}", request, backend="wasm")
+    wasm = run_engine(gpu_page, server, f"tiny-{quantization}", request, backend="wasm", threads=1)
+    threaded = run_engine(gpu_page, server, f"tiny-{quantization}", request, backend="wasm", threads=2)
     webgpu = run_engine(gpu_page, server, f"tiny-{quantization}", request, backend="webgpu")
     python = cpu_greedy_text(model_build(tiny_llama_dirs["untied"][0], quantization, "cpu"), TINY_MESSAGES, 32)
     assert wasm["usage"]["extra"]["backend"] == "wasm" and webgpu["usage"]["extra"]["backend"] == "webgpu"
-    assert wasm["usage"]["completion_tokens"] == webgpu["usage"]["completion_tokens"] == 32
-    assert wasm["text"].strip() == webgpu["text"].strip() == python.strip()
+    assert (wasm["usage"]["extra"]["threads"], threaded["usage"]["extra"]["threads"]) == (1, 2)
+    assert wasm["usage"]["completion_tokens"] == threaded["usage"]["completion_tokens"] == 32
+    assert webgpu["usage"]["completion_tokens"] == 32
+    assert wasm["text"].strip() == threaded["text"].strip() == webgpu["text"].strip() == python.strip()

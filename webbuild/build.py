@@ -124,6 +124,8 @@ def build(req: BuildRequest, progress: ProgressFn = silent) -> BuildResult:
 
 #: module kind -> file, per build target: a WebGPU build carries its CPU (wasm) fallback
 MODULE_FILES = {"webgpu": "model.wasm", "wasm": "model-cpu.wasm", "cpu": "model.so"}
+#: the CPU (wasm) module's threaded twin: the same code linked with shared memory
+THREADS_FILE = "model-cpu-threads.wasm"
 
 
 def _write_modules(req: BuildRequest, arch, config, scheme, folder: Path, progress: ProgressFn) -> dict:
@@ -146,7 +148,10 @@ def _write_modules(req: BuildRequest, arch, config, scheme, folder: Path, progre
         else:
             from .compile.wasm_link import export_wasm
 
-            export_wasm(lowered.executable, path, opt_level=req.link_opt, progress=progress)
+            threads = folder / THREADS_FILE if kind == "wasm" else None
+            export_wasm(lowered.executable, path, opt_level=req.link_opt, progress=progress, threads_path=threads)
+            if threads is not None:
+                files["wasm-threads"] = threads.name
         files[kind] = path.name
     return files
 

@@ -7,6 +7,7 @@ import json
 import tvm
 
 from . import __version__
+from .compile.wasm_link import THREADS_MEMORY_PAGES
 from .errors import CorruptFileError
 from .loaders.checkpoint import Checkpoint
 from .quant.scheme import QuantScheme
@@ -98,6 +99,7 @@ def make_chat_config(*, model_id: str, arch_name: str, config, scheme: QuantSche
         "target": target,
         "model_lib": model_lib,
         "model_libs": model_libs,
+        **({"wasm_threads": {"memory_pages": dict(THREADS_MEMORY_PAGES)}} if "wasm-threads" in model_libs else {}),
         "tensor_cache": "tensor-cache.json",
         "context_window_size": config.context_window,
         "prefill_chunk_size": config.prefill_chunk,

@@ -3,6 +3,7 @@
 import type { ChatConfig } from "./config.js";
 import { ModelLoadError, NoWebGPUError, OutOfMemoryError, ShaderF16Error, WebbuildError } from "./errors.js";
 import { requestModelDevice } from "./gpu.js";
+import { defaultThreadCount, threadsAvailable } from "./thread_support.js";
 
 /* eslint-disable @typescript-eslint/no-explicit-any */
 export type Backend = "webgpu" | "wasm";
@@ -16,6 +17,8 @@ export interface ChosenBackend {
   device: any | null;
   /** Why "auto" fell back to the CPU (the WebGPU error's code), if it did. */
   fallbackReason?: string;
+  /** CPU threads to run the wasm module on (1: the single-threaded module; webgpu: 1). */
+  threads: number;
 }
 
 /** WebGPU errors after which the CPU module can still run the model. */
@@ -23,32 +26,45 @@ function canFallBack(err: unknown): boolean {
   return err instanceof NoWebGPUError || err instanceof ShaderF16Error || err instanceof OutOfMemoryError;
 }
 
-function cpuBackend(config: ChatConfig, url: string, reason?: string): ChosenBackend {
+/** The CPU module: the threaded one when more than one thread is asked for (default: every core)
+ * and the page can share memory with workers (cross-origin isolated), else the single-threaded one. */
+function cpuBackend(config: ChatConfig, url: string, threads: number | undefined, reason?: string): ChosenBackend {
   const file = config.model_libs.wasm;
   if (!file) {
     throw new ModelLoadError(url, "the folder has no WebAssembly CPU module (model_libs.wasm)",
       "rebuild it with `webbuild build` (without --no-cpu-fallback) to run it where WebGPU is missing");
   }
-  return { kind: "wasm", moduleFile: file, device: null, fallbackReason: reason };
+  const wanted = threads ?? defaultThreadCount();
+  const threaded = config.model_libs["wasm-threads"];
+  if (wanted > 1 && threaded && threadsAvailable()) {
+    return { kind: "wasm", moduleFile: threaded, device: null, fallbackReason: reason, threads: wanted };
+  }
+  return { kind: "wasm", moduleFile: file, device: null, fallbackReason: reason, threads: 1 };
 }
 
-/** Pick the backend for `choice`: "webgpu" and "wasm" force one, "auto" prefers WebGPU. */
-export async function chooseBackend(config: ChatConfig, choice: BackendChoice, url: string): Promise<ChosenBackend> {
+/** Pick the backend for `choice`: "webgpu" and "wasm" force one, "auto" prefers WebGPU.
+ * `threads`: CPU threads for the wasm backend (default: navigator.hardwareConcurrency, at most 8). */
+export async function chooseBackend(config: ChatConfig, choice: BackendChoice, url: string,
+                                    threads?: number): Promise<ChosenBackend> {
   if (choice !== "auto" && choice !== "webgpu" && choice !== "wasm") {
     throw new ModelLoadError(url, `unknown backend ${JSON.stringify(choice)}`, 'use backend: "auto", "webgpu" or "wasm"');
   }
-  if (choice === "wasm") return cpuBackend(config, url);
+  if (threads !== undefined && (!Number.isInteger(threads) || threads < 1)) {
+    throw new ModelLoadError(url, `threads must be a positive integer, got ${JSON.stringify(threads)}`,
+      "pass threads: 1 for one thread, or leave it out to use every core");
+  }
+  if (choice === "wasm") return cpuBackend(config, url, threads);
   const gpuFile = config.model_libs.webgpu;
   if (!gpuFile) {
     if (choice === "webgpu") throw new ModelLoadError(url, "the folder has no WebGPU module", "rebuild it with --target webgpu");
-    return cpuBackend(config, url);
+    return cpuBackend(config, url, threads);
   }
   try {
     const { device } = await requestModelDevice(config);
-    return { kind: "webgpu", moduleFile: gpuFile, device };
+    return { kind: "webgpu", moduleFile: gpuFile, device, threads: 1 };
   } catch (err) {
     if (choice === "auto" && canFallBack(err) && config.model_libs.wasm) {
-      return cpuBackend(config, url, (err as WebbuildError).code);
+      return cpuBackend(config, url, threads, (err as WebbuildError).code);
     }
     if (choice === "webgpu" && err instanceof NoWebGPUError) {
       throw new NoWebGPUError("WebGPU is not available in this browser, and the engine was created with backend: \"webgpu\"",

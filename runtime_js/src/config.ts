@@ -29,8 +29,11 @@ export interface ChatConfig {
   quantization: string;
   target: string;
   model_lib: string;
-  /** The compiled modules by backend ("webgpu": model.wasm, "wasm": model-cpu.wasm). */
-  model_libs: Partial<Record<"webgpu" | "wasm", string>>;
+  /** The compiled modules by backend ("webgpu": model.wasm, "wasm": model-cpu.wasm, "wasm-threads":
+   * model-cpu-threads.wasm, the CPU module with shared memory for threads). */
+  model_libs: Partial<Record<"webgpu" | "wasm" | "wasm-threads", string>>;
+  /** The threaded CPU module's memory (it imports it: the runtime creates it). */
+  wasm_threads?: { memory_pages: { initial: number; maximum: number } };
   tensor_cache: string;
   context_window_size: number;
   prefill_chunk_size: number;
@@ -100,6 +103,12 @@ export function parseChatConfig(json: unknown, url = "chat-config.json"): ChatCo
   if (!c.model_libs || typeof c.model_libs !== "object") c.model_libs = { webgpu: c.model_lib };
   for (const [kind, file] of Object.entries(c.model_libs)) {
     if (typeof file !== "string" || file.includes("/") || file.startsWith(".")) fail(url, `model_libs.${kind} must be a plain file name`);
+  }
+  if (c.model_libs["wasm-threads"]) {
+    const pages = c.wasm_threads?.memory_pages;
+    if (!pages || !isInt(pages.initial) || !isInt(pages.maximum) || pages.initial < 1 || pages.maximum < pages.initial) {
+      fail(url, "wasm_threads.memory_pages must give integer initial and maximum pages (model_libs has wasm-threads)");
+    }
   }
   if (!c.sampling || typeof c.sampling !== "object") fail(url, "sampling must be an object");
   c.add_bos_token = Boolean(c.add_bos_token);

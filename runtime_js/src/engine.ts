@@ -4,6 +4,7 @@ import * as tvmjs from "@mlc-ai/web-runtime";
 
 import { loadModelArtifacts, loadModelLib, ShardLoader, type LoadOptions, type ModelArtifacts } from "./artifacts.js";
 import { chooseBackend, type Backend, type BackendChoice, type ChosenBackend } from "./backend.js";
+import { instantiateThreaded, type CpuThreads } from "./cpu_threads.js";
 import type { ChatConfig } from "./config.js";
 import { ModelLoadError } from "./errors.js";
 import { withOutOfMemoryCheck } from "./gpu.js";
@@ -28,6 +29,10 @@ export interface EngineOptions extends LoadOptions {
   /** "auto" (default): WebGPU when the adapter can run the model, else the WebAssembly CPU module;
    * "webgpu" or "wasm" force one. */
   backend?: BackendChoice;
+  /** CPU threads for the wasm backend, the calling one included. Default: every core the browser
+   * reports (navigator.hardwareConcurrency), at most 8. More than 1 needs a cross-origin isolated
+   * page (COOP/COEP headers, as `webbuild serve` sends); elsewhere one thread runs. */
+  threads?: number;
 }
 
 export type CreateRequest = ChatCompletionRequest & { signal?: AbortSignal };
@@ -75,16 +80,22 @@ export class LocalEngine implements ChatEngine {
 
   private constructor(readonly config: ChatConfig, private readonly tokenizer: Tokenizer,
                       private readonly tvm: any, private readonly chosen: ChosenBackend, private readonly vm: any,
-                      private readonly params: any, private kv: any, private readonly fns: Record<string, any>) {}
+                      private readonly params: any, private kv: any, private readonly fns: Record<string, any>,
+                      private readonly cpuThreads: CpuThreads | null) {}
 
   get backend(): Backend {
     return this.chosen.kind;
   }
 
+  /** CPU threads the model runs on (wasm backend; 1 on webgpu). */
+  get threads(): number {
+    return this.chosen.threads;
+  }
+
   /** Download (or read from the cache), verify and upload a model; compile its kernels. */
   static async load(modelUrl: string, options: EngineOptions = {}): Promise<LocalEngine> {
     const artifacts = await loadModelArtifacts(modelUrl, options);
-    const chosen = await chooseBackend(artifacts.chatConfig, options.backend ?? "auto", artifacts.baseUrl);
+    const chosen = await chooseBackend(artifacts.chatConfig, options.backend ?? "auto", artifacts.baseUrl, options.threads);
     if (!chosen.device) return LocalEngine.instantiate(artifacts, chosen, options);
     try {
       return await withOutOfMemoryCheck(chosen.device, () => LocalEngine.instantiate(artifacts, chosen, options));
@@ -104,50 +115,64 @@ export class LocalEngine implements ChatEngine {
     const shards = new ShardLoader(artifacts, options);
     const wasm = await loadModelLib(artifacts, options, chosen.moduleFile);
     shards.progress.emit("compile", chosen.moduleFile, 0, 1, { backend: chosen.kind });
-    const tvm = await tvmjs.instantiate(wasm.slice().buffer as ArrayBuffer, tvmjs.createPolyfillWASI(), () => {});
-    if (chosen.device) tvm.initWebGPU(chosen.device);
-    tvm.beginScope();
-    const gpu = LocalEngine.device(tvm, chosen);
-    const vm = tvm.detachFromCurrentScope(tvm.createVirtualMachine(gpu));
-    if (options.prefetchShaders && chosen.device) await tvm.asyncLoadWebGPUPipelines(vm.getInternalModule());
-    const metadata = JSON.parse(String(vm.getFunction("_metadata")()));
-    const expected: string[] = metadata.params.map((p: { name: string }) => p.name);
-    const tensors: any[] = [];
-    for await (const { record, bytes } of shards.tensors()) {
-      if (record.name !== expected[tensors.length]) {
-        throw new ModelLoadError(artifacts.baseUrl + "tensor-cache.json",
-          `parameter ${tensors.length} is ${record.name}, ${chosen.moduleFile} expects ${expected[tensors.length]}`,
-          "rebuild the model folder: its files come from different builds");
+    const bytes = wasm.slice().buffer as ArrayBuffer;
+    let tvm: any;
+    let threads: CpuThreads | null = null;
+    if (chosen.threads > 1) {
+      ({ tvm, threads } = await instantiateThreaded(bytes, config.wasm_threads!.memory_pages, chosen.threads,
+                                                    artifacts.baseUrl + chosen.moduleFile));
+      chosen.threads = threads.count;
+    } else {
+      tvm = await tvmjs.instantiate(bytes, tvmjs.createPolyfillWASI(), () => {});
+    }
+    try {
+      if (chosen.device) tvm.initWebGPU(chosen.device);
+      tvm.beginScope();
+      const gpu = LocalEngine.device(tvm, chosen);
+      const vm = tvm.detachFromCurrentScope(tvm.createVirtualMachine(gpu));
+      if (options.prefetchShaders && chosen.device) await tvm.asyncLoadWebGPUPipelines(vm.getInternalModule());
+      const metadata = JSON.parse(String(vm.getFunction("_metadata")()));
+      const expected: string[] = metadata.params.map((p: { name: string }) => p.name);
+      const tensors: any[] = [];
+      for await (const { record, bytes } of shards.tensors()) {
+        if (record.name !== expected[tensors.length]) {
+          throw new ModelLoadError(artifacts.baseUrl + "tensor-cache.json",
+            `parameter ${tensors.length} is ${record.name}, ${chosen.moduleFile} expects ${expected[tensors.length]}`,
+            "rebuild the model folder: its files come from different builds");
+        }
+        const t = tvm.detachFromCurrentScope(tvm.empty(record.shape, record.dtype, gpu));
+        t.copyFromRawBytes(bytes);
+        tensors.push(t);
       }
-      const t = tvm.detachFromCurrentScope(tvm.empty(record.shape, record.dtype, gpu));
-      t.copyFromRawBytes(bytes);
-      tensors.push(t);
+      if (tensors.length !== expected.length) {
+        throw new ModelLoadError(artifacts.baseUrl + "tensor-cache.json", `has ${tensors.length} of ${expected.length} parameters`,
+          "rebuild the model folder");
+      }
+      const params = tvm.detachFromCurrentScope(tvm.makeTVMArray(tensors));
+      const keep = (f: any) => tvm.detachFromCurrentScope(f);
+      const fns: Record<string, any> = Object.fromEntries(Object.entries({
+        embed: vm.getFunction("embed"),
+        prefill: vm.getFunction("prefill"),
+        decode: vm.getFunction("decode"),
+        addSequence: tvm.getGlobalFunc("vm.builtin.kv_state_add_sequence"),
+        removeSequence: tvm.getGlobalFunc("vm.builtin.kv_state_remove_sequence"),
+        popN: tvm.getGlobalFunc("vm.builtin.kv_state_popn"),
+        begin: tvm.getGlobalFunc("vm.builtin.kv_state_begin_forward"),
+        end: tvm.getGlobalFunc("vm.builtin.kv_state_end_forward"),
+      }).map(([name, f]) => [name, keep(f)]));
+      const kv = tvm.detachFromCurrentScope(createState(tvm, vm, config));
+      fns.addSequence(kv, new tvmjs.Scalar(0, "int64"));
+      tvm.endScope();
+      if (chosen.device) await gpu.sync();
+      const tokenizer = new Tokenizer(artifacts.tokenizerJson, artifacts.tokenizerConfig, config);
+      shards.progress.emit("compile", chosen.moduleFile, 1, 1, { backend: chosen.kind });
+      shards.progress.emit("ready", null as unknown as string, 1, 1,
+        { backend: chosen.kind, ...(chosen.kind === "wasm" ? { threads: chosen.threads } : {}), ...(chosen.fallbackReason ? { fallbackReason: chosen.fallbackReason } : {}) });
+      return new LocalEngine(config, tokenizer, tvm, chosen, vm, params, kv, fns, threads);
+    } catch (err) {
+      threads?.dispose();
+      throw err;
     }
-    if (tensors.length !== expected.length) {
-      throw new ModelLoadError(artifacts.baseUrl + "tensor-cache.json", `has ${tensors.length} of ${expected.length} parameters`,
-        "rebuild the model folder");
-    }
-    const params = tvm.detachFromCurrentScope(tvm.makeTVMArray(tensors));
-    const keep = (f: any) => tvm.detachFromCurrentScope(f);
-    const fns: Record<string, any> = Object.fromEntries(Object.entries({
-      embed: vm.getFunction("embed"),
-      prefill: vm.getFunction("prefill"),
-      decode: vm.getFunction("decode"),
-      addSequence: tvm.getGlobalFunc("vm.builtin.kv_state_add_sequence"),
-      removeSequence: tvm.getGlobalFunc("vm.builtin.kv_state_remove_sequence"),
-      popN: tvm.getGlobalFunc("vm.builtin.kv_state_popn"),
-      begin: tvm.getGlobalFunc("vm.builtin.kv_state_begin_forward"),
-      end: tvm.getGlobalFunc("vm.builtin.kv_state_end_forward"),
-    }).map(([name, f]) => [name, keep(f)]));
-    const kv = tvm.detachFromCurrentScope(createState(tvm, vm, config));
-    fns.addSequence(kv, new tvmjs.Scalar(0, "int64"));
-    tvm.endScope();
-    if (chosen.device) await gpu.sync();
-    const tokenizer = new Tokenizer(artifacts.tokenizerJson, artifacts.tokenizerConfig, config);
-    shards.progress.emit("compile", chosen.moduleFile, 1, 1, { backend: chosen.kind });
-    shards.progress.emit("ready", null as unknown as string, 1, 1,
-      { backend: chosen.kind, ...(chosen.fallbackReason ? { fallbackReason: chosen.fallbackReason } : {}) });
-    return new LocalEngine(config, tokenizer, tvm, chosen, vm, params, kv, fns);
   }
 
   /** Stop the generation in progress (it ends with finish_reason "abort"). */
@@ -168,6 +193,7 @@ export class LocalEngine implements ChatEngine {
     this.kv.dispose();
     this.params.dispose();
     this.vm.dispose();
+    this.cpuThreads?.dispose();
     this.tvm.dispose();
     this.chosen.device?.destroy();
   }
@@ -293,6 +319,7 @@ export class LocalEngine implements ChatEngine {
       promptTokens: ids.length, completionTokens: generated,
       prefillSeconds: (firstToken - start) / 1000, decodeSeconds: (end - firstToken) / 1000,
       timeToFirstTokenSeconds: (firstToken - start) / 1000, cachedTokens: keep, backend: this.backend,
+      ...(this.backend === "wasm" ? { threads: this.threads } : {}),
     });
     emit(buildChunk(meta, { finishReason: finish }, req.include_usage ? usage : undefined));
     return { meta, finish, usage };

@@ -24,6 +24,8 @@ export interface LoadProgress {
   backend?: string;
   /** ready stage, backend "wasm" chosen automatically: the code of the WebGPU error that ruled it out. */
   fallbackReason?: string;
+  /** "ready" on the wasm backend: the CPU threads the model runs on. */
+  threads?: number;
 }
 
 export type ProgressCallback = (event: LoadProgress) => void;
@@ -39,7 +41,7 @@ export class ProgressReporter {
     this.bytesTotal = bytesTotal;
   }
 
-  emit(stage: ProgressStage, file: string, loaded: number, total: number, extra: { fromCache?: boolean; backend?: string; fallbackReason?: string } = {}): void {
+  emit(stage: ProgressStage, file: string, loaded: number, total: number, extra: { fromCache?: boolean; backend?: string; fallbackReason?: string; threads?: number } = {}): void {
     if (!this.callback) return;
     try {
       this.callback({ stage, file, loaded, total, bytesLoaded: this.bytesLoaded, bytesTotal: this.bytesTotal, ...extra });

@@ -225,6 +225,8 @@ export interface UsageExtra {
   time_to_first_token_s: number;
   /** Where the model ran: "webgpu" or "wasm" (the CPU). */
   backend?: string;
+  /** CPU threads the wasm backend ran on. */
+  threads?: number;
 }
 
 export interface CompletionUsage {
@@ -290,6 +292,7 @@ export interface UsageTimings {
   /** Prompt tokens reused from the KV cache. */
   cachedTokens?: number;
   backend?: string;
+  threads?: number;
 }
 
 function rate(tokens: number, seconds: number): number {
@@ -308,6 +311,7 @@ export function buildUsage(t: UsageTimings): CompletionUsage {
       decode_tokens_per_s: rate(Math.max(t.completionTokens - 1, 0), t.decodeSeconds),
       time_to_first_token_s: t.timeToFirstTokenSeconds,
       ...(t.backend ? { backend: t.backend } : {}),
+      ...(t.threads ? { threads: t.threads } : {}),
     },
   };
 }

@@ -18,6 +18,11 @@ for every int4 nibble). Here every matmul gets 4-lane vectors, in two steps:
      the same (g, kk, l) order, then every token runs a 4-lane f32 micro-kernel on it;
    - f32 weights: lanes over consecutive k, NR rows share each load of x.
 Fused epilogues (a residual add) stay as their own loops after the matmul.
+
+With ``parallel`` (the wasm32 module), the outer row-tile loop of every matmul of at least
+`PARALLEL_MIN_MACS` multiply-adds per token is a parallel loop: TVM's codegen splits its tiles into
+one contiguous range per thread (the runtime's webbuild_threads.cc; one thread without workers).
+Each row's sums keep their order, so results do not depend on the thread count.
 """
 
 from __future__ import annotations
@@ -38,6 +43,7 @@ GEMV_ROWS = 1  # rows per tile of the int4 GEMV (more rows spill registers in V8
 TILE_BYTES = 48 * 1024  # dequantized f32 weight tile of the prefill kernel (stays in L1/L2)
 GEMV_BLOCK = "gemv"  # block names of `gemv_int4_func`, found again after fusion
 GEMV_PART = "gemv_part"
+PARALLEL_MIN_MACS = 1 << 15  # smaller matmuls stay on one thread (a launch costs a few microseconds)
 
 
 def _static(extent) -> int | None:
@@ -194,12 +200,19 @@ def _group_order(ndim: int) -> tirx.IndexMap:
         lambda *i: (*i[:-1], i[-1] // GROUP, i[-1] % WORD, i[-1] // WORD % LANES), ndim=ndim)
 
 
-def schedule_gemv_int4(sch: s_tir.Schedule) -> None:
+def _parallel(sch: s_tir.Schedule, loop, macs: int, parallel: bool) -> None:
+    if parallel and macs >= PARALLEL_MIN_MACS and (_static(sch.get(loop).extent) or 0) > 1:
+        sch.parallel(loop)
+
+
+def schedule_gemv_int4(sch: s_tir.Schedule, parallel: bool = False) -> None:
     """`gemv_int4_func` (+ epilogue): per row tile and group, the 8 nibbles of 4 words."""
     block = sch.get_sblock(GEMV_BLOCK)
     *_, n, g, lane = sch.get_loops(block)  # (..., rows, groups, 4)
+    macs = (_static(sch.get(n).extent) or 0) * (_static(sch.get(g).extent) or 0) * GROUP
     n_outer, n_inner = sch.split(n, [None, GEMV_ROWS])
     sch.reorder(n_outer, g, n_inner, lane)
+    _parallel(sch, n_outer, macs, parallel)  # first: later steps break the dataflow check
     rf = sch.rfactor(lane, factor_axis=len(sch.get(block).iter_vars) - 2)
     sch.set_scope(rf, 0, "local")
     rf_loops = sch.get_loops(rf)  # (..., n_outer, g, n_inner, lane)
@@ -220,7 +233,7 @@ def schedule_gemv_int4(sch: s_tir.Schedule) -> None:
     sch.decompose_reduction(rf, g)
 
 
-def schedule_gemm_int4(sch: s_tir.Schedule, info: MatmulInfo) -> None:
+def schedule_gemm_int4(sch: s_tir.Schedule, info: MatmulInfo, parallel: bool = False) -> None:
     """Prefill with int4 weights: dequantize NR rows into a local tile wt[NR, g, kk, l]
     (vectorized over the 4 words of a group), then each token's f32 micro-kernel, x in the same
     (g, kk, l) order."""
@@ -234,6 +247,7 @@ def schedule_gemm_int4(sch: s_tir.Schedule, info: MatmulInfo) -> None:
     n_outer, n_inner = sch.split(n, [None, rows])
     g, lane, nibble = sch.split(k, [None, LANES, WORD])
     sch.reorder(n_outer, *tokens, g, nibble, n_inner, lane)
+    _parallel(sch, n_outer, info.n * info.k, parallel)
     rf = sch.rfactor(lane, factor_axis=len(sch.get(block).iter_vars) - 1)
     sch.set_scope(rf, 0, "local")
     loops = sch.get_loops(rf)  # (n_outer, ..., token, g, kk, n_inner, lane)
@@ -247,13 +261,14 @@ def schedule_gemm_int4(sch: s_tir.Schedule, info: MatmulInfo) -> None:
     sch.vectorize(sch.get_loops(info.dequantize)[-1])
 
 
-def schedule_matmul(sch: s_tir.Schedule, info: MatmulInfo, rows: int) -> None:
+def schedule_matmul(sch: s_tir.Schedule, info: MatmulInfo, rows: int, parallel: bool = False) -> None:
     """f32 weights, GEMV or GEMM: lanes over consecutive k, `rows` rows share each x load."""
     block = info.block
     *tokens, n, k = sch.get_loops(block)
     n_outer, n_inner = sch.split(n, [None, rows])
     k_outer, lane = sch.split(k, [None, LANES])
     sch.reorder(n_outer, *tokens, k_outer, n_inner, lane)
+    _parallel(sch, n_outer, info.n * info.k, parallel)
     rf = sch.rfactor(lane, factor_axis=len(sch.get(block).iter_vars) - 1)
     sch.set_scope(rf, 0, "local")
     token, k_outer, n_inner, lane = sch.get_loops(rf)[-4:]
@@ -267,21 +282,21 @@ def _block_names(sch: s_tir.Schedule) -> set[str]:
     return {sch.get(rv).name_hint for rv in sch.get_child_blocks(sch.get_sblock("root"))}
 
 
-def schedule_func(func: tirx.PrimFunc) -> tirx.PrimFunc | None:
+def schedule_func(func: tirx.PrimFunc, parallel: bool = False) -> tirx.PrimFunc | None:
     """The scheduled function, or None when it is no matmul these schedules know."""
     sch = s_tir.Schedule(func)
     try:
         if {GEMV_BLOCK, GEMV_PART} <= _block_names(sch):
-            schedule_gemv_int4(sch)
+            schedule_gemv_int4(sch, parallel)
         else:
             info = _matmul_info(sch)
             if info is None:
                 return None
             if info.dequantize is not None and info.k % GROUP == 0:
-                schedule_gemm_int4(sch, info)
+                schedule_gemm_int4(sch, info, parallel)
             elif info.dequantize is None and info.k % LANES == 0:
                 single_token = all(_static(sch.get(loop).extent) == 1 for loop in sch.get_loops(info.block)[:-2])
-                schedule_matmul(sch, info, _row_tile(info.n, 2 if single_token else ROW_TILES[0]))
+                schedule_matmul(sch, info, _row_tile(info.n, 2 if single_token else ROW_TILES[0]), parallel)
             else:
                 return None
     except s_tir.ScheduleError:
@@ -289,14 +304,15 @@ def schedule_func(func: tirx.PrimFunc) -> tirx.PrimFunc | None:
     return sch.mod["main"].with_attr("tirx.is_scheduled", True)
 
 
-def schedule_pass():
-    """Module pass scheduling every matmul PrimFunc it recognizes."""
+def schedule_pass(parallel: bool = False):
+    """Module pass scheduling every matmul PrimFunc it recognizes (``parallel``: row tiles across
+    threads)."""
 
     @tvm.transform.module_pass(opt_level=0, name="CPUMatmulSchedule")
     def _pass(mod: tvm.IRModule, _ctx) -> tvm.IRModule:
         for gvar, func in list(mod.functions_items()):
             if isinstance(func, tirx.PrimFunc) and not (func.attrs and func.attrs.get("tirx.is_scheduled", False)):
-                scheduled = schedule_func(func)
+                scheduled = schedule_func(func, parallel)
                 if scheduled is not None:
                     mod[gvar] = scheduled
         return mod

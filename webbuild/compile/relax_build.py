@@ -44,7 +44,7 @@ def inline_dequantize(mod: tvm.IRModule, _ctx) -> tvm.IRModule:
 def relax_pipeline(target: Target):
     """TVM's generic pipeline for the target, plus: transposes folded into matmuls (no transposed
     weight copies at run time), for the CPU targets (wasm32, native) the 4-lane matmul kernels of
-    `cpu_schedule` and, for WebGPU, dlight's GPU schedules."""
+    `cpu_schedule` (row tiles split across threads on wasm32: webbuild_threads.cc runs them) and, for WebGPU, dlight's GPU schedules."""
     from tvm import s_tir
     from tvm.relax.backend.cpu_generic import pipeline as cpu_generic
     from tvm.relax.backend.gpu_generic import pipeline as gpu_generic
@@ -52,7 +52,8 @@ def relax_pipeline(target: Target):
     dl = s_tir.dlight
     if target.kind.name == "llvm":
         backend, rules = cpu_generic, []  # dlight's CPU rules made decode slower and compiles 5x longer
-        before, extra = [decode_gemv_pass()], [schedule_pass(), inline_dequantize]
+        wasm = str(target.attrs.get("mtriple", "")).startswith("wasm32")
+        before, extra = [decode_gemv_pass()], [schedule_pass(parallel=wasm), inline_dequantize]
     else:
         backend = gpu_generic
         rules = [dl.gpu.Matmul(), dl.gpu.GEMV(), dl.gpu.Reduction(), dl.gpu.GeneralReduction(), dl.gpu.Fallback()]

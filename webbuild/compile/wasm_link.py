@@ -23,6 +23,7 @@ from typing import Any, Sequence
 from webbuild.compile.wasm_runtime import (
     EMSCRIPTEN_FIX,
     Progress,
+    THREADS_CFLAGS,
     RuntimeObjects,
     _tail,
     build_runtime,
@@ -40,6 +41,29 @@ LINK_FLAGS = (
     "-sSTANDALONE_WASM=1",
     "-sALLOW_MEMORY_GROWTH=1",
     "-sERROR_ON_UNDEFINED_SYMBOLS=0",
+)
+
+#: Memory of the threaded CPU module (64 KiB pages): imported and shared with its worker instances,
+#: so the JS side creates it and must match these sizes (recorded in chat-config.json).
+THREADS_MEMORY_PAGES = {"initial": 256, "maximum": 32768}  # 16 MiB, 2 GiB
+
+#: Extra flags of the threaded CPU module (model-cpu-threads.wasm): shared, imported memory, and
+#: the TLS initializer exported so that each instance can set up its own thread-local block.
+#: Emscripten's single-threaded system libraries are linked as they are (its pthread builds need
+#: its JS glue, which STANDALONE_WASM excludes), hence --no-check-features: only the main instance
+#: runs library code; worker instances run nothing but the model's parallel loop bodies (matmul
+#: row tiles, which allocate nothing and touch no library state).
+THREADS_LINK_FLAGS = (
+    "-matomics",
+    "-mbulk-memory",
+    f"-sINITIAL_MEMORY={THREADS_MEMORY_PAGES['initial'] << 16}",
+    f"-sMAXIMUM_MEMORY={THREADS_MEMORY_PAGES['maximum'] << 16}",
+    "-Wl,--shared-memory",
+    "-Wl,--no-check-features",
+    "-Wl,--import-memory",
+    "-Wl,--export-if-defined=__wasm_init_tls",
+    "-Wl,--export-if-defined=__tls_size",
+    "-Wl,--export-if-defined=__tls_align",
 )
 
 #: Imports the JS side (tvmjs Environment + its bundled emscripten WASI polyfill) provides.
@@ -105,28 +129,37 @@ def link_wasm(
             "opt_level": opt_level, "runtime_key": runtime.key}
 
 
-def _make_fcompile(opt_level: str, progress: Progress | None, info: dict, runtime: RuntimeObjects):
+def _make_fcompile(opt_level: str, progress: Progress | None, info: dict, runtime: RuntimeObjects,
+                   threads: tuple[Path, RuntimeObjects] | None):
     def fcompile(output, objects, options=None, **_kwargs):
         info.update(link_wasm(output, objects, opt_level=opt_level, progress=progress, runtime=runtime))
+        if threads is not None:
+            info["threads"] = link_wasm(threads[0], objects, opt_level=opt_level, progress=progress,
+                                        runtime=threads[1], extra_flags=THREADS_LINK_FLAGS)
 
     fcompile.object_format = "o"  # wasm object files, not LLVM bitcode
     return fcompile
 
 
-def export_wasm(executable, out_path, opt_level: str = "O1", progress: Progress | None = None
-                ) -> dict[str, Any]:
+def export_wasm(executable, out_path, opt_level: str = "O1", progress: Progress | None = None,
+                threads_path: str | os.PathLike | None = None) -> dict[str, Any]:
     """Write ``executable`` (from ``tvm.compile(..., target=webgpu with wasm32 host)``) as a
     linked ``.wasm`` at ``out_path``. ``opt_level``: "O1" links in about a second (tests),
     "O3" takes about a minute and gives a smaller, faster module (release).
 
-    Returns ``{"path", "seconds", "bytes", "opt_level", "runtime_key"}``.
+    ``threads_path``: also link the same objects with shared memory there (a CPU module whose
+    parallel loops run on Web Workers; see runtime_support/src/webbuild_threads.cc).
+
+    Returns ``{"path", "seconds", "bytes", "opt_level", "runtime_key"}`` (+ ``"threads"``: the
+    same for the threaded module).
     """
     info: dict[str, Any] = {}
     # Build (or fetch) the runtime first so its progress is reported before TVM's export.
     runtime = build_runtime(progress=progress)
+    threads = (Path(threads_path), build_runtime(THREADS_CFLAGS, progress=progress)) if threads_path else None
     with tempfile.TemporaryDirectory(prefix="webbuild-export-") as workspace:
         try:
-            executable.export_library(str(out_path), fcompile=_make_fcompile(opt_level, progress, info, runtime),
+            executable.export_library(str(out_path), fcompile=_make_fcompile(opt_level, progress, info, runtime, threads),
                                       workspace_dir=workspace)
         except ToolchainError:
             raise

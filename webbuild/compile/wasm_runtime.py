@@ -35,6 +35,29 @@ Progress = Callable[[dict], None]
 #: The three translation units of the web runtime (all in ``tvm/web/emcc``).
 RUNTIME_SOURCES = ("wasm_runtime.cc", "webgpu_runtime.cc", "tvmjs_support.cc")
 
+#: webbuild's own translation units (in ``runtime_support/src``, staged to ``src/``): the thread
+#: pool that replaces the web runtime's serial TVMBackendParallelLaunch.
+SUPPORT_SOURCES = ("webbuild_threads.cc",)
+
+#: The serial parallel-loop functions of ``wasm_runtime.cc``, dropped in favour of
+#: ``webbuild_threads.cc`` (exact text of apache-tvm 0.27).
+SERIAL_PARALLEL = (
+    "int TVMBackendParallelLaunch(FTVMParallelLambda flambda, void* cdata, int num_task) {\n"
+    "  TVMParallelGroupEnv env;\n"
+    "  env.num_task = 1;\n"
+    "  flambda(0, &env, cdata);\n"
+    "  return 0;\n"
+    "}\n",
+    "int TVMBackendParallelBarrier(int task_id, TVMParallelGroupEnv* penv) { return 0; }\n",
+)
+
+#: ``src/runtime/device_api.cc``'s workspace functions, renamed so that ``webbuild_threads.cc`` can
+#: put its own in front of them (worker threads allocate from a private arena, never from malloc).
+WORKSPACE_RENAMES = {
+    "void* TVMBackendAllocWorkspace(int device_type,": "void* TVMBackendAllocWorkspaceDefault(int device_type,",
+    "int TVMBackendFreeWorkspace(int device_type,": "int TVMBackendFreeWorkspaceDefault(int device_type,",
+}
+
 #: ``wasm_runtime.cc`` is a unity file (~40 ``#include "....cc"``) that takes ~2.5 min alone.
 #: It is split for parallel compilation: the sources under these prefixes move to generated
 #: unity files of their own (one per group) and are masked out of ``wasm_runtime.cc`` by empty
@@ -44,10 +67,15 @@ UNITY_SPLIT = {
     "ffi": ("3rdparty/tvm-ffi/",),
     "vm": ("src/runtime/vm/", "src/runtime/memory/"),
 }
-LAYOUT_VERSION = "split-ffi-vm-1"
+LAYOUT_VERSION = "split-ffi-vm-threads-1"
 
 #: Compile flags; part of the cache key. -O3 as in tvm/web/Makefile.
 DEFAULT_CFLAGS = ("-O3", "-std=c++17", "-Wno-ignored-attributes")
+
+#: The threaded flavour (for model-cpu-threads.wasm, linked with shared memory): atomics and real
+#: thread-locals. The single-threaded links keep DEFAULT_CFLAGS: there, objects built with atomics
+#: get thread-locals that nothing initializes.
+THREADS_CFLAGS = (*DEFAULT_CFLAGS, "-matomics", "-mbulk-memory")
 
 SUPPORT_DIR = Path(__file__).resolve().parent / "runtime_support"
 
@@ -147,7 +175,7 @@ def tvm_dirs() -> tuple[Path, Path]:
 
 def _support_digest() -> str:
     h = hashlib.sha256()
-    for p in sorted(SUPPORT_DIR.rglob("*.h")):
+    for p in sorted([*SUPPORT_DIR.rglob("*.h"), *SUPPORT_DIR.rglob("*.cc")]):
         h.update(str(p.relative_to(SUPPORT_DIR)).encode())
         h.update(p.read_bytes())
     return h.hexdigest()
@@ -192,7 +220,20 @@ def stage_sources(dest: Path) -> Path:
     shutil.copytree(SUPPORT_DIR / "include", root / "include", dirs_exist_ok=True)
     shutil.copytree(SUPPORT_DIR / "src", root / "src", dirs_exist_ok=True)
     shutil.copytree(SUPPORT_DIR / "3rdparty", root / "3rdparty", dirs_exist_ok=True)
+    _patch(root / "web" / "emcc" / "wasm_runtime.cc", dict.fromkeys(SERIAL_PARALLEL, ""))
+    _patch(root / "src" / "runtime" / "device_api.cc", WORKSPACE_RENAMES)
     return root
+
+
+def _patch(path: Path, replacements: dict[str, str]) -> None:
+    """Replace each exact text in a staged source; the functions webbuild_threads.cc takes over."""
+    text = path.read_text()
+    for old, new in replacements.items():
+        if old not in text:
+            raise ToolchainError(f"{path.name} lacks the code webbuild_threads.cc replaces: {old.splitlines()[0]}",
+                                 fix="use apache-tvm==0.27.0.post1")
+        text = text.replace(old, new)
+    path.write_text(text)
 
 
 def include_flags(root: Path) -> list[str]:
@@ -262,7 +303,7 @@ def build_runtime(
     key = cache_key(cflags, emcc)
     final = cache_root() / key
     # longest first: the FFI and VM parts of wasm_runtime.cc, its remainder, then the others
-    unit_names = [f"wasm_runtime_{g}.cc" for g in UNITY_SPLIT] + list(RUNTIME_SOURCES)
+    unit_names = [f"wasm_runtime_{g}.cc" for g in UNITY_SPLIT] + list(RUNTIME_SOURCES) + list(SUPPORT_SOURCES)
     objects = tuple(final / (Path(s).stem + ".o") for s in unit_names)
     total = len(unit_names)
     if not force and (final / "manifest.json").exists() and all(o.exists() for o in objects):
@@ -280,7 +321,7 @@ def build_runtime(
         out_dir.mkdir()
         flags = [*cflags, *include_flags(root)]
         generated, mask = split_unity(root)
-        if sorted(p.name for p in generated) != sorted(n for n in unit_names if n not in RUNTIME_SOURCES):
+        if sorted(p.name for p in generated) != sorted(f"wasm_runtime_{g}.cc" for g in UNITY_SPLIT):
             raise ToolchainError("splitting wasm_runtime.cc found an empty group",
                                  fix="use apache-tvm==0.27.0.post1")
         unit_flags = {n: flags for n in unit_names}
@@ -292,7 +333,7 @@ def build_runtime(
         start = time.monotonic()
         with concurrent.futures.ThreadPoolExecutor(max_workers=jobs) as pool:
             futures = {
-                pool.submit(_compile_one, emxx, root / "web" / "emcc" / s,
+                pool.submit(_compile_one, emxx, root / ("src" if s in SUPPORT_SOURCES else "web/emcc") / s,
                             out_dir / (Path(s).stem + ".o"), unit_flags[s], env): s
                 for s in unit_names
             }
