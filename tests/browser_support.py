@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
 from contextlib import contextmanager
 from pathlib import Path
 
+import numpy as np
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 from tokenizers import Tokenizer
 
@@ -63,13 +65,39 @@ def run_engine(page, server, model: str, request: dict, **options):
     return page.evaluate(ENGINE_JS, [f"{server}models/{model}/", options, request])
 
 
+def chat_prompt_ids(folder: Path, messages) -> list[int]:
+    """The prompt ids of `messages` under the folder's chat template, as the runtime tokenizes them."""
+    config = json.loads((Path(folder) / "chat-config.json").read_text())
+    tok = Tokenizer.from_file(str(Path(folder) / "tokenizer.json"))
+    env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
+    prompt = env.from_string(config["chat_template"]).render(messages=messages, add_generation_prompt=True)
+    return tok.encode(prompt, add_special_tokens=False).ids
+
+
+def decode_text(folder: Path, ids: list[int]) -> str:
+    """Token ids as text, skipping special tokens (as the runtime streams them)."""
+    return Tokenizer.from_file(str(Path(folder) / "tokenizer.json")).decode(ids, skip_special_tokens=True)
+
+
+def cpu_greedy_ids(folder: Path, messages, max_tokens: int, logit_bias: dict[int, float] | None = None) -> list[int]:
+    """The CPU build's greedy ids for the chat prompt, with `logit_bias` added to the logits (as the
+    runtime's logit_bias does); stops after a stop id (a bias of -100 on them makes that unlikely)."""
+    model = CpuModel(folder)
+    stops = set(model.config["stop_token_ids"])
+    out: list[int] = []
+    logits = model.prefill(chat_prompt_ids(folder, messages))
+    while len(out) < max_tokens:
+        for token, bias in (logit_bias or {}).items():
+            logits[token] += bias
+        out.append(int(np.argmax(logits)))
+        if out[-1] in stops or len(out) == max_tokens:
+            break
+        logits = model.decode(out[-1])
+    return out
+
+
 def cpu_greedy_text(folder: Path, messages, max_tokens: int) -> str:
     """The CPU build's greedy completion for the same chat prompt, decoded like the runtime does."""
-    model = CpuModel(folder)
-    tok = Tokenizer.from_file(str(folder / "tokenizer.json"))
-    env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
-    prompt = env.from_string(model.config["chat_template"]).render(messages=messages, add_generation_prompt=True)
-    ids = tok.encode(prompt, add_special_tokens=False).ids
-    out = model.greedy(ids, max_tokens, stop=set(model.config["stop_token_ids"]))
-    out = [t for t in out if t not in model.config["stop_token_ids"]]
-    return tok.decode(out, skip_special_tokens=True)
+    stops = json.loads((Path(folder) / "chat-config.json").read_text())["stop_token_ids"]
+    out = [t for t in cpu_greedy_ids(folder, messages, max_tokens) if t not in stops]
+    return decode_text(folder, out)

@@ -32,6 +32,18 @@ def write_gguf(path: Path, arch: str = "llama", tensors: dict | None = None,
         "blk.0.attn_k.weight": rng.standard_normal((4, 8), dtype=np.float32),
     }
     tensors = default if tensors is None else {**default, **tensors}
+    writer = _tiny_writer(path, arch)
+    writer.add_rope_scaling_type(gguf.RopeScalingType.LINEAR)
+    writer.add_rope_scaling_factor(2.0)
+    for key, value in (extra or {}).items():
+        writer.add_uint32(key, value)
+    _write_tensors(writer, tensors)
+    return tensors
+
+
+def _tiny_writer(path: Path, arch: str) -> gguf.GGUFWriter:
+    """A writer with the tiny model's hyperparameters (1 layer, hidden 8, FFN 16, 2 heads, 1 KV head)
+    and vocabulary."""
     writer = gguf.GGUFWriter(path, arch)
     writer.add_block_count(1)
     writer.add_context_length(64)
@@ -40,15 +52,37 @@ def write_gguf(path: Path, arch: str = "llama", tensors: dict | None = None,
     writer.add_head_count(2)
     writer.add_head_count_kv(1)
     writer.add_layer_norm_rms_eps(1e-6)
-    writer.add_rope_scaling_type(gguf.RopeScalingType.LINEAR)
-    writer.add_rope_scaling_factor(2.0)
     add_tiny_tokenizer(writer)
-    for key, value in (extra or {}).items():
-        writer.add_uint32(key, value)
+    return writer
+
+
+def _write_tensors(writer: gguf.GGUFWriter, tensors: dict[str, np.ndarray]) -> None:
     for name, value in tensors.items():
         writer.add_tensor(name, value)
     writer.write_header_to_file()
     writer.write_kv_data_to_file()
     writer.write_tensors_to_file()
     writer.close()
-    return tensors
+
+
+def write_tiny_llama_gguf(path: Path, seed: int = 1) -> Path:
+    """A complete tiny llama GGUF (1 layer, hidden 8, 2 heads, 1 KV head, untied output, F32) with
+    the 16-token vocabulary and a plain chat template: small enough for llama.cpp (wllama) to run
+    in a few milliseconds per token."""
+    rng = np.random.default_rng(seed)
+
+    def r(*shape):
+        return (rng.standard_normal(shape) * 0.3).astype(np.float32)
+
+    ones = np.ones(8, dtype=np.float32)
+    tensors = {
+        "token_embd.weight": r(16, 8), "output_norm.weight": ones, "output.weight": r(16, 8),
+        "blk.0.attn_norm.weight": ones, "blk.0.attn_q.weight": r(8, 8), "blk.0.attn_k.weight": r(4, 8),
+        "blk.0.attn_v.weight": r(4, 8), "blk.0.attn_output.weight": r(8, 8), "blk.0.ffn_norm.weight": ones,
+        "blk.0.ffn_gate.weight": r(16, 8), "blk.0.ffn_up.weight": r(16, 8), "blk.0.ffn_down.weight": r(8, 16),
+    }
+    writer = _tiny_writer(path, "llama")
+    writer.add_rope_dimension_count(4)
+    writer.add_chat_template("{% for m in messages %}{{ m['content'] }}{% endfor %}")
+    _write_tensors(writer, tensors)
+    return path
