@@ -87,7 +87,8 @@ export interface CpuThreads {
 
 /** Instantiate a threaded CPU module with tvmjs and start `threads - 1` workers for it. */
 export async function instantiateThreaded(bytes: ArrayBuffer, pages: MemoryPages, threads: number, url: string,
-                                          spawn: SpawnThread = browserSpawn): Promise<{ tvm: any; threads: CpuThreads }> {
+                                          spins?: number, spawn: SpawnThread = browserSpawn
+): Promise<{ tvm: any; threads: CpuThreads }> {
   const module = await WebAssembly.compile(bytes);
   const memory = new WebAssembly.Memory({ initial: pages.initial, maximum: pages.maximum, shared: true });
   const wasi: any = tvmjs.createPolyfillWASI();
@@ -135,6 +136,7 @@ export async function instantiateThreaded(bytes: ArrayBuffer, pages: MemoryPages
       if (Date.now() > deadline) throw late();
       await new Promise((r) => setTimeout(r, 1));
     }
+    if (spins !== undefined) exports.webbuild_threads_set_spins(spins);
     const count = exports.webbuild_threads_enable(threads - 1) + 1;
     return { tvm, threads: { count, dispose } };
   } catch (err) {

@@ -60,7 +60,7 @@ int TVMBackendFreeWorkspace(int device_type, int device_id, void* ptr) {
 namespace {
 
 constexpr int kMaxWorkers = 64;
-constexpr int kSpinsBeforeSleep = 1 << 17;
+constexpr int32_t kDefaultSpins = 1 << 17;  // checks of `generation` before a worker sleeps (~0.1 ms)
 
 struct Pool {
   std::atomic<int32_t> generation{0};  // bumped by every launch that involves workers
@@ -69,6 +69,7 @@ struct Pool {
   std::atomic<int32_t> entered{0};     // workers that have reached their loop
   std::atomic<int32_t> failed{0};      // a worker's task returned non-zero in this launch
   int32_t num_workers = 0;             // workers that take part in launches
+  std::atomic<int32_t> spins{kDefaultSpins};
   bool in_launch = false;              // nested parallel loops run serially
   FTVMParallelLambda lambda = nullptr;
   void* cdata = nullptr;
@@ -192,7 +193,8 @@ __attribute__((export_name("webbuild_thread_main"))) void webbuild_thread_main(i
   pool.entered.fetch_add(1, std::memory_order_release);
   for (;;) {
     int32_t now = seen;
-    for (int spin = 0; spin < kSpinsBeforeSleep && now == seen; ++spin) {
+    int32_t limit = pool.spins.load(std::memory_order_relaxed);
+    for (int32_t spin = 0; spin < limit && now == seen; ++spin) {
       now = pool.generation.load(std::memory_order_acquire);
     }
     while (now == seen) {
@@ -221,6 +223,11 @@ __attribute__((export_name("webbuild_threads_enable"))) int32_t webbuild_threads
   if (n > kMaxWorkers) n = kMaxWorkers;
   pool.num_workers = n < 0 ? 0 : n;
   return pool.num_workers;
+}
+
+/*! \brief How long idle workers spin before they sleep, in checks (0: sleep at once). */
+__attribute__((export_name("webbuild_threads_set_spins"))) void webbuild_threads_set_spins(int32_t spins) {
+  pool.spins.store(spins < 0 ? 0 : spins, std::memory_order_relaxed);
 }
 
 /*! \brief Workers in use (0: loops run on the calling thread only). */
