@@ -43,7 +43,7 @@ def emulate_int4(w: np.ndarray, group: int = 32) -> np.ndarray:
     return out
 
 
-@pytest.mark.parametrize("variant", ["untied", "tied_bias"])
+@pytest.mark.parametrize("variant", ["untied", "tied_bias", "llama3_rope"])
 def test_q0f32_matches_transformers_prefill_and_decode(variant, tiny_llama_dirs, cpu_build):
     folder, cfg = tiny_llama_dirs[variant]
     built = cpu_build(folder, "q0f32", prefill_chunk=8)  # 12-token prompt: two prefill chunks

@@ -20,7 +20,7 @@ from .compile.targets import TARGETS
 from . import catalog
 from .catalog import Recipe
 from .errors import ConfigError, UnsupportedQuantizationError, WebbuildError
-from .loaders import load_checkpoint
+from .loaders import load_checkpoint, synthetic
 from .progress import ProgressFn, event, silent
 from .quant.convert import convert_params, float_shapes
 from .quant.scheme import get_scheme
@@ -73,16 +73,23 @@ def build(req: BuildRequest, progress: ProgressFn = silent) -> BuildResult:
     """Run a whole build; the output folder appears only when everything succeeded."""
     started = time.monotonic()
     _validate(req)
-    source_path, model_id, recipe = _resolve(req.source)
+    random_weights = synthetic.is_synthetic(req.source)
+    if random_weights:
+        source_path, model_id, recipe = req.source, synthetic.model_id(req.source), None
+    else:
+        source_path, model_id, recipe = _resolve(req.source)
     scheme = get_scheme(_quantization(req, recipe))
     progress(event("load", str(source_path)))
-    checkpoint = load_checkpoint(source_path)
+    checkpoint = synthetic.load_synthetic(req.source) if random_weights else load_checkpoint(source_path)
     if recipe and recipe.chat_template:
         checkpoint.chat_template = recipe.chat_template
     arch = get_architecture(checkpoint.config.get("model_type"))
-    config = arch.parse_config(checkpoint.config, BuildOptions(req.context_window, req.prefill_chunk))
-    wmap = arch.weight_map(config)
-    check_coverage(checkpoint, wmap)
+    options = BuildOptions(req.context_window or checkpoint.context_window, req.prefill_chunk)
+    config = arch.parse_config(checkpoint.config, options)
+    wmap = None
+    if checkpoint.param_generator is None:
+        wmap = arch.weight_map(config)
+        check_coverage(checkpoint, wmap)
 
     out_root = Path(req.out)
     out_root.mkdir(parents=True, exist_ok=True)
@@ -96,11 +103,15 @@ def build(req: BuildRequest, progress: ProgressFn = silent) -> BuildResult:
         names = [name for name, _, _ in lowered.params]
         shapes = float_shapes(lowered.params)
         param_count = sum(math.prod(s) for s in shapes.values())
-        read_float = float_reader(checkpoint, wmap, shapes)
+
+        def arrays():
+            if checkpoint.param_generator is not None:  # synthetic: parameters made directly
+                return ((name, checkpoint.param_generator(name, shape, dtype)) for name, shape, dtype in lowered.params)
+            dtypes = {name: dtype for name, _, dtype in lowered.params}
+            return convert_params(names, float_reader(checkpoint, wmap, shapes), scheme, dtypes)
 
         def tensors():
-            dtypes = {name: dtype for name, _, dtype in lowered.params}
-            for i, (name, array) in enumerate(convert_params(names, read_float, scheme, dtypes)):
+            for i, (name, array) in enumerate(arrays()):
                 progress(event("weights", name, i + 1, len(names)))
                 yield name, array
 

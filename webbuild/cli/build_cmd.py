@@ -14,7 +14,8 @@ DEFAULT_OUT = "out/models"
 def register(sub) -> None:
     p = sub.add_parser("build", help="compile a checkpoint into a browser model folder",
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("source", help="Hugging Face folder, .gguf file, or catalog name (see models/)")
+    p.add_argument("source", help="Hugging Face folder, .gguf file, catalog name (see models/), or "
+                                   "synthetic:llama-3.2-1b / synthetic:llama-3-8b (random weights)")
     p.add_argument("--quantization", "-q", default=None, help=f"one of {', '.join(SCHEMES)} "
                    "(default: the catalog recipe's, else q4f32_1)")
     p.add_argument("--out", "-o", default=DEFAULT_OUT, help="folder that receives the model folder")

@@ -18,7 +18,7 @@ from tvm.target import Target
 from ..arch.base import Architecture
 from ..quant.scheme import QuantScheme
 from .cpu_schedule import decode_gemv_pass, schedule_pass
-from .kv_cache_patch import install_precise_webgpu_trig, replace_racy_merge_state
+from .kv_cache_patch import install_let_free_llama3_rope, install_precise_webgpu_trig, replace_racy_merge_state
 
 WASM_TRIPLE = "wasm32-unknown-unknown-wasm"
 
@@ -106,6 +106,7 @@ def _with_metadata(mod: tvm.IRModule, metadata: dict) -> tvm.IRModule:
 def lower(arch: Architecture, config, scheme: QuantScheme, target_name: str) -> LoweredModel:
     """Build the nn.Module, export its Relax functions and compile them for the target."""
     target = make_target(target_name)
+    install_let_free_llama3_rope()  # before export: the KV-cache kernels are made there
     with target:
         model = arch.build_model(config, scheme)
         mod, named_params = model.export_tvm(spec=model.get_default_spec())

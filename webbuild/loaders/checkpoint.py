@@ -20,6 +20,10 @@ class Checkpoint:
         (always `tokenizer.json`; `tokenizer_config.json` when the source has one).
     chat_template: the Jinja chat template, or None.
     generation_config: `generation_config.json`-style dict (may be empty).
+    param_generator: synthetic checkpoints only (webbuild.loaders.synthetic): returns each model
+        parameter directly, `(name, shape, dtype) -> array`, instead of float source tensors.
+    context_window: the default context window when the build does not set one (None: the
+        model's own limit).
     """
 
     source: Path
@@ -29,3 +33,5 @@ class Checkpoint:
     tokenizer_files: dict[str, bytes]
     chat_template: str | None = None
     generation_config: dict = field(default_factory=dict)
+    param_generator: Callable[[str, tuple[int, ...], str], np.ndarray] | None = None
+    context_window: int | None = None
