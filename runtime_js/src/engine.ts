@@ -33,6 +33,9 @@ export interface EngineOptions extends LoadOptions {
    * reports (navigator.hardwareConcurrency), at most 8. More than 1 needs a cross-origin isolated
    * page (COOP/COEP headers, as `webbuild serve` sends); elsewhere one thread runs. */
   threads?: number;
+  /** Tuning: how many times an idle CPU worker checks for work before it sleeps (default 131072,
+   * about 0.1 ms; more wakes faster, but spinning takes a core from other work). */
+  threadSpins?: number;
 }
 
 export type CreateRequest = ChatCompletionRequest & { signal?: AbortSignal };
@@ -77,6 +80,7 @@ export class LocalEngine implements ChatEngine {
   private interrupted = false;
   private busy: Promise<unknown> = Promise.resolve();
   private disposed = false;
+  private tokenInput: any = null;
 
   private constructor(readonly config: ChatConfig, private readonly tokenizer: Tokenizer,
                       private readonly tvm: any, private readonly chosen: ChosenBackend, private readonly vm: any,
@@ -120,7 +124,7 @@ export class LocalEngine implements ChatEngine {
     let threads: CpuThreads | null = null;
     if (chosen.threads > 1) {
       ({ tvm, threads } = await instantiateThreaded(bytes, config.wasm_threads!.memory_pages, chosen.threads,
-                                                    artifacts.baseUrl + chosen.moduleFile));
+                                                    artifacts.baseUrl + chosen.moduleFile, options.threadSpins));
       chosen.threads = threads.count;
     } else {
       tvm = await tvmjs.instantiate(bytes, tvmjs.createPolyfillWASI(), () => {});
@@ -160,6 +164,8 @@ export class LocalEngine implements ChatEngine {
         begin: tvm.getGlobalFunc("vm.builtin.kv_state_begin_forward"),
         end: tvm.getGlobalFunc("vm.builtin.kv_state_end_forward"),
       }).map(([name, f]) => [name, keep(f)]));
+      const argmax = LocalEngine.optionalFunction(vm, "argmax");
+      if (argmax) fns.argmax = keep(argmax);
       const kv = tvm.detachFromCurrentScope(createState(tvm, vm, config));
       fns.addSequence(kv, new tvmjs.Scalar(0, "int64"));
       tvm.endScope();
@@ -172,6 +178,15 @@ export class LocalEngine implements ChatEngine {
     } catch (err) {
       threads?.dispose();
       throw err;
+    }
+  }
+
+  /** A VM function the module may lack (folders built before it existed), else null. */
+  private static optionalFunction(vm: any, name: string): any {
+    try {
+      return vm.getFunction(name);
+    } catch {
+      return null;
     }
   }
 
@@ -190,6 +205,7 @@ export class LocalEngine implements ChatEngine {
     this.interrupt();
     await this.busy.catch(() => {});
     this.disposed = true;
+    this.tokenInput?.dispose();
     this.kv.dispose();
     this.params.dispose();
     this.vm.dispose();
@@ -243,7 +259,9 @@ export class LocalEngine implements ChatEngine {
     for (let start = 0, size = callSize(); start < ids.length; start += size, size = callSize()) {
       const chunk = ids.slice(start, start + size);
       tvm.beginScope();
-      const input = tvm.empty([chunk.length], "int32", gpu);
+      // one-token calls (decode) reuse one input buffer: no device allocation per token
+      this.tokenInput ??= chunk.length === 1 ? tvm.detachFromCurrentScope(tvm.empty([1], "int32", gpu)) : null;
+      const input = chunk.length === 1 ? this.tokenInput : tvm.empty([chunk.length], "int32", gpu);
       input.copyFrom(Int32Array.from(chunk));
       const embed = fns.embed(input, this.params);
       const hidden = embed.shape[embed.shape.length - 1];
@@ -270,6 +288,28 @@ export class LocalEngine implements ChatEngine {
     return values;
   }
 
+  /** The token id of the largest logit, computed by the module's `argmax`: 4 bytes read back. */
+  private async readArgmax(logits: any): Promise<number> {
+    const { tvm } = this;
+    tvm.beginScope();
+    const token = this.fns.argmax(logits);
+    const host = tvm.empty([1], "int32", tvm.cpu());
+    host.copyFrom(token);
+    if (this.chosen.device) await tvm.webgpu().sync();
+    const id = (host.toArray() as Int32Array)[0]!;
+    tvm.endScope();
+    logits.dispose();
+    return id;
+  }
+
+  /** The next token from a forward pass's logits: on the device when decoding is plain greedy
+   * (temperature 0, no bias or penalties), else sampled on the CPU from the logits read back. */
+  private async nextToken(logits: any, sampler: Sampler, req: NormalizedRequest): Promise<number> {
+    const greedy = this.fns.argmax && req.temperature <= 0 && req.logit_bias.size === 0 &&
+      req.repetition_penalty === 1 && req.frequency_penalty === 0 && req.presence_penalty === 0;
+    return greedy ? this.readArgmax(logits) : sampler.sample(await this.readLogits(logits));
+  }
+
   private async generate(req: NormalizedRequest, signal: AbortSignal | undefined,
                          emit: (chunk: ChatCompletionChunk) => void): Promise<GenerationResult> {
     this.interrupted = false;
@@ -293,13 +333,12 @@ export class LocalEngine implements ChatEngine {
     const decoder = this.tokenizer.streamDecoder({ skipSpecial: true, context: ids.slice(-4) });
     emit(buildChunk(meta, { role: "assistant", content: "" }));
 
-    let logits = await this.readLogits(this.forward(ids.slice(keep)));
+    let token = await this.nextToken(this.forward(ids.slice(keep)), sampler, req);
     const firstToken = performance.now();
     let generated = 0;
     let finish: FinishReason = "length";
     while (generated < budget) {
       if (signal?.aborted || this.interrupted) { finish = "abort"; break; }
-      const token = sampler.sample(logits);
       sampler.accept(token);
       generated++;
       if (stops.has(token)) { finish = "stop"; break; }
@@ -307,7 +346,7 @@ export class LocalEngine implements ChatEngine {
       if (text) emit(buildChunk(meta, { content: text }));
       if (stopped) { finish = "stop"; break; }
       if (generated >= budget) break;
-      logits = await this.readLogits(this.forward([token]));
+      token = await this.nextToken(this.forward([token]), sampler, req);
     }
     if (!matcher.stopped) {
       // the text held back as a possible stop-string prefix (or incomplete bytes) is final now

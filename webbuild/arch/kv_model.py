@@ -102,12 +102,13 @@ def last_token(hidden: Tensor) -> Tensor:
 
 
 def model_spec(hidden_size: int, dtype: str, state_arg: str, state_type: type, create: dict[str, dict],
-               param_mode: str = "packed") -> dict:
+               param_mode: str = "packed", vocab_size: int | None = None) -> dict:
     """The `export_tvm` spec every language model exports: embed, prefill and decode over a sequence
-    state object (`state_arg` of `state_type`), plus the functions in `create` that make that state
-    (name -> its integer arguments). Parameters are one tuple argument by default, as the runtimes
-    pass them."""
+    state object (`state_arg` of `state_type`), with `vocab_size` the `argmax` of a logits vector
+    (webbuild.arch.greedy), plus the functions in `create` that make that state (name -> its
+    integer arguments). Parameters are one tuple argument by default, as the runtimes pass them."""
     packed = {"param_mode": param_mode, "effect_mode": "none"}
+    no_params = {"param_mode": "none", "effect_mode": "none"}
     spec = {
         "embed": {"input_ids": nn.spec.Tensor(["seq_len"], "int32"), "$": packed},
         "prefill": {
@@ -121,13 +122,15 @@ def model_spec(hidden_size: int, dtype: str, state_arg: str, state_type: type, c
             "$": packed,
         },
     }
+    if vocab_size is not None:
+        spec["argmax"] = {"logits": nn.spec.Tensor([1, 1, vocab_size], "float32"), "$": no_params}
     for name, args in create.items():
-        spec[name] = {**args, "$": {"param_mode": "none", "effect_mode": "none"}}
+        spec[name] = {**args, "$": no_params}
     return spec
 
 
-def kv_model_spec(hidden_size: int, dtype: str, param_mode: str = "packed") -> dict:
+def kv_model_spec(hidden_size: int, dtype: str, param_mode: str = "packed", vocab_size: int | None = None) -> dict:
     """The spec of a paged-KV-cache model (see `model_spec`)."""
     create = {"create_paged_kv_cache": dict.fromkeys(
         ("max_batch_size", "max_total_seq_len", "prefill_chunk_size", "page_size", "support_sliding_window"), int)}
-    return model_spec(hidden_size, dtype, "paged_kv_cache", PagedKVCache, create, param_mode)
+    return model_spec(hidden_size, dtype, "paged_kv_cache", PagedKVCache, create, param_mode, vocab_size)

@@ -110,7 +110,7 @@ class RNNState(Object):
         )
 
 
-def rnn_model_spec(hidden_size: int, dtype: str) -> dict:
+def rnn_model_spec(hidden_size: int, dtype: str, vocab_size: int | None = None) -> dict:
     """The spec of an RNN-state model (see `kv_model.model_spec`)."""
     create = {"create_rnn_state": dict.fromkeys(("max_batch_size", "max_history"), int)}
-    return model_spec(hidden_size, dtype, "rnn_state", RNNState, create)
+    return model_spec(hidden_size, dtype, "rnn_state", RNNState, create, vocab_size=vocab_size)

@@ -25,6 +25,7 @@ from tvm.target import Target
 
 from ..quant import layers
 from ..quant.scheme import QuantScheme
+from . import greedy
 from .base import Architecture, BuildOptions, ConfigReader, WeightMap, WeightSource
 from .kv_model import last_token
 from .rnn_model import RNNState, StateVector, rnn_model_spec
@@ -261,8 +262,11 @@ class RwkvForCausalLM(nn.Module):
     def create_rnn_state(self, max_batch_size, max_history) -> RNNState:
         return RNNState.create(self.config.num_hidden_layers, self.config.state_vectors, max_batch_size, max_history)
 
+    def argmax(self, logits: Tensor) -> Tensor:
+        return greedy.argmax(logits)  # (1, 1, vocab) -> (1,) int32
+
     def get_default_spec(self):
-        return rnn_model_spec(self.config.hidden_size, self.dtype)
+        return rnn_model_spec(self.config.hidden_size, self.dtype, self.config.vocab_size)
 
 
 def weight_map(c: RwkvConfig) -> WeightMap:

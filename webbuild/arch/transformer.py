@@ -7,6 +7,11 @@ weight map. Attention always goes through TVM's paged KV cache with one fused q/
 RoPE (full or partial, rotate-half) is applied by the cache's kernels. Checkpoints with
 interleaved ("rotate every two") rotary get their q/k rows permuted at build time, which is
 exact: q.k is unchanged when both are permuted alike.
+
+On WebGPU the one-token `decode` runs each block in four fused GEMV kernels
+(webbuild.quant.decode_gemv: norm + qkv, output + residual, norm + gate/up, activation + down +
+residual) plus the KV cache's three attention kernels, and the output head applies the final norm
+itself; `prefill` and the CPU modules keep the separate norm and activation ops.
 """
 
 from __future__ import annotations
@@ -20,8 +25,9 @@ from tvm.relax.frontend.nn import Tensor, op
 from tvm.relax.frontend.nn.llm.kv_cache import PagedKVCache, RopeMode
 
 from ..errors import ConfigError
-from ..quant import layers
+from ..quant import decode_gemv, layers
 from ..quant.scheme import QuantScheme
+from . import greedy
 from .base import BuildOptions, ConfigReader, WeightMap, WeightSource, concat_rows
 from .kv_model import KVCacheSpec, create_kv_cache, kv_model_spec, last_token
 
@@ -233,13 +239,17 @@ class Attention(nn.Module):
             self.k_norm = HeadNorm(self.kv_heads, self.head_dim, c.norm_eps, c.qk_norm_bias, scheme.dtype)
 
     def forward(self, x: Tensor, cache: PagedKVCache, layer_id: int) -> Tensor:
-        b, s, _ = x.shape
-        qkv = op.reshape(self.qkv(x), (b, s, self.heads + 2 * self.kv_heads, self.head_dim))
+        return self.o(self.attend(self.qkv(x), cache, layer_id))  # (b, s, hidden)
+
+    def attend(self, qkv: Tensor, cache: PagedKVCache, layer_id: int) -> Tensor:
+        """(b, s, (heads + 2 kv_heads) * head_dim) projections -> (b, s, heads * head_dim) attention."""
+        b, s, _ = qkv.shape
+        qkv = op.reshape(qkv, (b, s, self.heads + 2 * self.kv_heads, self.head_dim))
         if self.q_norm is not None:
             q, k, v = op.split(qkv, [self.heads, self.heads + self.kv_heads], axis=2)
             qkv = op.concat([self.q_norm(q), self.k_norm(k), v], dim=2)  # (b, s, heads + 2 kv_heads, head_dim)
         out = cache.attention_with_fused_qkv(layer_id, qkv, self.heads, sm_scale=self.head_dim**-0.5)
-        return self.o(op.reshape(out, (b, s, self.heads * self.head_dim)))  # (b, s, hidden)
+        return op.reshape(out, (b, s, self.heads * self.head_dim))
 
 
 class MLP(nn.Module):
@@ -275,9 +285,24 @@ class Block(nn.Module):
             return x + self.mlp(self.mlp_norm(x))
         return x + attn + self.mlp(h if self.mlp_norm is None else self.mlp_norm(x))
 
+    def decode_step(self, x: Tensor, cache: PagedKVCache, layer_id: int) -> Tensor:
+        """`forward` for one token, in the fused decode kernels: the norms run inside the
+        projections that read them, the activation inside the down projection, the residual adds
+        in the epilogues of the output and down projections. (1, 1, hidden) -> (1, 1, hidden)."""
+        qkv = decode_gemv.fused_linear(x, self.attn.qkv, norm=self.attn_norm)  # (1, 1, (heads + 2 kv) * head_dim)
+        attn = self.attn.attend(qkv, cache, layer_id)  # (1, 1, heads * head_dim)
+        x_attn = decode_gemv.fused_linear(attn, self.attn.o, residual=x)  # x + o(attn): (1, 1, hidden)
+        if self.residual == "sequential":
+            up_in, up_norm = x_attn, self.mlp_norm
+        else:
+            up_in, up_norm = x, self.attn_norm if self.mlp_norm is None else self.mlp_norm
+        mlp = self.mlp
+        up = decode_gemv.fused_linear(up_in, mlp.up, norm=up_norm)  # (1, 1, (2 if gated else 1) * intermediate)
+        return decode_gemv.fused_linear(up, mlp.down, act=mlp.act, gated=mlp.gated, residual=x_attn)
+
 
 class TransformerLM(nn.Module):
-    """The exported model: embed, prefill, decode and create_paged_kv_cache."""
+    """The exported model: embed, prefill, decode, argmax and create_paged_kv_cache."""
 
     def __init__(self, c: TransformerConfig, scheme: QuantScheme):
         self.config = c
@@ -288,15 +313,18 @@ class TransformerLM(nn.Module):
         self.final_norm = make_norm(c, c.hidden_size, scheme.dtype)
         self.lm_head = None if c.tie_word_embeddings else layers.linear(
             c.hidden_size, c.vocab_size, scheme, bias=c.lm_head_bias)
+        self.fused_decode = decode_gemv.enabled()
 
-    def _body(self, x: Tensor, cache: PagedKVCache) -> Tensor:
+    def _body(self, x: Tensor, cache: PagedKVCache, fused: bool = False) -> Tensor:
+        """The blocks, (b, s, hidden) -> (b, s, hidden); then the final norm unless `fused` (one-token
+        decode kernels, where the output head applies it)."""
         b, s, hidden = x.shape
         if self.pos_embed is not None:
             positions = cache.get_query_positions(b * s)  # (s,) int32, from the cache's sequence lengths
             x = x + op.reshape(self.pos_embed(positions), (b, s, hidden))
         for layer_id, layer in enumerate(self.layers):
-            x = layer(x, cache, layer_id)
-        return self.final_norm(x)  # (b, s, hidden)
+            x = layer.decode_step(x, cache, layer_id) if fused else layer(x, cache, layer_id)
+        return x if fused else self.final_norm(x)
 
     def _logits(self, hidden: Tensor) -> Tensor:
         if self.lm_head is None:
@@ -314,6 +342,10 @@ class TransformerLM(nn.Module):
         return self._logits(last_token(hidden)), paged_kv_cache  # logits: (1, 1, vocab)
 
     def decode(self, input_embed: Tensor, paged_kv_cache: PagedKVCache):
+        if self.fused_decode:
+            x = self._body(input_embed, paged_kv_cache, fused=True)  # (1, 1, hidden), before the final norm
+            head = self.tok_embed if self.lm_head is None else self.lm_head
+            return decode_gemv.fused_linear(x, head, norm=self.final_norm, out_dtype="float32"), paged_kv_cache
         hidden = self._body(input_embed, paged_kv_cache)  # (1, 1, hidden)
         return self._logits(hidden), paged_kv_cache
 
@@ -322,8 +354,11 @@ class TransformerLM(nn.Module):
         return create_kv_cache(self.config.kv, self.dtype, max_batch_size, max_total_seq_len,
                                prefill_chunk_size, page_size, support_sliding_window)
 
+    def argmax(self, logits: Tensor) -> Tensor:
+        return greedy.argmax(logits)  # (1, 1, vocab) -> (1,) int32
+
     def get_default_spec(self):
-        return kv_model_spec(self.config.hidden_size, self.dtype)
+        return kv_model_spec(self.config.hidden_size, self.dtype, vocab_size=self.config.vocab_size)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -7,8 +7,8 @@ Layout, for a weight W of shape (rows, cols) quantized along `cols` (the reducti
 Symmetric (zero is exact, no offset) and using all 16 codes: the group's value of largest
 magnitude m maps to code -8, so scale = m / -8 and every other value rounds into [-8, 7].
 Dequantized value: (nibble - 8) * scale. Dequantization is a TE stage inside the same PrimFunc as
-the matmul that consumes it (or applied to the gathered rows of an embedding lookup), so no
-dequantized copy of a weight exists at run time.
+the matmul that consumes it (an embedding lookup gathers and dequantizes its rows in one kernel),
+so no dequantized copy of a weight exists at run time.
 """
 
 from __future__ import annotations
@@ -53,17 +53,19 @@ def dequantize_int4(q_weight: np.ndarray, q_scale: np.ndarray, group_size: int) 
     return values * scale
 
 
+def _dequantized_value(q_weight: te.Tensor, q_scale: te.Tensor, row, j, group_size: int, dtype: str):
+    """W[row, j] from its packed word and its group's scale."""
+    word = q_weight[row, j // VALUES_PER_WORD]
+    shift = (j % VALUES_PER_WORD * 4).astype("uint32")
+    nibble = tirx.bitwise_and(tirx.shift_right(word, shift), tirx.const(0xF, "uint32"))
+    return (nibble.astype(dtype) - tirx.const(OFFSET, dtype)) * q_scale[row, j // group_size]
+
+
 def _dequantize_te(q_weight: te.Tensor, q_scale: te.Tensor, cols: int, group_size: int, dtype: str):
     """TE compute of the dequantized (rows, cols) matrix; inlined into its consumer by fusion."""
     rows = q_weight.shape[0]
-
-    def element(i, j):
-        word = q_weight[i, j // VALUES_PER_WORD]
-        shift = (j % VALUES_PER_WORD * 4).astype("uint32")
-        nibble = tirx.bitwise_and(tirx.shift_right(word, shift), tirx.const(0xF, "uint32"))
-        return (nibble.astype(dtype) - tirx.const(OFFSET, dtype)) * q_scale[i, j // group_size]
-
-    return te.compute((rows, cols), element, name="dequantize")
+    return te.compute((rows, cols), lambda i, j: _dequantized_value(q_weight, q_scale, i, j, group_size, dtype),
+                      name="dequantize")
 
 
 def _dequantize_matmul_te(x: te.Tensor, q_weight: te.Tensor, q_scale: te.Tensor, cols: int, group_size: int,
@@ -89,12 +91,12 @@ def dequantize_matmul(x: Tensor, q_weight: Tensor, q_scale: Tensor, cols: int, g
     )
 
 
-def _dequantize(q_weight: Tensor, q_scale: Tensor, cols: int, group_size: int, dtype: str) -> Tensor:
-    return op.tensor_expr_op(
-        lambda qw, qs: _dequantize_te(qw, qs, cols, group_size, dtype),
-        "dequantize",
-        args=[q_weight, q_scale],
-    )
+def _embedding_rows_te(q_weight: te.Tensor, q_scale: te.Tensor, ids: te.Tensor, cols: int, group_size: int,
+                       dtype: str):
+    """Dequantized rows `ids` (seq,) of a quantized (num, cols) table: (seq, cols)."""
+    return te.compute((ids.shape[0], cols),
+                      lambda s, j: _dequantized_value(q_weight, q_scale, ids[s], j, group_size, dtype),
+                      name="embedding_rows")
 
 
 class GroupQuantLinear(nn.Module):
@@ -129,10 +131,12 @@ class GroupQuantEmbedding(nn.Module):
         self.q_scale = nn.Parameter((num, dim // group_size), dtype)
 
     def forward(self, ids: Tensor) -> Tensor:
-        # ids: (seq,) -> rows of the packed table, then dequantize only those rows
-        q_rows = op.take(self.q_weight, ids, axis=0)  # (seq, dim / 8)
-        s_rows = op.take(self.q_scale, ids, axis=0)  # (seq, dim / group)
-        return _dequantize(q_rows, s_rows, self.dim, self.group_size, self.dtype)  # (seq, dim)
+        # ids: (seq,) -> the rows of those tokens, gathered and dequantized in one kernel: (seq, dim)
+        return op.tensor_expr_op(
+            lambda qw, qs, i: _embedding_rows_te(qw, qs, i, self.dim, self.group_size, self.dtype),
+            "embedding_rows",
+            args=[self.q_weight, self.q_scale, ids],
+        )
 
     def lm_head_forward(self, x: Tensor) -> Tensor:
         # (..., dim) -> (..., num)

@@ -1,0 +1,307 @@
+"""One-token (decode) matrix-vector kernels for WebGPU, with their neighbours fused in.
+
+A decode step multiplies one activation vector by every weight matrix. dlight's generic GEMV
+gives each output row its own workgroup and reduces it across that workgroup's threads; that is
+one kernel per matmul plus separate kernels for the norm before it and the activation between the
+MLP's matmuls. `gemv_func` makes one hand-scheduled kernel that does all of it:
+
+    out[n] = epilogue( sum_k prologue(x)[k] * W[n, k] )
+
+- W: int4 group-quantized (`group_quant` layout: `q_weight` (n, k/8) uint32, `q_scale`
+  (n, k/group)), dequantized in registers as it is read, or plain float (n, k).
+- prologue: none; RMSNorm (x * w, the 1/rms factor applied after the sum); LayerNorm ((x - mean)
+  * rstd * w + b, statistics computed first by each workgroup); gated activation act(gate) * up of
+  a (2k,) input [gate; up]; activation act(x).
+- epilogue: + bias[n], + residual[n], cast to the output dtype (float32 logits).
+
+Each workgroup computes `ROWS` consecutive rows with `threads_for(cols)` threads: thread t reads
+the packed words t, t + threads, ... of every row (consecutive threads read consecutive words:
+coalesced), decodes the 8 input values of such a word once and uses them for all its rows; the
+per-thread partial sums meet in workgroup memory behind one barrier (LayerNorm statistics take a
+second one), and `ROWS` threads add them up. Arithmetic is float32 whatever the model dtype.
+
+Sizes: `ROWS` = 8 rows per workgroup gives n / 8 workgroups, enough to fill a GPU for 1B+ models
+(an 8B model's smallest matmul has 4096 rows: 512 workgroups of 64 threads, each thread with 8
+independent loads in flight). Each thread handles at least `MIN_WORDS_PER_THREAD` words of a row:
+threads = the largest power of two <= cols / 64, within [8, 64]; 32-64 threads for 1B+ models
+(cols >= 2048), 8 for SmolLM2's 576 columns, where per-thread work would otherwise be one or two
+words and the reduction and per-workgroup setup would dominate. That also suits CPU WebGPU
+implementations: on SwiftShader the cost grows with invocations per workgroup (3072 x 576 int4:
+~97 ms with 64 threads, ~23 ms with 8; dlight's kernel ~230 ms, same load).
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import operator
+from dataclasses import dataclass
+
+from tvm import tirx
+from tvm.relax.frontend import nn
+from tvm.relax.frontend.nn import Tensor, op
+from tvm.script import tirx as T
+from tvm.target import Target
+
+from .group_quant import OFFSET, VALUES_PER_WORD, GroupQuantEmbedding, GroupQuantLinear
+
+ROWS = 8  # output rows per workgroup
+MIN_THREADS, MAX_THREADS = 8, 64  # threads per workgroup (>= ROWS: one thread sums each row)
+MIN_WORDS_PER_THREAD = 8
+CHUNK = VALUES_PER_WORD  # input values a thread handles at a time (one packed int4 word)
+PROLOGUES = ("none", "rms", "layer", "gated", "act")
+ACTIVATIONS = ("silu", "gelu", "gelu_tanh", "relu")
+
+
+@dataclass(frozen=True)
+class GemvSpec:
+    """The shape and fused operations of one decode GEMV kernel.
+
+    rows, cols: W is (rows, cols); the input vector has `cols` values (2 * cols for "gated").
+    quantized: W is int4 group-quantized with `group_size`; else float in `dtype`.
+    prologue: one of PROLOGUES; `act` names the activation of "gated" / "act"; `eps` the norm's.
+    bias, residual: add a (rows,) bias / a (1, 1, rows) residual to the output.
+    dtype: activations, scales, norm weights, bias, residual; out_dtype: the output.
+    """
+
+    rows: int
+    cols: int
+    quantized: bool
+    dtype: str = "float32"
+    out_dtype: str = "float32"
+    group_size: int = 32
+    prologue: str = "none"
+    act: str = "silu"
+    eps: float = 1e-5
+    bias: bool = False
+    residual: bool = False
+
+    def __post_init__(self):
+        if self.prologue not in PROLOGUES:
+            raise ValueError(f"unknown prologue {self.prologue!r}")
+        if self.prologue in ("gated", "act") and self.act not in ACTIVATIONS:
+            raise ValueError(f"unknown activation {self.act!r}")
+        if self.quantized and (self.cols % self.group_size or self.group_size % CHUNK):
+            raise ValueError(f"cols {self.cols} is not a whole number of {self.group_size}-value groups")
+
+    @property
+    def input_size(self) -> int:
+        return 2 * self.cols if self.prologue == "gated" else self.cols
+
+
+def _activate(v, kind: str):
+    """act(v) for a float32 TIR expression, written like TVM's legalization of the same op."""
+    if kind == "silu":
+        return v / (T.float32(1) + T.exp(-v))
+    if kind == "gelu":
+        return T.float32(0.5) * v * (T.float32(1) + T.erf(v * T.float32(1 / math.sqrt(2))))
+    if kind == "gelu_tanh":
+        inner = T.float32(math.sqrt(2 / math.pi)) * (v + T.float32(0.044715) * v * v * v)
+        return T.float32(0.5) * v * (T.float32(1) + T.tanh(inner))
+    return T.max(v, T.float32(0))
+
+
+def threads_for(cols: int) -> int:
+    """Threads per workgroup for a reduction over `cols` values: a power of two, each thread
+    taking at least MIN_WORDS_PER_THREAD words of 8 values, within [MIN_THREADS, MAX_THREADS]."""
+    threads = MIN_THREADS
+    while threads < MAX_THREADS and threads * 2 * MIN_WORDS_PER_THREAD * CHUNK <= cols:
+        threads *= 2
+    return threads
+
+
+@functools.lru_cache(maxsize=None)
+def gemv_func(spec: GemvSpec, threads: int | None = None, rows_per_group: int = ROWS) -> tirx.PrimFunc:
+    """The scheduled PrimFunc of `spec`. Parameters, in order: x (1, 1, input_size); W as
+    q_weight (rows, cols / 8) uint32 and q_scale (rows, cols / group), or weight (rows, cols);
+    norm weight (cols,) ["rms", "layer"]; norm bias (cols,) ["layer"]; bias (rows,); residual
+    (1, 1, rows); out (1, 1, rows). `threads` and `rows_per_group` override the workgroup shape."""
+    n, k, dtype, f32 = spec.rows, spec.cols, spec.dtype, "float32"
+    nthreads, nrows = threads or threads_for(k), rows_per_group
+    if nrows > nthreads:
+        raise ValueError("a workgroup needs at least one thread per row")
+    prologue, act, quantized = spec.prologue, spec.act, spec.quantized
+    chunks = -(-k // CHUNK)  # 8-value chunks of the input (packed words of a quantized row)
+    steps = -(-chunks // nthreads)  # chunks per thread
+    ragged = chunks % nthreads != 0  # the last step leaves some threads without a chunk
+    short_chunk = k % CHUNK != 0  # float weights only: the last chunk has fewer than 8 values
+    words_per_scale = spec.group_size // CHUNK
+    workgroups = -(-n // nrows)
+    ragged_rows = n % nrows != 0
+    layer_norm = prologue == "layer"
+    # unused buffers get shape (1,) and are dropped from the signature at the end
+    w_shape = (n, k // CHUNK) if quantized else (n, k)
+    s_shape = (n, k // spec.group_size) if quantized else (1,)
+    norm_shape = (k,) if prologue in ("rms", "layer") else (1,)
+    eps, inv_k = T.float32(spec.eps), T.float32(1.0 / k)
+    zero, offset = T.float32(0), T.float32(OFFSET)
+
+    def nibble_dot(word, xv):
+        """sum_e code_e * xv[e] over the 8 nibbles (codes 0..15) of a packed word."""
+        terms = [T.Cast(f32, (word >> T.uint32(4 * e)) & T.uint32(15)) * xv[e] for e in range(CHUNK)]
+        return functools.reduce(operator.add, terms)
+
+    @T.prim_func(s_tir=True, private=True)
+    def gemv(x_h: T.handle, w_h: T.handle, s_h: T.handle, nw_h: T.handle, nb_h: T.handle, b_h: T.handle,
+             r_h: T.handle, o_h: T.handle):
+        T.func_attr({"tirx.is_scheduled": True, "tirx.noalias": True})
+        X = T.match_buffer(x_h, (1, 1, spec.input_size), dtype)
+        W = T.match_buffer(w_h, w_shape, "uint32" if quantized else dtype)
+        S = T.match_buffer(s_h, s_shape, dtype)
+        NW = T.match_buffer(nw_h, norm_shape, dtype)
+        NB = T.match_buffer(nb_h, norm_shape, dtype)
+        B = T.match_buffer(b_h, (n,) if spec.bias else (1,), dtype)
+        R = T.match_buffer(r_h, (1, 1, n) if spec.residual else (1,), dtype)
+        O = T.match_buffer(o_h, (1, 1, n), spec.out_dtype)
+        for bx in T.thread_binding(workgroups, thread="blockIdx.x"):
+            for tx in T.thread_binding(nthreads, thread="threadIdx.x"):
+                with T.sblock("gemv"):
+                    acc = T.sblock_alloc_buffer((nrows,), f32, scope="local")  # row partial sums
+                    xv = T.sblock_alloc_buffer((CHUNK,), f32, scope="local")  # prologue(x) of a chunk
+                    # 0: sum of the chunk's xv (int4 offset); 1: sum of squares (RMSNorm)
+                    stat = T.sblock_alloc_buffer((2,), f32, scope="local")
+                    norm = T.sblock_alloc_buffer((2,), f32, scope="local")  # LayerNorm mean, rstd
+                    total = T.sblock_alloc_buffer((2,), f32, scope="local")
+                    part = T.sblock_alloc_buffer((nrows + 1, nthreads), f32, scope="shared")
+                    for r in T.unroll(nrows):
+                        acc[r] = zero
+                    stat[1] = zero
+                    if layer_norm:
+                        # the input's mean and variance, from sums shifted by x[0] (precision)
+                        stat_part = T.sblock_alloc_buffer((2, nthreads), f32, scope="shared")
+                        stat[0] = zero
+                        for c in T.serial(steps):
+                            for e in T.unroll(CHUNK):
+                                kk: T.let[T.int32] = (c * nthreads + tx) * CHUNK + e
+                                if kk < k:
+                                    stat[0] = stat[0] + (T.Cast(f32, X[0, 0, kk]) - T.Cast(f32, X[0, 0, 0]))
+                                    stat[1] = stat[1] + (T.Cast(f32, X[0, 0, kk]) - T.Cast(f32, X[0, 0, 0])) * (
+                                        T.Cast(f32, X[0, 0, kk]) - T.Cast(f32, X[0, 0, 0]))
+                        stat_part[0, tx] = stat[0]
+                        stat_part[1, tx] = stat[1]
+                        T.tvm_storage_sync("shared")
+                        total[0] = zero
+                        total[1] = zero
+                        for i in T.serial(nthreads):
+                            total[0] = total[0] + stat_part[0, i]
+                            total[1] = total[1] + stat_part[1, i]
+                        norm[0] = total[0] * inv_k + T.Cast(f32, X[0, 0, 0])
+                        norm[1] = T.rsqrt(T.max(total[1] * inv_k - total[0] * inv_k * (total[0] * inv_k), zero) + eps)
+                    for c in T.serial(steps):
+                        j: T.let[T.int32] = c * nthreads + tx  # the chunk (packed word) this thread takes
+                        if not ragged or j < chunks:
+                            for e in T.unroll(CHUNK):
+                                kk: T.let[T.int32] = j * CHUNK + e
+                                if not short_chunk or kk < k:
+                                    if prologue == "none":
+                                        xv[e] = T.Cast(f32, X[0, 0, kk])
+                                    elif prologue == "rms":
+                                        # x * w here; the 1 / rms factor multiplies the finished sum
+                                        xv[e] = T.Cast(f32, X[0, 0, kk])
+                                        stat[1] = stat[1] + xv[e] * xv[e]
+                                        xv[e] = xv[e] * T.Cast(f32, NW[kk])
+                                    elif prologue == "layer":
+                                        xv[e] = (T.Cast(f32, X[0, 0, kk]) - norm[0]) * norm[1] * T.Cast(f32, NW[kk]) \
+                                            + T.Cast(f32, NB[kk])
+                                    elif prologue == "gated":
+                                        xv[e] = _activate(T.Cast(f32, X[0, 0, kk]), act) * T.Cast(f32, X[0, 0, k + kk])
+                                    else:
+                                        xv[e] = _activate(T.Cast(f32, X[0, 0, kk]), act)
+                                else:
+                                    xv[e] = zero
+                            if quantized:
+                                # sum_e (q_e - 8) x_e = sum_e q_e x_e - 8 sum_e x_e; all rows share the last sum
+                                stat[0] = xv[0] + xv[1] + xv[2] + xv[3] + xv[4] + xv[5] + xv[6] + xv[7]
+                            for r in T.unroll(nrows):
+                                row: T.let[T.int32] = bx * nrows + r
+                                if not ragged_rows or row < n:
+                                    if quantized:
+                                        acc[r] = acc[r] + T.Cast(f32, S[row, j // words_per_scale]) * (
+                                            nibble_dot(W[row, j], xv) - offset * stat[0])
+                                    else:
+                                        for e in T.unroll(CHUNK):
+                                            if not short_chunk or j * CHUNK + e < k:
+                                                acc[r] = acc[r] + T.Cast(f32, W[row, j * CHUNK + e]) * xv[e]
+                    for r in T.unroll(nrows):
+                        part[r, tx] = acc[r]
+                    part[nrows, tx] = stat[1]
+                    T.tvm_storage_sync("shared")
+                    if tx < nrows:
+                        if not ragged_rows or bx * nrows + tx < n:
+                            total[0] = zero
+                            for i in T.serial(nthreads):
+                                total[0] = total[0] + part[tx, i]
+                            if prologue == "rms":
+                                total[1] = zero
+                                for i in T.serial(nthreads):
+                                    total[1] = total[1] + part[nrows, i]
+                                total[0] = total[0] * T.rsqrt(total[1] * inv_k + eps)
+                            if spec.bias:
+                                total[0] = total[0] + T.Cast(f32, B[bx * nrows + tx])
+                            if spec.residual:
+                                total[0] = total[0] + T.Cast(f32, R[0, 0, bx * nrows + tx])
+                            O[0, 0, bx * nrows + tx] = T.Cast(spec.out_dtype, total[0])
+
+    keep = [True, True, quantized, prologue in ("rms", "layer"), layer_norm, spec.bias, spec.residual, True]
+    return _drop_params(gemv, keep)
+
+
+def _drop_params(func: tirx.PrimFunc, keep: list[bool]) -> tirx.PrimFunc:
+    """`func` without the parameters (and their buffers) that `keep` marks False; they are unused."""
+    params = [p for p, k in zip(func.params, keep) if k]
+    return tirx.PrimFunc(params, func.body, func.ret_type, func.attrs)
+
+
+def enabled() -> bool:
+    """Whether the model being exported (inside `with target:`) gets the fused decode kernels:
+    WebGPU only (the CPU modules keep group_quant's matmuls, which `cpu_schedule` vectorizes)."""
+    target = Target.current(allow_none=True)
+    return target is not None and target.kind.name == "webgpu"
+
+
+def _norm_parts(norm: nn.Module | None) -> tuple[str, float, list[Tensor]]:
+    """(prologue, eps, parameters) of an RMSNorm / LayerNorm module (or no norm)."""
+    if norm is None:
+        return "none", 1e-5, []
+    if isinstance(norm, nn.RMSNorm) and norm.bias is None:
+        return "rms", float(norm.epsilon), [norm.weight]
+    if isinstance(norm, nn.LayerNorm) and norm.weight is not None:
+        return "layer", float(norm.eps), [norm.weight, norm.bias]
+    raise TypeError(f"no fused decode prologue for {type(norm).__name__}")
+
+
+def _weight_parts(layer: nn.Module) -> tuple[int, int, bool, int, list[Tensor], Tensor | None]:
+    """(rows, cols, quantized, group size, weight tensors, bias) of a linear layer, or of a token
+    embedding used as the tied output head."""
+    if isinstance(layer, GroupQuantLinear):
+        return (layer.out_features, layer.in_features, True, layer.group_size, [layer.q_weight, layer.q_scale],
+                layer.bias)
+    if isinstance(layer, GroupQuantEmbedding):
+        return layer.num, layer.dim, True, layer.group_size, [layer.q_weight, layer.q_scale], None
+    if isinstance(layer, nn.Linear):
+        return layer.out_features, layer.in_features, False, 32, [layer.weight], layer.bias
+    if isinstance(layer, nn.Embedding):
+        rows, cols = (int(d) for d in layer.weight.shape)
+        return rows, cols, False, 32, [layer.weight], None
+    raise TypeError(f"no fused decode GEMV for {type(layer).__name__}")
+
+
+def fused_linear(x: Tensor, layer: nn.Module, norm: nn.Module | None = None, act: str | None = None,
+                 gated: bool = False, residual: Tensor | None = None, out_dtype: str | None = None) -> Tensor:
+    """One decode token through `layer` in one kernel: (1, 1, in) -> (1, 1, rows).
+
+    `norm` (RMSNorm / LayerNorm module) normalizes x first; `act` applies an activation to x
+    (with `gated`: x is [gate; up], and act(gate) * up is multiplied); the layer's bias and
+    `residual` (1, 1, rows) are added; the result is cast to `out_dtype` (default: x's dtype).
+    """
+    rows, cols, quantized, group, weights, bias = _weight_parts(layer)
+    prologue, eps, norm_params = _norm_parts(norm)
+    if act is not None:
+        prologue = "gated" if gated else "act"
+    spec = GemvSpec(rows, cols, quantized, dtype=x.dtype, out_dtype=out_dtype or x.dtype, group_size=group,
+                    prologue=prologue, act=act or "silu", eps=eps, bias=bias is not None,
+                    residual=residual is not None)
+    args = [x, *weights, *norm_params, *([bias] if bias is not None else []),
+            *([residual] if residual is not None else [])]
+    return op.tensor_ir_op(gemv_func(spec), f"decode_gemv_{prologue}", args,
+                           Tensor.placeholder((1, 1, rows), spec.out_dtype))
