@@ -19,16 +19,13 @@ greedy one (EOS banned the same way).
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import os
 import sys
-import threading
 from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import urlencode, urlsplit
 
-from aiohttp import web
 
 REPO = Path(__file__).resolve().parents[2]
 PAGES = REPO / "bench" / "pages"
@@ -42,11 +39,11 @@ DTYPE_FILES = {"fp32": "model.onnx", "q4": "model_q4.onnx"}
 # (device, dtype, threads) that main() runs.
 MAIN_CONFIGS = (("wasm", "fp32", 1), ("wasm", "fp32", 2), ("wasm", "q4", 2), ("webgpu", "fp32", 1))
 
-for _path in (REPO, REPO / "tests", Path(__file__).resolve().parent):
+for _path in (REPO, REPO / "tests", REPO / "bench", Path(__file__).resolve().parent):
     if str(_path) not in sys.path:
         sys.path.insert(0, str(_path))
 
-from webbuild.serve.app import ISOLATION_HEADERS  # noqa: E402
+from _peers import isolated_server  # noqa: E402
 
 
 def versions() -> dict:
@@ -70,47 +67,10 @@ def check_install() -> None:
 # ---------------------------------------------------------------------------------------------
 # The server
 
-async def _isolate(request: web.Request, response: web.StreamResponse) -> None:
-    for name, value in ISOLATION_HEADERS.items():
-        response.headers.setdefault(name, value)
-
-
-def _app(model_dir: Path) -> web.Application:
-    app = web.Application()
-    app.router.add_static("/pages/", PAGES)
-    app.router.add_static("/transformers/", TRANSFORMERS_DIR / "dist")
-    app.router.add_static("/ort/", ORT_WEB_DIR / "dist")
-    app.router.add_static(f"/models/{model_dir.name}/", model_dir)
-    app.on_response_prepare.append(_isolate)
-    return app
-
-
-def _serve_in_thread(app: web.Application, state: dict, started: threading.Event) -> None:
-    """Run `app` on 127.0.0.1 (any free port) in this thread's own event loop until it is stopped."""
-    loop = asyncio.new_event_loop()
-    asyncio.set_event_loop(loop)
-    runner = web.AppRunner(app, access_log=None)
-    try:
-        loop.run_until_complete(runner.setup())
-        loop.run_until_complete(web.TCPSite(runner, "127.0.0.1", 0).start())
-        state.update(loop=loop, port=runner.addresses[0][1])
-    except BaseException as err:  # noqa: BLE001 - handed to the caller
-        state["error"] = err
-        started.set()
-        loop.close()
-        return
-    started.set()
-    try:
-        loop.run_forever()
-    finally:
-        loop.run_until_complete(runner.cleanup())
-        loop.close()
-
-
 @contextmanager
 def serve(model_dir: str | Path):
-    """A cross-origin-isolated server (own thread and event loop, so it also starts inside Playwright's
-    sync API) for the page, the npm files and `model_dir`.
+    """A cross-origin-isolated server (`_peers.isolated_server`: own thread and event loop, so it also
+    starts inside Playwright's sync API) for the page, the npm files and `model_dir`.
 
     Yields its base URL (ending in '/'); the model is `models/<model_dir.name>/` under it.
     """
@@ -118,19 +78,10 @@ def serve(model_dir: str | Path):
     model_dir = Path(model_dir).resolve()
     if not (model_dir / "config.json").is_file():
         raise SystemExit(f"{model_dir} is not a model folder (no config.json): see bench/peers/onnx_export.py")
-    state: dict = {}
-    started = threading.Event()
-    thread = threading.Thread(target=_serve_in_thread, args=(_app(model_dir), state, started), daemon=True)
-    thread.start()
-    started.wait()
-    if "error" in state:
-        thread.join()
-        raise RuntimeError(f"the transformers.js server did not start: {state['error']!r}") from state["error"]
-    try:
-        yield f"http://127.0.0.1:{state['port']}/"
-    finally:
-        state["loop"].call_soon_threadsafe(state["loop"].stop)
-        thread.join()
+    static = {"pages": PAGES, "transformers": TRANSFORMERS_DIR / "dist", "ort": ORT_WEB_DIR / "dist",
+              f"models/{model_dir.name}": model_dir}
+    with isolated_server(static, title="transformers.js bench") as url:
+        yield url
 
 
 # ---------------------------------------------------------------------------------------------
