@@ -80,23 +80,29 @@ def test_webgpu_sin_cos_are_precise(runtime, tmp_path):
 # ----------------------------------------------------------------------------- attention
 
 
-def _attention_module():
+# (query heads, KV heads, head_dim, rotated dims): SmolLM2's, and partial rotary with GQA 2:1
+SMOLLM = (NQ, NKV, D, D)
+PARTIAL = (4, 2, 32, 16)
+
+
+def _attention_module(geometry=SMOLLM):
     from tvm.relax.frontend import nn
     from tvm.relax.frontend.nn import op
 
     target = _target()
+    nq, nkv, d, rotary = geometry
 
     class Attn(nn.Module):
         def __init__(self):
-            self.embed_tokens = nn.Embedding(V, (NQ + 2 * NKV) * D)
+            self.embed_tokens = nn.Embedding(V, (nq + 2 * nkv) * d)
 
         def embed(self, input_ids):
             return self.embed_tokens(input_ids)
 
         def _body(self, x, kv):
             b, s, _ = x.shape
-            o = kv.attention_with_fused_qkv(0, op.reshape(x, (b, s, NQ + 2 * NKV, D)), NQ, sm_scale=D**-0.5)
-            return op.reshape(o, (b, s, NQ * D)), kv
+            o = kv.attention_with_fused_qkv(0, op.reshape(x, (b, s, nq + 2 * nkv, d)), nq, sm_scale=d**-0.5)
+            return op.reshape(o, (b, s, nq * d)), kv
 
         def prefill(self, input_embed, paged_kv_cache):
             return self._body(input_embed, paged_kv_cache)
@@ -106,49 +112,61 @@ def _attention_module():
 
         def create_paged_kv_cache(self, max_batch_size, max_total_seq_len, prefill_chunk_size,
                                   page_size, support_sliding_window):
-            spec = KVCacheSpec(num_layers=1, num_heads=NQ, num_kv_heads=NKV, head_dim=D, rope_theta=THETA,
-                               rope_scaling=None, rotary_dim=D)
+            spec = KVCacheSpec(num_layers=1, num_heads=nq, num_kv_heads=nkv, head_dim=d, rope_theta=THETA,
+                               rope_scaling=None, rotary_dim=rotary)
             return create_kv_cache(spec, "float32", max_batch_size, max_total_seq_len, prefill_chunk_size,
                                    page_size, support_sliding_window, target)
 
-    return Attn().export_tvm(spec=kv_model_spec((NQ + 2 * NKV) * D, "float32", param_mode="plain"))
+    return Attn().export_tvm(spec=kv_model_spec((nq + 2 * nkv) * d, "float32", param_mode="plain"))
 
 
-def _rope(x, pos):
-    """Rotate-half RoPE on (s, heads, D) at positions pos (s,), float64."""
-    half = D // 2
-    ang = pos[:, None].astype(np.float64) * THETA ** (-np.arange(half, dtype=np.float64) * 2 / D)[None, :]
-    cos = np.concatenate([np.cos(ang)] * 2, -1)[:, None, :]
-    sin = np.concatenate([np.sin(ang)] * 2, -1)[:, None, :]
-    return x * cos + np.concatenate([-x[..., half:], x[..., :half]], -1) * sin
+def _rope(x, pos, rotary):
+    """Rotate-half RoPE of the first `rotary` dims of (s, heads, d) at positions pos (s,), float64."""
+    half, d = rotary // 2, x.shape[-1]
+    ang = pos[:, None].astype(np.float64) * THETA ** (-np.arange(half, dtype=np.float64) * 2 / rotary)[None, :]
+    cos = np.concatenate([np.cos(ang)] * 2 + [np.ones((len(pos), d - rotary))], -1)[:, None, :]
+    sin = np.concatenate([np.sin(ang)] * 2 + [np.zeros((len(pos), d - rotary))], -1)[:, None, :]
+    partner = np.concatenate([-x[..., half:rotary], x[..., :half], x[..., rotary:]], -1)
+    return x * cos + partner * sin
 
 
-def _reference(table, tokens):
-    """Causal GQA attention output (s, NQ * D) of every position of `tokens`, float64."""
-    qkv = table[tokens].astype(np.float64).reshape(len(tokens), NQ + 2 * NKV, D)
+def _reference(table, tokens, geometry=SMOLLM):
+    """Causal GQA attention output (s, nq * d) of every position of `tokens`, float64."""
+    nq, nkv, d, rotary = geometry
+    qkv = table[tokens].astype(np.float64).reshape(len(tokens), nq + 2 * nkv, d)
     pos = np.arange(len(tokens))
-    q, k, v = _rope(qkv[:, :NQ], pos), _rope(qkv[:, NQ:NQ + NKV], pos), qkv[:, NQ + NKV:]
+    q, k, v = _rope(qkv[:, :nq], pos, rotary), _rope(qkv[:, nq:nq + nkv], pos, rotary), qkv[:, nq + nkv:]
     s = len(tokens)
-    out = np.empty((s, NQ, D))
-    for h in range(NQ):
-        kh = h // (NQ // NKV)
-        scores = np.where(np.tril(np.ones((s, s), bool)), q[:, h] @ k[:, kh].T * D**-0.5, -np.inf)
+    out = np.empty((s, nq, d))
+    for h in range(nq):
+        kh = h // (nq // nkv)
+        scores = np.where(np.tril(np.ones((s, s), bool)), q[:, h] @ k[:, kh].T * d**-0.5, -np.inf)
         w = np.exp(scores - scores.max(-1, keepdims=True))
         out[:, h] = (w / w.sum(-1, keepdims=True)) @ v[:, kh]
-    return out.reshape(s, NQ * D)
+    return out.reshape(s, nq * d)
+
+
+def _folder(tmp_path_factory, geometry):
+    nq, nkv, d, _ = geometry
+    folder = tmp_path_factory.mktemp("attention")
+    mod, _ = _attention_module(geometry)
+    _compile_wasm(mod, folder / "model.wasm")
+    rng = np.random.default_rng(7)
+    table = rng.standard_normal((V, nq + 2 * nkv, d)).astype("float32")
+    table[:, :nq + nkv] *= 2.0  # queries and keys: attention scores with a std of ~4 (peaked softmax)
+    table = table.reshape(V, -1)
+    write_shards(folder, [("embed_tokens.weight", table)], {}, shard_bytes=1 << 20)
+    return folder, table
 
 
 @pytest.fixture(scope="module")
 def attention_folder(runtime, tmp_path_factory):
-    folder = tmp_path_factory.mktemp("attention")
-    mod, _ = _attention_module()
-    _compile_wasm(mod, folder / "model.wasm")
-    rng = np.random.default_rng(7)
-    table = rng.standard_normal((V, NQ + 2 * NKV, D)).astype("float32")
-    table[:, :NQ + NKV] *= 2.0  # queries and keys: attention scores with a std of ~4 (peaked softmax)
-    table = table.reshape(V, -1)
-    write_shards(folder, [("embed_tokens.weight", table)], {}, shard_bytes=1 << 20)
-    return folder, table
+    return _folder(tmp_path_factory, SMOLLM)
+
+
+@pytest.fixture(scope="module")
+def partial_rotary_folder(runtime, tmp_path_factory):
+    return _folder(tmp_path_factory, PARTIAL)
 
 
 def _prompt(n):
@@ -182,3 +200,23 @@ def test_decode_attention_matches_float64(attention_folder):
         np.testing.assert_allclose(np.array(got, dtype=np.float64).reshape(-1), ref, atol=ATOL, rtol=0)
         assert r["tokens"][step] == int(np.argmax(ref))
         seq.append(r["tokens"][step])
+    # split + RoPE + append + attention in webbuild's one fused kernel
+    assert r["decode_dispatches"] == [1, 1]
+
+
+def test_fused_decode_attention_partial_rotary_across_pages(partial_rotary_folder):
+    """Fused decode with half the head rotated and two query heads per KV head: 12 prompt tokens
+    (11 + 1), then decode steps that fill the first page and continue on the second; each step's key and
+    value written by the kernel are read back by the steps after it."""
+    folder, table = partial_rotary_folder
+    tokens = _prompt(12)
+    r = run_model(folder, tokens, decode=8, prefill_chunk=11, all_logits=True, no_prefetch_shaders=True)
+    seq = list(tokens)
+    outputs = [r["logits"], *r["decode_logits"]]  # the prompt's last chunk is one token
+    assert len(outputs) == 8
+    for step, got in enumerate(outputs):
+        ref = _reference(table, seq, PARTIAL)[-1]
+        np.testing.assert_allclose(np.array(got, dtype=np.float64).reshape(-1), ref, atol=ATOL, rtol=0)
+        assert r["tokens"][step] == int(np.argmax(ref))
+        seq.append(r["tokens"][step])
+    assert r["decode_dispatches"] == [1] * 7

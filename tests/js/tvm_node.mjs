@@ -11,7 +11,8 @@
 //         optional "device": "cpu" (default "gpu"); {"shape_tuple":[..]}; {"scalar":v,"dtype":"int64"}
 //   node tests/js/tvm_node.mjs model --dir FOLDER --tokens 1,2,3 [--decode N] [--out r.json]
 //       FOLDER holds model.wasm + tensor-cache.json (+ shards); runs embed + chunked prefill
-//       through the paged KV cache, then N greedy decode steps.
+//       through the paged KV cache, then N greedy decode steps (the result's decode_dispatches:
+//       the WebGPU compute dispatches of each decode step's forward call).
 //       options: --page-size 16 (the TIR KV-cache kernels require 16) --prefill-chunk N
 //                --max-seq-len N --packed-params (params as one tuple arg) --wasm NAME.wasm
 //                --all-logits (also return each decode step's logits) --no-prefetch-shaders
@@ -69,6 +70,15 @@ if (typeof globalThis.navigator === "undefined") {
 }
 if (!globalThis.navigator.gpu) {
   Object.defineProperty(globalThis.navigator, "gpu", { value: createGPU([]), configurable: true });
+}
+// compute dispatches issued so far (model mode reports those of each decode step's forward call)
+let dispatchCount = 0;
+if (globalThis.GPUComputePassEncoder) {
+  const dispatch = GPUComputePassEncoder.prototype.dispatchWorkgroups;
+  GPUComputePassEncoder.prototype.dispatchWorkgroups = function (...args) {
+    dispatchCount += 1;
+    return dispatch.apply(this, args);
+  };
 }
 
 // ---------------------------------------------------------------------------- arguments
@@ -360,6 +370,7 @@ async function runModel(opts) {
   debug("kv state created", metadata.kv_state);
   fAddSeq(kv, new tvmjs.Scalar(0, "int64"));
 
+  let lastForwardDispatches = 0;
   // one forward step over `ids` (appended to sequence 0); returns logits on the GPU
   const step = (fn, ids) => {
     tvm.beginScope();
@@ -371,7 +382,9 @@ async function runModel(opts) {
     const emb3 = emb.view([1, ids.length, hidden]);
     fBegin(kv, tvm.makeShapeTuple([0]), tvm.makeShapeTuple([ids.length]));
     debug("forward");
+    const before = dispatchCount;
     const ret = fn(emb3, kv, ...paramArgs);
+    lastForwardDispatches = dispatchCount - before;
     fEnd(kv);
     const logits = tvm.detachFromCurrentScope(ret instanceof tvmjs.TVMArray ? ret.get(0) : ret);
     tvm.endScope();
@@ -400,6 +413,7 @@ async function runModel(opts) {
 
   const generated = [];
   const stepLogits = [];
+  const stepDispatches = [];
   let last = prefill.data;
   t0 = performance.now();
   for (let i = 0; i < nDecode; ++i) {
@@ -407,6 +421,7 @@ async function runModel(opts) {
     generated.push(next);
     if (i === nDecode - 1) break;  // the last token needs no forward pass
     const r = await readLogits(step(fDecode, [next]));
+    stepDispatches.push(lastForwardDispatches);
     if (opts["all-logits"]) stepLogits.push(r.data);
     last = r.data;
   }
@@ -417,6 +432,7 @@ async function runModel(opts) {
   const result = {
     prompt_tokens: tokens.length, logits_shape: prefill.shape, logits_dtype: prefill.dtype,
     logits: prefill.data, tokens: generated, timings, adapter: adapterSummary(rt.gpu),
+    decode_dispatches: stepDispatches,
     kv_cache: { page_size: pageSize, prefill_chunk_size: prefillChunk, max_total_seq_len: maxSeqLen,
       prefill_step: prefillStep, sliding_window: metadata.sliding_window ?? null },
   };

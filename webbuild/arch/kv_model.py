@@ -11,6 +11,8 @@ from tvm.relax.frontend.nn import Tensor, op
 from tvm.relax.frontend.nn.llm.kv_cache import PagedKVCache, RopeMode, TIRPagedKVCache
 from tvm.target import Target
 
+from ..compile.fused_decode_attention import FusedDecodeKVCache, supports
+
 
 @dataclass(frozen=True)
 class KVCacheSpec:
@@ -48,7 +50,11 @@ def create_kv_cache(spec: KVCacheSpec, dtype: str, max_batch_size, max_total_seq
     `attention_kv_cache_enable_sliding_window_for_seq`) is forced off for such models: it trims
     the history to the window with no per-query mask (exact only with the cache window set to
     `window - 1` and one token per call past the first `window - 1`), and its inline RoPE uses
-    theta 10000 for `mha_sliding` layers."""
+    theta 10000 for `mha_sliding` layers.
+
+    WebGPU caches also get webbuild's fused one-token attention kernel
+    (webbuild.compile.fused_decode_attention), which the runtime uses for decode calls on plain
+    MHA layers."""
     attn_kind = "mha"
     window_kwargs = {}
     if spec.sliding_layers:
@@ -63,7 +69,14 @@ def create_kv_cache(spec: KVCacheSpec, dtype: str, max_batch_size, max_total_seq
     if scaling.get("rope_type", scaling.get("type")) == "linear":
         scale = float(scaling.pop("factor"))
         scaling = {}
-    return TIRPagedKVCache(
+    target = target or Target.current()
+    cache_class, extra = TIRPagedKVCache, {}
+    if target.kind.name == "webgpu" and supports(spec.rope_mode, scaling):
+        cache_class = FusedDecodeKVCache
+        extra = {"kernel": {"num_heads": spec.num_heads, "num_kv_heads": spec.num_kv_heads,
+                            "head_dim": spec.head_dim, "dtype": dtype, "rotary_dim": spec.rotary_dim,
+                            "rope_theta": spec.rope_theta, "rope_scale": scale, "rope_scaling": scaling}}
+    return cache_class(
         attn_kind=attn_kind,
         max_batch_size=max_batch_size,
         max_total_seq_len=max_total_seq_len,
@@ -86,8 +99,9 @@ def create_kv_cache(spec: KVCacheSpec, dtype: str, max_batch_size, max_total_seq
         rotary_dim=spec.rotary_dim,
         enable_disaggregation=False,
         dtype=dtype,
-        target=target or Target.current(),
+        target=target,
         **window_kwargs,
+        **extra,
     )
 
 

@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
 
+from webbuild.compile.fused_decode_attention import RUNTIME_PATCHES as FUSED_DECODE_PATCHES
 from webbuild.errors import ToolchainError
 
 Progress = Callable[[dict], None]
@@ -191,6 +192,7 @@ def cache_key(cflags: Sequence[str] = DEFAULT_CFLAGS, emcc: str | None = None) -
         "sources": list(RUNTIME_SOURCES),
         "layout": LAYOUT_VERSION,
         "support": _support_digest(),
+        "patches": hashlib.sha256(json.dumps(_source_patches(), sort_keys=True).encode()).hexdigest(),
     }
     return hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:20]
 
@@ -220,17 +222,28 @@ def stage_sources(dest: Path) -> Path:
     shutil.copytree(SUPPORT_DIR / "include", root / "include", dirs_exist_ok=True)
     shutil.copytree(SUPPORT_DIR / "src", root / "src", dirs_exist_ok=True)
     shutil.copytree(SUPPORT_DIR / "3rdparty", root / "3rdparty", dirs_exist_ok=True)
-    _patch(root / "web" / "emcc" / "wasm_runtime.cc", dict.fromkeys(SERIAL_PARALLEL, ""))
-    _patch(root / "src" / "runtime" / "device_api.cc", WORKSPACE_RENAMES)
+    for relative, replacements in _source_patches().items():
+        _patch(root / relative, replacements)
     return root
 
 
+def _source_patches() -> dict[str, dict[str, str]]:
+    """{staged path: {exact TVM text: replacement}}: the serial parallel-loop functions and the
+    workspace functions webbuild_threads.cc takes over, and the fused decode attention's hooks
+    (webbuild.compile.fused_decode_attention). Part of the cache key."""
+    return {
+        "web/emcc/wasm_runtime.cc": dict.fromkeys(SERIAL_PARALLEL, ""),
+        "src/runtime/device_api.cc": WORKSPACE_RENAMES,
+        **FUSED_DECODE_PATCHES,
+    }
+
+
 def _patch(path: Path, replacements: dict[str, str]) -> None:
-    """Replace each exact text in a staged source; the functions webbuild_threads.cc takes over."""
+    """Replace each exact text (which must occur exactly once) in a staged source."""
     text = path.read_text()
     for old, new in replacements.items():
-        if old not in text:
-            raise ToolchainError(f"{path.name} lacks the code webbuild_threads.cc replaces: {old.splitlines()[0]}",
+        if text.count(old) != 1:
+            raise ToolchainError(f"{path.name} lacks the code webbuild patches: {old.splitlines()[0].strip()}",
                                  fix="use apache-tvm==0.27.0.post1")
         text = text.replace(old, new)
     path.write_text(text)

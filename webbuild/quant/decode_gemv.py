@@ -162,6 +162,7 @@ def gemv_func(spec: GemvSpec, threads: int | None = None, rows_per_group: int = 
                     stat = T.sblock_alloc_buffer((2,), f32, scope="local")
                     norm = T.sblock_alloc_buffer((2,), f32, scope="local")  # LayerNorm mean, rstd
                     total = T.sblock_alloc_buffer((2,), f32, scope="local")
+                    word = T.sblock_alloc_buffer((1,), "uint32", scope="local")  # a packed W word, read once
                     part = T.sblock_alloc_buffer((nrows + 1, nthreads), f32, scope="shared")
                     for r in T.unroll(nrows):
                         acc[r] = zero
@@ -216,8 +217,9 @@ def gemv_func(spec: GemvSpec, threads: int | None = None, rows_per_group: int = 
                                 row: T.let[T.int32] = bx * nrows + r
                                 if not ragged_rows or row < n:
                                     if quantized:
+                                        word[0] = W[row, j]
                                         acc[r] = acc[r] + T.Cast(f32, S[row, j // words_per_scale]) * (
-                                            nibble_dot(W[row, j], xv) - offset * stat[0])
+                                            nibble_dot(word[0], xv) - offset * stat[0])
                                     else:
                                         for e in T.unroll(CHUNK):
                                             if not short_chunk or j * CHUNK + e < k:
