@@ -59,6 +59,9 @@ async function drain(stream) {
 }
 """
 
+# Every engine gets the same context window (KV cache size), as wllama's n_ctx and webbuild's contextWindow.
+CONTEXT_WINDOW = 1024
+
 # The engine runs on the page's main thread (createEngine's default), where these counters see it.
 WEBBUILD_LOAD_JS = """async ([url, options]) => {
   const wb = await import('/dist/webbuild.js');
@@ -88,10 +91,10 @@ WLLAMA_LOAD_JS = """async ([ggufUrl, threads]) => {
   const wl = new Wllama({default: '/wllama/esm/wasm/wllama.wasm'},
                         {suppressNativeLog: true, logger: LoggerWithoutDebug});
   const t0 = performance.now();
-  await wl.loadModelFromUrl(ggufUrl, {n_threads: threads, n_gpu_layers: 0, n_ctx: 1024});
+  await wl.loadModelFromUrl(ggufUrl, {n_threads: threads, n_gpu_layers: 0, n_ctx: %d});
   window.wl = wl;
   return {load_s: (performance.now() - t0) / 1000, threads: wl.getNumThreads(), multithread: wl.isMultithread()};
-}"""
+}""" % CONTEXT_WINDOW
 
 WLLAMA_GEN_JS = """async ([question, tokens]) => {
   %s

@@ -51,7 +51,7 @@ from pathlib import Path
 from typing import Callable
 
 from _common import REPO, write_result
-from _peers import (QUESTION, WEBBUILD_GEN_JS, WEBBUILD_LOAD_JS, WLLAMA_DIR, WLLAMA_GEN_JS, WLLAMA_LOAD_JS, Config,
+from _peers import (CONTEXT_WINDOW, QUESTION, WEBBUILD_GEN_JS, WEBBUILD_LOAD_JS, WLLAMA_DIR, WLLAMA_GEN_JS, WLLAMA_LOAD_JS, Config,
                     MemorySampler, evaluate_load, isolated_server, loadavg_summary, measure, ratios, streamed_run,
                     timestamp, webbuild_metrics, wllama_metrics, wllama_server)
 
@@ -545,7 +545,9 @@ class Plan:
             for n in self.wb:
                 backend, q, threads = webbuild_parts(n)
                 folder = self.folders[q, "webgpu"]
-                options = {"backend": backend, **({"threads": threads} if threads else {})}
+                window = json.loads((folder / "chat-config.json").read_text())["context_window_size"]
+                options = {"backend": backend, "contextWindow": min(CONTEXT_WINDOW, window),
+                           **({"threads": threads} if threads else {})}
                 out.append(Config(
                     n, {"engine": "webbuild", "backend": backend, "quantization": q, "threads": threads,
                         "folder": folder.name},
@@ -629,7 +631,7 @@ def main(argv=None, benchmark: str = "peers", default_configs=ALL_CONFIGS,
     result = {
         "benchmark": benchmark, "date": timestamp(), "model": plan.model_name, "question": args.question,
         "max_tokens": args.tokens, "webgpu_tokens": plan.webgpu_tokens, "runs": args.runs, "greedy": True,
-        "stop_tokens_banned": True,
+        "stop_tokens_banned": True, "context_window": CONTEXT_WINDOW,
         "machine": {"cpus": os.cpu_count(), "hardware_concurrency": first.get("hardware_concurrency"),
                     "cross_origin_isolated": first.get("cross_origin_isolated"), "chromium": chromium,
                     "user_agent": first.get("user_agent"), "loadavg_start": loadavg_start,

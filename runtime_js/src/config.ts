@@ -121,6 +121,20 @@ export function parseChatConfig(json: unknown, url = "chat-config.json"): ChatCo
   return c as ChatConfig;
 }
 
+/** The config with a shorter context window (the KV cache's size: prompt + completion tokens) and
+ * the prefill chunk capped by it; unchanged without `contextWindow`. It must be a positive integer
+ * no larger than the model's context_window_size. */
+export function withContextWindow(config: ChatConfig, contextWindow: number | undefined, url = "chat-config.json"): ChatConfig {
+  if (contextWindow === undefined) return config;
+  if (!isInt(contextWindow) || contextWindow < 1 || contextWindow > config.context_window_size) {
+    throw new ModelLoadError(url, `contextWindow must be an integer from 1 to the model's context_window_size `
+      + `(${config.context_window_size}), got ${JSON.stringify(contextWindow)}`,
+      `pass contextWindow between 1 and ${config.context_window_size}, or leave it out`);
+  }
+  return { ...config, context_window_size: contextWindow,
+           prefill_chunk_size: Math.min(config.prefill_chunk_size, contextWindow) };
+}
+
 /** Check tensor-cache.json: shard sizes add up, every record lies inside the byte stream. */
 export function parseTensorCache(json: unknown, url = "tensor-cache.json"): TensorCache {
   const t = json as Partial<TensorCache> | null;

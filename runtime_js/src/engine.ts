@@ -5,7 +5,7 @@ import * as tvmjs from "@mlc-ai/web-runtime";
 import { loadModelArtifacts, loadModelLib, ShardLoader, type LoadOptions, type ModelArtifacts } from "./artifacts.js";
 import { chooseBackend, type Backend, type BackendChoice, type ChosenBackend } from "./backend.js";
 import { instantiateThreaded, type CpuThreads } from "./cpu_threads.js";
-import type { ChatConfig } from "./config.js";
+import { type ChatConfig, withContextWindow } from "./config.js";
 import { ModelLoadError } from "./errors.js";
 import { withOutOfMemoryCheck } from "./gpu.js";
 import {
@@ -33,6 +33,10 @@ export interface EngineOptions extends LoadOptions {
    * reports (navigator.hardwareConcurrency), at most 8. More than 1 needs a cross-origin isolated
    * page (COOP/COEP headers, as `webbuild serve` sends); elsewhere one thread runs. */
   threads?: number;
+  /** Tokens the KV cache holds (prompt and completion together); default and maximum: the model's
+   * context_window_size. A smaller window takes less memory: the cache is allocated for the whole
+   * window up front (2 x layers x KV heads x head_dim values per token). */
+  contextWindow?: number;
   /** Tuning: how many times an idle CPU worker checks for work before it sleeps (default 131072,
    * about 0.1 ms; more wakes faster, but spinning takes a core from other work). */
   threadSpins?: number;
@@ -99,6 +103,8 @@ export class LocalEngine implements ChatEngine {
   /** Download (or read from the cache), verify and upload a model; compile its kernels. */
   static async load(modelUrl: string, options: EngineOptions = {}): Promise<LocalEngine> {
     const artifacts = await loadModelArtifacts(modelUrl, options);
+    artifacts.chatConfig = withContextWindow(artifacts.chatConfig, options.contextWindow,
+                                             artifacts.baseUrl + "chat-config.json");
     const chosen = await chooseBackend(artifacts.chatConfig, options.backend ?? "auto", artifacts.baseUrl, options.threads);
     if (!chosen.device) return LocalEngine.instantiate(artifacts, chosen, options);
     try {

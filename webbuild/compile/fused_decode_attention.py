@@ -4,10 +4,11 @@ TVM's paged KV cache runs a one-token attention call as three kernels: `tir_spli
 the fused q/k/v and rotate q and k), `kv_cache_transpose_append` (write k and v into the pages)
 and `batch_decode_paged_kv` (attention over the pages, one workgroup per KV head of up to 512
 threads). `fused_decode_kernel` does all three in one dispatch: one workgroup per (sequence, query
-head) reads the raw fused q/k/v, rotates q and its KV head's new k in registers, writes k and v
-into the cache (the first query head of each group does; the others use their own copy of the new
-token rather than read it back), and attends with per-thread online softmax over the positions,
-merged across the workgroup behind one barrier.
+head) reads the raw fused q/k/v, rotates q and its KV head's new k (each thread a share of the
+dimensions, shared through workgroup memory), writes k and v into the cache (the first query head
+of each group does; the others use their own copy of the new token rather than read it back), and
+attends with per-thread online softmax over the positions, merged across the workgroup behind a
+second barrier.
 
 The cache's C++ runtime (`paged_kv_cache.cc`, compiled into webbuild's wasm runtime) learns of
 the kernel from the decode entry of its constructor arguments: ``("webbuild_fused", fused,
@@ -38,10 +39,10 @@ SHARED_FLOATS = 4096  # 16 KiB: WebGPU's guaranteed workgroup storage
 
 
 def threads_for(head_dim: int) -> int:
-    """Threads per workgroup: a power of two <= MAX_THREADS whose merge buffer
-    (threads x (head_dim + 2) floats) fits the guaranteed workgroup storage."""
+    """Threads per workgroup: a power of two <= MAX_THREADS whose workgroup memory (the merge
+    buffer, threads x (head_dim + 2) floats, and the rotated q and k) fits the guaranteed storage."""
     threads = MAX_THREADS
-    while threads > 1 and threads * (head_dim + 2) > SHARED_FLOATS:
+    while threads > 1 and threads * (head_dim + 2) + 2 * head_dim > SHARED_FLOATS:
         threads //= 2
     return threads
 
@@ -108,6 +109,8 @@ def fused_decode_kernel(num_heads: int, num_kv_heads: int, head_dim: int, dtype:
                         acc = T.sblock_alloc_buffer((D,), f32, scope="local")  # sum_p w_p v_p
                         st = T.sblock_alloc_buffer((4,), f32, scope="local")  # max, denominator, score, rescale
                         merged = T.sblock_alloc_buffer((3,), f32, scope="local")  # max, denominator, output
+                        knew = T.sblock_alloc_buffer((1,), dtype, scope="local")  # one rotated new-k value
+                        qk = T.sblock_alloc_buffer((2, D), f32, scope="shared")  # rotated q and new k
                         red = T.sblock_alloc_buffer((NT, D + 2), f32, scope="shared")
                         g: T.let[T.int32] = h // G
                         begin: T.let[T.int32] = indptr[b]
@@ -115,15 +118,19 @@ def fused_decode_kernel(num_heads: int, num_kv_heads: int, head_dim: int, dtype:
                         length: T.let[T.int32] = (end - begin - 1) * PAGE_SIZE + last_len[b]
                         last_page: T.let[T.int32] = values[end - 1]
                         last_slot: T.let[T.int32] = last_len[b] - 1
-                        for d in T.unroll(D):
-                            q[d] = T.Cast(f32, rotated(QKV, b, h, d, qpos[b], apply_rope))
-                            kn[d] = T.Cast(f32, rotated(QKV, b, H + g, d, qpos[b], apply_rope))
-                        if h % G == 0:
-                            for i in T.serial(steps_d):
-                                if i * NT + tx < D:
-                                    pages[last_page, 0, g, last_slot, i * NT + tx] = rotated(
-                                        QKV, b, H + g, i * NT + tx, qpos[b], apply_rope)
+                        # each thread rotates a share of q and k (and stores k, v) once for all
+                        for i in T.serial(steps_d):
+                            if i * NT + tx < D:
+                                knew[0] = rotated(QKV, b, H + g, i * NT + tx, qpos[b], apply_rope)
+                                qk[0, i * NT + tx] = T.Cast(f32, rotated(QKV, b, h, i * NT + tx, qpos[b], apply_rope))
+                                qk[1, i * NT + tx] = T.Cast(f32, knew[0])
+                                if h % G == 0:
+                                    pages[last_page, 0, g, last_slot, i * NT + tx] = knew[0]
                                     pages[last_page, 1, g, last_slot, i * NT + tx] = QKV[b, H + KV + g, i * NT + tx]
+                        T.tvm_storage_sync("shared")
+                        for d in T.unroll(D):
+                            q[d] = qk[0, d]
+                            kn[d] = qk[1, d]
                         st[0] = T.float32(-5e4)
                         st[1] = T.float32(0)
                         for d in T.unroll(D):

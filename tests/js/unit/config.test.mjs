@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
 
-import { parseChatConfig } from "../../../dist/modules/config.js";
+import { parseChatConfig, withContextWindow } from "../../../dist/modules/config.js";
 import { ModelLoadError } from "../../../dist/modules/errors.js";
 
 const BASE = {
@@ -24,5 +24,22 @@ test("an unknown state kind or a bad window is a model-load error", () => {
   for (const state of [{ kv_state: "lstm" }, { kv_state: "paged_kv_cache", sliding_window: 0 },
                        { kv_state: "paged_kv_cache", sliding_window: 2.5 }]) {
     assert.throws(() => parseChatConfig({ ...BASE, state }), (err) => err instanceof ModelLoadError && err.code === "model-load");
+  }
+});
+
+test("contextWindow shortens the KV cache's window and caps the prefill chunk", () => {
+  const c = parseChatConfig({ ...BASE });
+  assert.equal(withContextWindow(c, undefined), c);
+  const short = withContextWindow(c, 48);
+  assert.equal(short.context_window_size, 48);
+  assert.equal(short.prefill_chunk_size, 48);
+  assert.equal(withContextWindow(c, 128).prefill_chunk_size, 64);
+  assert.equal(c.context_window_size, 256);  // the model's config is left as it was
+});
+
+test("a contextWindow beyond the model's, or not a positive integer, is a load error", () => {
+  const c = parseChatConfig({ ...BASE });
+  for (const bad of [257, 0, -1, 1.5, "64"]) {
+    assert.throws(() => withContextWindow(c, bad), ModelLoadError);
   }
 });
