@@ -226,7 +226,7 @@ def test_fused_decode_attention_partial_rotary_across_pages(partial_rotary_folde
     (4, 2, 16, "float32", 16), (4, 4, 16, "float16", 8), (8, 2, 128, "float16", 128), (2, 1, 256, "float32", 256),
     (6, 2, 48, "float32", 24)])
 def test_fused_decode_kernel_compiles_for_other_geometries(heads, kv_heads, head_dim, dtype, rotary):
-    """Head sizes below, at and above the workgroup's 32 threads (fewer threads at 256), partial
+    """Head sizes below, at and above the workgroup's 16 threads (fewer threads at 256), partial
     rotary, no GQA, float16: the kernel's WGSL is generated (and passes TVM's barrier checks)."""
     import tvm
 
