@@ -20,6 +20,11 @@
  * The single-threaded runtime flavour (compiled without atomics) keeps only the serial launch.
  * A worker is recognised by its stack (each instance has its own stack pointer; thread-locals are
  * not used here, since the single-threaded links lower them to plain globals).
+ *
+ * The main instance's CPU workspace buffers come from an arena too (both flavours): TVM's
+ * WorkspacePool takes a lock, looks up the device API and scans its free lists on every call,
+ * which cost ~10% of a WASM decode step (the matmul kernels allocate per call). Requests that do
+ * not fit the main arena, and other devices, go to TVM's pool.
  */
 #include <tvm/runtime/c_backend_api.h>
 
@@ -31,6 +36,58 @@
 void* TVMBackendAllocWorkspaceDefault(int device_type, int device_id, uint64_t size, int dtype_code_hint,
                                       int dtype_bits_hint);
 int TVMBackendFreeWorkspaceDefault(int device_type, int device_id, void* ptr);
+
+namespace {
+
+/*! \brief A LIFO bump allocator over [base, base + size): TVM frees workspace buffers in the
+ *  reverse order of their allocation. */
+struct Arena {
+  char* base = nullptr;
+  size_t size = 0;
+  size_t top = 0;
+};
+
+constexpr size_t kMainArenaBytes = size_t{1} << 20;
+constexpr int kDLCPUDevice = 1;
+Arena main_arena;
+
+void* arena_alloc(Arena* arena, uint64_t size) {
+  size_t start = (arena->top + 63) / 64 * 64;
+  if (start + size > arena->size) return nullptr;
+  arena->top = start + size;
+  return arena->base + start;
+}
+
+void arena_free(Arena* arena, void* ptr) { arena->top = static_cast<size_t>(static_cast<char*>(ptr) - arena->base); }
+
+bool in_arena(const Arena& arena, void* ptr) {
+  char* p = static_cast<char*>(ptr);
+  return arena.base != nullptr && p >= arena.base && p <= arena.base + arena.size;
+}
+
+/*! \brief The main instance's workspace: its arena (made on first use) for CPU buffers that fit. */
+void* main_alloc(int device_type, int device_id, uint64_t size, int dtype_code_hint, int dtype_bits_hint) {
+  if (device_type == kDLCPUDevice) {
+    if (main_arena.base == nullptr && main_arena.size == 0) {
+      main_arena.base = static_cast<char*>(aligned_alloc(64, kMainArenaBytes));
+      main_arena.size = main_arena.base != nullptr ? kMainArenaBytes : 1;  // 1: no arena, do not retry
+    }
+    if (main_arena.base != nullptr) {
+      if (void* ptr = arena_alloc(&main_arena, size)) return ptr;
+    }
+  }
+  return TVMBackendAllocWorkspaceDefault(device_type, device_id, size, dtype_code_hint, dtype_bits_hint);
+}
+
+int main_free(int device_type, int device_id, void* ptr) {
+  if (in_arena(main_arena, ptr)) {
+    arena_free(&main_arena, ptr);
+    return 0;
+  }
+  return TVMBackendFreeWorkspaceDefault(device_type, device_id, ptr);
+}
+
+}  // namespace
 
 #ifndef __wasm_atomics__
 
@@ -46,12 +103,10 @@ int TVMBackendParallelBarrier(int task_id, TVMParallelGroupEnv* penv) { return 0
 
 void* TVMBackendAllocWorkspace(int device_type, int device_id, uint64_t size, int dtype_code_hint,
                                int dtype_bits_hint) {
-  return TVMBackendAllocWorkspaceDefault(device_type, device_id, size, dtype_code_hint, dtype_bits_hint);
+  return main_alloc(device_type, device_id, size, dtype_code_hint, dtype_bits_hint);
 }
 
-int TVMBackendFreeWorkspace(int device_type, int device_id, void* ptr) {
-  return TVMBackendFreeWorkspaceDefault(device_type, device_id, ptr);
-}
+int TVMBackendFreeWorkspace(int device_type, int device_id, void* ptr) { return main_free(device_type, device_id, ptr); }
 
 }  // extern "C"
 
@@ -83,12 +138,6 @@ Pool pool;
 
 inline int32_t* raw(std::atomic<int32_t>& a) { return reinterpret_cast<int32_t*>(&a); }
 
-struct Arena {
-  char* base = nullptr;
-  size_t size = 0;
-  size_t top = 0;
-};
-
 struct Worker {
   uintptr_t stack_lo = 0, stack_hi = 0;
   Arena arena;
@@ -115,19 +164,14 @@ extern "C" {
 void* TVMBackendAllocWorkspace(int device_type, int device_id, uint64_t size, int dtype_code_hint,
                                int dtype_bits_hint) {
   Arena* arena = current_arena();
-  if (arena == nullptr) {
-    return TVMBackendAllocWorkspaceDefault(device_type, device_id, size, dtype_code_hint, dtype_bits_hint);
-  }
-  size_t start = (arena->top + 63) / 64 * 64;
-  if (start + size > arena->size) return nullptr;  // TVM's code reports the failed allocation
-  arena->top = start + size;
-  return arena->base + start;
+  if (arena == nullptr) return main_alloc(device_type, device_id, size, dtype_code_hint, dtype_bits_hint);
+  return arena_alloc(arena, size);  // nullptr when full: TVM's code reports the failed allocation
 }
 
 int TVMBackendFreeWorkspace(int device_type, int device_id, void* ptr) {
   Arena* arena = current_arena();
-  if (arena == nullptr) return TVMBackendFreeWorkspaceDefault(device_type, device_id, ptr);
-  arena->top = static_cast<size_t>(static_cast<char*>(ptr) - arena->base);
+  if (arena == nullptr) return main_free(device_type, device_id, ptr);
+  arena_free(arena, ptr);
   return 0;
 }
 
