@@ -11,7 +11,8 @@ exact: q.k is unchanged when both are permuted alike.
 On WebGPU the one-token `decode` runs each block in four fused GEMV kernels
 (webbuild.quant.decode_gemv: norm + qkv, output + residual, norm + gate/up, activation + down +
 residual) plus one attention kernel (webbuild.compile.fused_decode_attention: RoPE, KV append and
-paged attention), and the output head applies the final norm itself; `prefill` and the CPU modules keep the separate norm and activation ops.
+paged attention), and the output head applies the final norm itself; `prefill` and the CPU modules
+keep the separate norm and activation ops.
 """
 
 from __future__ import annotations

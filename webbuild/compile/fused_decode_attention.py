@@ -16,7 +16,7 @@ tir_attention_decode)`` instead of ``("tirx", tir_attention_decode)``. `RUNTIME_
 source edits that make it call the fused kernel when a call is one token per sequence on a
 plain (not sliding-window) MHA layer with no forks, RoPE applied at append (or none), and no KV
 transfer; every other call takes TVM's own path with the original kernels. Only WebGPU builds
-use it (`use_fused_decode`), and they only run on webbuild's runtime; the native CPU runtime of
+use it (`FusedDecodeKVCache`), and they only run on webbuild's runtime; the native CPU runtime of
 the Python runner never sees the new tag.
 """
 
@@ -34,7 +34,7 @@ from tvm.script import tirx as T
 PAGE_SIZE = 16  # the page size TVM's KV-cache kernels are generated for (and the runtimes pass)
 DECODE_ARG = 18  # index of the decode-attention entry in the create call (ExternFunc first)
 FUSED_TAG = "webbuild_fused"
-# Threads per workgroup, each taking every 16th position. CPU WebGPU implementations pay per
+# Threads per workgroup, thread t taking positions t, t + 16, ... CPU WebGPU implementations pay per
 # invocation (SwiftShader, SmolLM2 decode: 30 calls take ~67 ms with 32 threads, ~9 ms with 16);
 # real GPUs get B x heads workgroups of 16 threads, which suits short and medium contexts.
 MAX_THREADS = 16
@@ -194,7 +194,7 @@ class _DecodeEntryHook(PagedKVCache):
 
 class FusedDecodeKVCache(TIRPagedKVCache, _DecodeEntryHook):
     """A WebGPU `TIRPagedKVCache` whose decode entry also carries the fused kernel:
-    ``fused_kernel(**kernel)`` is added to the current BlockBuilder and the create call's entry
+    ``fused_decode_kernel(**kernel)`` is added to the current BlockBuilder and the create call's entry
     becomes ``(FUSED_TAG, fused, tir_attention_decode)``. `kernel` holds `fused_decode_kernel`'s
     arguments; the other keyword arguments are TIRPagedKVCache's."""
 

@@ -28,7 +28,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
 
-from webbuild.compile.fused_decode_attention import RUNTIME_PATCHES as FUSED_DECODE_PATCHES
 from webbuild.errors import ToolchainError
 
 Progress = Callable[[dict], None]
@@ -230,7 +229,9 @@ def stage_sources(dest: Path) -> Path:
 def _source_patches() -> dict[str, dict[str, str]]:
     """{staged path: {exact TVM text: replacement}}: the serial parallel-loop functions and the
     workspace functions webbuild_threads.cc takes over, and the fused decode attention's hooks
-    (webbuild.compile.fused_decode_attention). Part of the cache key."""
+    (webbuild.compile.fused_decode_attention, imported here: it needs TVM). Part of the cache key."""
+    from webbuild.compile.fused_decode_attention import RUNTIME_PATCHES as FUSED_DECODE_PATCHES
+
     return {
         "web/emcc/wasm_runtime.cc": dict.fromkeys(SERIAL_PARALLEL, ""),
         "src/runtime/device_api.cc": WORKSPACE_RENAMES,
