@@ -252,12 +252,13 @@ def tree_pss(root: int) -> tuple[int, int]:
 
 
 class MemorySampler:
-    """Samples the process tree of the one active browser every `interval` s; keeps each one's peak."""
+    """Samples the process tree of the one active browser every `interval` s; keeps each one's peak,
+    overall and per phase ("cold" and "warm" load, "generate")."""
 
     def __init__(self, interval: float = 1.5):
         self.interval = interval
         self.peaks: dict[str, dict] = {}
-        self._active: tuple[str, int] | None = None
+        self._active: tuple[str, int, str] | None = None
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, daemon=True)
@@ -270,29 +271,31 @@ class MemorySampler:
         self._stop.set()
         self._thread.join()
 
-    def sample(self, name: str, root: int | None) -> int | None:
+    def sample(self, name: str, root: int | None, phase: str = "idle") -> int | None:
         if root is None:
             return None
         pss, procs = tree_pss(root)
         with self._lock:
-            peak = self.peaks.setdefault(name, {"peak_pss_bytes": 0, "processes": 0, "samples": 0})
+            peak = self.peaks.setdefault(name, {"peak_pss_bytes": 0, "processes": 0, "samples": 0, "phases": {}})
             peak["samples"] += 1
+            phases = peak["phases"]
+            phases[phase] = max(phases.get(phase, 0), pss)
             if pss > peak["peak_pss_bytes"]:
-                peak.update(peak_pss_bytes=pss, processes=procs)
+                peak.update(peak_pss_bytes=pss, processes=procs, phase=phase)
         return pss
 
     @contextmanager
-    def active(self, name: str, root: int | None):
-        """Sample this browser (now, every interval while inside, and at the end)."""
-        self.sample(name, root)
+    def active(self, name: str, root: int | None, phase: str):
+        """Sample this browser in `phase` (now, every interval while inside, and at the end)."""
+        self.sample(name, root, phase)
         with self._lock:
-            self._active = (name, root)
+            self._active = (name, root, phase)
         try:
             yield
         finally:
             with self._lock:
                 self._active = None
-            self.sample(name, root)
+            self.sample(name, root, phase)
 
     def _loop(self) -> None:
         while not self._stop.wait(self.interval):
@@ -370,8 +373,9 @@ class Config:
         if self.url:
             page.goto(self.url)
         self.state.update(page=page, errors=errors, pss_idle_bytes=sampler.sample(self.name, root))
-        with sampler.active(self.name, root):
+        with sampler.active(self.name, root, "cold"):
             self.state["cold"] = self.load(page)
+        with sampler.active(self.name, root, "warm"):
             self.state["warm"] = self.load(page)
         self.state.update(info=page.evaluate(PAGE_INFO_JS), loadavg_load=[before, os.getloadavg()])
 
@@ -379,7 +383,7 @@ class Config:
         page = self.state["page"]
         before = os.getloadavg()
         counts = page.evaluate(GPU_COUNTS_JS) if self.count_gpu else None
-        with sampler.active(self.name, self.state["root"]):
+        with sampler.active(self.name, self.state["root"], "generate"):
             r = self.generate(page, tokens or self.tokens)
         gpu = gpu_delta(counts, page.evaluate(GPU_COUNTS_JS)) if self.count_gpu else None
         return {**r, "gpu": gpu, "loadavg": [before, os.getloadavg()]}
@@ -424,6 +428,7 @@ class Config:
                 "completion_tokens": [r["completion_tokens"] for r in measured],
                 "memory": {"peak_pss_bytes": mem.get("peak_pss_bytes"), "idle_pss_bytes": st.get("pss_idle_bytes"),
                            "processes_at_peak": mem.get("processes"), "samples": mem.get("samples"),
+                           "peak_phase": mem.get("phase"), "peak_pss_by_phase": mem.get("phases"),
                            "interval_s": sampler.interval, "browser_pid": st["root"]},
                 "loadavg_before": measured[0]["loadavg"][0], "loadavg_after": measured[-1]["loadavg"][1],
                 "loadavg_load": st["loadavg_load"], "warmup": warmup, "runs": measured,

@@ -325,13 +325,15 @@ def derive(configs: dict, bandwidth: dict, weights: dict, refs: dict) -> None:
 def print_table(result: dict) -> None:
     configs = result["configs"]
     head = (f"{'configuration':<26}{'thr':>4}{'tok':>5}{'decode':>9}{'prefill':>9}{'TTFT':>8}{'cold':>7}"
-            f"{'warm':>7}{'peakMB':>8}{'disp/tok':>9}{'ceiling':>9}  {'text':<6} load avg")
+            f"{'warm':>7}{'peakMB':>8}{'at':>6}{'genMB':>7}{'disp/tok':>9}{'ceiling':>9}  {'text':<6} load avg")
     print(head)
     print("-" * len(head))
     f = lambda v, spec: format(v, spec) if v is not None else format("-", spec.split(".")[0].rstrip("f"))  # noqa: E731
     for name, c in configs.items():
         m = c["median"]
         mem = c["memory"]["peak_pss_bytes"]
+        phase = (c["memory"].get("peak_phase") or "-")[:5]
+        gen = (c["memory"].get("peak_pss_by_phase") or {}).get("generate")
         per_tok = (c.get("gpu_per_token") or {}).get("dispatch")
         ceiling = (c.get("decode_ceiling") or {}).get("tok_s")
         check = c["correctness"]
@@ -339,10 +341,11 @@ def print_table(result: dict) -> None:
         threads = f"{c['threads_used']}!" if "threads_used" in c else c.get("threads")
         print(f"{name:<26}{f(threads, '>4')}{c['tokens']:>5}{f(m.get('decode_tok_s'), '>9.2f')}"
               f"{f(m.get('prefill_tok_s'), '>9.1f')}{f(m.get('ttft_s'), '>8.3f')}{f(c['load_cold_s'], '>7.2f')}"
-              f"{f(c['load_warm_s'], '>7.2f')}{f(mem / 2**20 if mem else None, '>8.0f')}{f(per_tok, '>9.1f')}"
+              f"{f(c['load_warm_s'], '>7.2f')}{f(mem / 2**20 if mem else None, '>8.0f')}{phase:>6}"
+              f"{f(gen / 2**20 if gen else None, '>7.0f')}{f(per_tok, '>9.1f')}"
               f"{f(ceiling, '>9.3g')}  {ok:<6} {c['loadavg_before'][0]:.2f} -> {c['loadavg_after'][0]:.2f}")
-    print("decode/prefill tok/s, TTFT and loads in s (medians); peakMB: browser PSS; disp/tok: WebGPU dispatches "
-          "per decoded token; ceiling: tok/s the measured bandwidth allows; text: vs same-quantization reference; "
+    print("decode/prefill tok/s, TTFT and loads in s (medians); peakMB: browser PSS, at: in which phase (cold / "
+          "warm load, generate); genMB: peak while generating; disp/tok: WebGPU dispatches per decoded token; ceiling: tok/s the measured bandwidth allows; text: vs same-quantization reference; "
           "thr N!: the engine ran on N threads, not the configuration's")
     for name, r in result["ratios"].items():
         print(f"  {name:<50} decode x{f(r['decode_tok_s'], '.3f')}  prefill x{f(r['prefill_tok_s'], '.3f')}")

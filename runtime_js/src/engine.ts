@@ -85,6 +85,9 @@ export class LocalEngine implements ChatEngine {
   private busy: Promise<unknown> = Promise.resolve();
   private disposed = false;
   private tokenInput: any = null;
+  private logitsHost: any = null;
+  private argmaxHost: any = null;
+  private logitsValues: Float32Array | null = null;
 
   private constructor(readonly config: ChatConfig, private readonly tokenizer: Tokenizer,
                       private readonly tvm: any, private readonly chosen: ChosenBackend, private readonly vm: any,
@@ -212,6 +215,8 @@ export class LocalEngine implements ChatEngine {
     await this.busy.catch(() => {});
     this.disposed = true;
     this.tokenInput?.dispose();
+    this.logitsHost?.dispose();
+    this.argmaxHost?.dispose();
     this.kv.dispose();
     this.params.dispose();
     this.vm.dispose();
@@ -282,13 +287,32 @@ export class LocalEngine implements ChatEngine {
     return logits;
   }
 
+  /** A host (CPU) tensor of `shape` kept across tokens in `slot`: no allocation per decoded token. */
+  private hostTensor(slot: "logitsHost" | "argmaxHost", shape: number[], dtype: string): any {
+    const held = this[slot];
+    if (held && held.shape.length === shape.length && held.shape.every((d: number, i: number) => d === shape[i])) return held;
+    held?.dispose();
+    this[slot] = this.tvm.detachFromCurrentScope(this.tvm.empty(shape, dtype, this.tvm.cpu()));
+    return this[slot];
+  }
+
+  /** Read `count` elements of a host tensor straight from wasm memory (the buffer may have grown: view it now). */
+  private hostView<T extends Float32Array | Int32Array>(kind: { new(b: ArrayBufferLike, o: number, n: number): T },
+                                                        host: any, count: number): T {
+    return new kind(this.tvm.memory.memory.buffer, host.getCPUDataAddress(), count);
+  }
+
+  /** The logits, in one array reused for every token (the sampler only reads it while picking one). */
   private async readLogits(logits: any): Promise<Float32Array> {
     const { tvm } = this;
     tvm.beginScope();
-    const host = tvm.empty(logits.shape, "float32", tvm.cpu());
+    const host = this.hostTensor("logitsHost", logits.shape, "float32");
     host.copyFrom(logits);
     if (this.chosen.device) await tvm.webgpu().sync();
-    const values = new Float32Array(host.toArray() as Float32Array);
+    const count = logits.shape.reduce((a: number, b: number) => a * b, 1);
+    const values: Float32Array = this.logitsValues && this.logitsValues.length === count ? this.logitsValues : new Float32Array(count);
+    values.set(this.hostView(Float32Array, host, count));
+    this.logitsValues = values;
     tvm.endScope();
     logits.dispose();
     return values;
@@ -299,10 +323,10 @@ export class LocalEngine implements ChatEngine {
     const { tvm } = this;
     tvm.beginScope();
     const token = this.fns.argmax(logits);
-    const host = tvm.empty([1], "int32", tvm.cpu());
+    const host = this.hostTensor("argmaxHost", [1], "int32");
     host.copyFrom(token);
     if (this.chosen.device) await tvm.webgpu().sync();
-    const id = (host.toArray() as Int32Array)[0]!;
+    const id = this.hostView(Int32Array, host, 1)[0]!;
     tvm.endScope();
     logits.dispose();
     return id;

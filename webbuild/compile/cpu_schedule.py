@@ -44,6 +44,11 @@ TILE_BYTES = 48 * 1024  # dequantized f32 weight tile of the prefill kernel (sta
 GEMV_BLOCK = "gemv"  # block names of `gemv_int4_func`, found again after fusion
 GEMV_PART = "gemv_part"
 PARALLEL_MIN_MACS = 1 << 15  # smaller matmuls stay on one thread (a launch costs a few microseconds)
+# Scope of the small per-tile accumulators. TVM's LowerTVMBuiltin keeps a CPU buffer under 1 KiB as a
+# stack alloca only in "global" scope; a "local" one becomes a TVMBackendAllocWorkspace call, whose
+# pointer LLVM must assume aliases x and the weights: every multiply-add then stored its accumulator
+# and reloaded x. As allocas, LLVM keeps them in registers.
+REGISTERS = "global"
 
 
 def _static(extent) -> int | None:
@@ -214,13 +219,13 @@ def schedule_gemv_int4(sch: s_tir.Schedule, parallel: bool = False) -> None:
     sch.reorder(n_outer, g, n_inner, lane)
     _parallel(sch, n_outer, macs, parallel)  # first: later steps break the dataflow check
     rf = sch.rfactor(lane, factor_axis=len(sch.get(block).iter_vars) - 2)
-    sch.set_scope(rf, 0, "local")
+    sch.set_scope(rf, 0, REGISTERS)
     rf_loops = sch.get_loops(rf)  # (..., n_outer, g, n_inner, lane)
     n_outer, g, n_inner, lane = rf_loops[-4:]
     sch.reverse_compute_at(block, n_outer)
     part = sch.get_sblock(GEMV_PART)
     sch.compute_at(part, g)
-    sch.set_scope(part, 0, "local")
+    sch.set_scope(part, 0, REGISTERS)
     *spatial, nibble = sch.get_loops(part)[len(rf_loops) - 2:]  # ([n_inner,] lane, kk)
     sch.reorder(nibble, *spatial)
     for loop in spatial[:-1]:
@@ -249,7 +254,7 @@ def schedule_gemm_int4(sch: s_tir.Schedule, info: MatmulInfo, parallel: bool = F
     sch.reorder(n_outer, *tokens, g, nibble, n_inner, lane)
     _parallel(sch, n_outer, info.n * info.k, parallel)
     rf = sch.rfactor(lane, factor_axis=len(sch.get(block).iter_vars) - 1)
-    sch.set_scope(rf, 0, "local")
+    sch.set_scope(rf, 0, REGISTERS)
     loops = sch.get_loops(rf)  # (n_outer, ..., token, g, kk, n_inner, lane)
     token, g, _, n_inner, lane = loops[-5:]
     sch.reverse_compute_at(block, token)
@@ -270,7 +275,7 @@ def schedule_matmul(sch: s_tir.Schedule, info: MatmulInfo, rows: int, parallel: 
     sch.reorder(n_outer, *tokens, k_outer, n_inner, lane)
     _parallel(sch, n_outer, info.n * info.k, parallel)
     rf = sch.rfactor(lane, factor_axis=len(sch.get(block).iter_vars) - 1)
-    sch.set_scope(rf, 0, "local")
+    sch.set_scope(rf, 0, REGISTERS)
     token, k_outer, n_inner, lane = sch.get_loops(rf)[-4:]
     sch.reverse_compute_at(block, token)
     sch.vectorize(lane)
