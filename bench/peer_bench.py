@@ -12,6 +12,9 @@ Configurations (--configs takes a comma-separated list of names or shell pattern
   webbuild-wasm-q4f32_1-2t, webbuild-wasm-q0f32-2t
                                                   model-cpu-threads.wasm (threads 2: needs the build's
                                                   threaded module and a cross-origin isolated page)
+  webbuild-wasm-q4f32_1-1t-worker, webbuild-wasm-q4f32_1-2t-worker
+                                                  the same in the runtime's Web Worker (`worker: true`;
+                                                  unload ends the worker, which frees its memory at once)
   wllama-1t, wllama-2t                            llama.cpp in WASM on the GGUF the builds come from
   tjs-wasm-fp32-1t, tjs-wasm-fp32-2t, tjs-wasm-q4-2t, tjs-webgpu-fp32
                                                   transformers.js (ONNX Runtime Web) on an ONNX export
@@ -66,7 +69,8 @@ TJS_DIR = REPO / "node_modules" / "@huggingface" / "transformers"
 TJS_CONFIGS = {"tjs-wasm-fp32-1t": ("wasm", "fp32", 1), "tjs-wasm-fp32-2t": ("wasm", "fp32", 2),
                "tjs-wasm-q4-2t": ("wasm", "q4", 2), "tjs-webgpu-fp32": ("webgpu", "fp32", None)}
 WEBBUILD_CONFIGS = ([f"webbuild-webgpu-{q}" for q in QUANTIZATIONS]
-                    + [f"webbuild-wasm-{q}-{n}t" for q in QUANTIZATIONS for n in (1, 2)])
+                    + [f"webbuild-wasm-{q}-{n}t" for q in QUANTIZATIONS for n in (1, 2)]
+                    + [f"webbuild-wasm-{QUANTIZATIONS[0]}-{n}t-worker" for n in (1, 2)])
 WLLAMA_CONFIGS = ["wllama-1t", "wllama-2t"]
 ALL_CONFIGS = WEBBUILD_CONFIGS + WLLAMA_CONFIGS + list(TJS_CONFIGS)
 
@@ -130,9 +134,14 @@ BANDWIDTH_JS = """async ([mb, reps]) => {
 # Model files
 
 def webbuild_parts(name: str) -> tuple[str, str, int | None]:
-    """'webbuild-wasm-q4f32_1-2t' -> ("wasm", "q4f32_1", 2); WebGPU names have no thread count."""
+    """'webbuild-wasm-q4f32_1-2t[-worker]' -> ("wasm", "q4f32_1", 2); WebGPU names have no thread count."""
     parts = name.split("-")
     return parts[1], parts[2], int(parts[3].rstrip("t")) if len(parts) > 3 else None
+
+
+def in_worker(name: str) -> bool:
+    """Whether a webbuild configuration runs in the runtime's Web Worker (`worker: true`)."""
+    return name.endswith("-worker")
 
 
 def _stale(folder: Path, target: str) -> str | None:
@@ -324,7 +333,7 @@ def derive(configs: dict, bandwidth: dict, weights: dict, refs: dict) -> None:
 
 def print_table(result: dict) -> None:
     configs = result["configs"]
-    head = (f"{'configuration':<26}{'thr':>4}{'tok':>5}{'decode':>9}{'prefill':>9}{'TTFT':>8}{'cold':>7}"
+    head = (f"{'configuration':<33}{'thr':>4}{'tok':>5}{'decode':>9}{'prefill':>9}{'TTFT':>8}{'cold':>7}"
             f"{'warm':>7}{'peakMB':>8}{'at':>6}{'genMB':>7}{'disp/tok':>9}{'ceiling':>9}  {'text':<6} load avg")
     print(head)
     print("-" * len(head))
@@ -339,7 +348,7 @@ def print_table(result: dict) -> None:
         check = c["correctness"]
         ok = "n/a" if check["reference"] == "none" else ("same" if check["matches"] else "DIFF")
         threads = f"{c['threads_used']}!" if "threads_used" in c else c.get("threads")
-        print(f"{name:<26}{f(threads, '>4')}{c['tokens']:>5}{f(m.get('decode_tok_s'), '>9.2f')}"
+        print(f"{name:<33}{f(threads, '>4')}{c['tokens']:>5}{f(m.get('decode_tok_s'), '>9.2f')}"
               f"{f(m.get('prefill_tok_s'), '>9.1f')}{f(m.get('ttft_s'), '>8.3f')}{f(c['load_cold_s'], '>7.2f')}"
               f"{f(c['load_warm_s'], '>7.2f')}{f(mem / 2**20 if mem else None, '>8.0f')}{phase:>6}"
               f"{f(gen / 2**20 if gen else None, '>7.0f')}{f(per_tok, '>9.1f')}"
@@ -550,10 +559,10 @@ class Plan:
                 folder = self.folders[q, "webgpu"]
                 window = json.loads((folder / "chat-config.json").read_text())["context_window_size"]
                 options = {"backend": backend, "contextWindow": min(CONTEXT_WINDOW, window),
-                           **({"threads": threads} if threads else {})}
+                           **({"threads": threads} if threads else {}), **({"worker": True} if in_worker(n) else {})}
                 out.append(Config(
                     n, {"engine": "webbuild", "backend": backend, "quantization": q, "threads": threads,
-                        "folder": folder.name},
+                        "worker": in_worker(n), "folder": folder.name},
                     url, streamed_run(WEBBUILD_GEN_JS, webbuild_metrics, args.question), self.tokens[n],
                     load=evaluate_load(WEBBUILD_LOAD_JS, [f"{url}models/{folder.name}/", options]),
                     count_gpu=backend == "webgpu"))

@@ -6,8 +6,8 @@ Usage: python bench/wasm_bench.py [--models out/bench/models] [--tokens 128] [--
 
 The CPU subset of bench/peer_bench.py (see its docstring for the method): webbuild `backend: "wasm"`
 with threads 1 (model-cpu.wasm) and 2 (model-cpu-threads.wasm) for the q4f32_1 and q0f32 builds
-(built into --models when missing), and @wllama/wllama on the GGUF those builds come from, with
-n_threads 1 and 2.
+(built into --models when missing), q4f32_1 also in the runtime's Web Worker (`worker: true`), and
+@wllama/wllama on the GGUF those builds come from, with n_threads 1 and 2.
 Loads (cold, warm), time to first token, prefill and decode tokens/s, medians of --runs after a
 warm-up, peak browser memory, text checks, ratios; written to out/bench/wasm.json (no chart unless
 --png is given).

@@ -48,6 +48,8 @@ export interface ChatEngine {
   readonly config: ChatConfig;
   /** Where the model runs: "webgpu" or "wasm" (the CPU). */
   readonly backend: Backend;
+  /** CPU threads the model runs on (wasm backend; 1 on webgpu). */
+  readonly threads: number;
   readonly chat: { completions: { create(request: CreateRequest): Promise<ChatCompletion | AsyncIterable<ChatCompletionChunk>> } };
   interrupt(): void;
   resetChat(): Promise<void>;

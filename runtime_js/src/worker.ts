@@ -36,7 +36,7 @@ async function handle(message: ToWorker): Promise<void> {
       engine = await LocalEngine.load(message.modelUrl, {
         ...message.options, onProgress: (event) => send({ type: "progress", event }),
       });
-      send({ type: "loaded", config: engine.config, backend: engine.backend });
+      send({ type: "loaded", config: engine.config, backend: engine.backend, threads: engine.threads });
       return;
     case "create":
       return create(message.id, message);

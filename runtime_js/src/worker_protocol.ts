@@ -15,7 +15,7 @@ export type ToWorker =
 
 export type FromWorker =
   | { type: "progress"; event: LoadProgress }
-  | { type: "loaded"; config: ChatConfig; backend: Backend }
+  | { type: "loaded"; config: ChatConfig; backend: Backend; threads: number }
   | { type: "chunk"; id: number; chunk: ChatCompletionChunk }
   | { type: "result"; id: number; result: ChatCompletion | null }
   | { type: "error"; id: number | null; error: SerializedError };

@@ -18,22 +18,23 @@ export class WorkerEngine implements ChatEngine {
   private nextId = 1;
   private readonly pending = new Map<number, Pending>();
 
-  private constructor(private readonly worker: Worker, readonly config: ChatConfig, readonly backend: Backend) {}
+  private constructor(private readonly worker: Worker, readonly config: ChatConfig, readonly backend: Backend,
+                      readonly threads: number) {}
 
   static async load(modelUrl: string, options: EngineOptions = {}): Promise<WorkerEngine> {
     const worker = new Worker(new URL("./worker.js", import.meta.url), { type: "module" });
     const { onProgress, signal: _signal, fetch: _fetch, store: _store, worker: _w, ...plain } = options;
-    const { config, backend } = await new Promise<{ config: ChatConfig; backend: Backend }>((resolve, reject) => {
+    const { config, backend, threads } = await new Promise<{ config: ChatConfig; backend: Backend; threads: number }>((resolve, reject) => {
       worker.onmessage = (event: MessageEvent<FromWorker>) => {
         const m = event.data;
         if (m.type === "progress") onProgress?.(m.event);
-        else if (m.type === "loaded") resolve({ config: m.config, backend: m.backend });
+        else if (m.type === "loaded") resolve({ config: m.config, backend: m.backend, threads: m.threads });
         else if (m.type === "error") reject(deserializeError(m.error));
       };
       worker.onerror = (event) => reject(new Error(`the engine worker failed to start: ${event.message}`));
       worker.postMessage({ type: "load", modelUrl: new URL(modelUrl, location.href).href, options: plain } satisfies ToWorker);
     }).catch((err) => { worker.terminate(); throw err; });
-    const engine = new WorkerEngine(worker, config, backend);
+    const engine = new WorkerEngine(worker, config, backend, threads);
     worker.onmessage = (event: MessageEvent<FromWorker>) => engine.receive(event.data);
     return engine;
   }
