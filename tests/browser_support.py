@@ -48,15 +48,16 @@ ENGINE_JS = """async ([url, options, request]) => {
   const engine = await wb.createEngine(url, options);
   try {
     const response = await engine.chat.completions.create(request);
+    const where = {backend: engine.backend, threads: engine.threads};
     if (!request.stream) return {text: response.choices[0].message.content, usage: response.usage,
-                                 finish: response.choices[0].finish_reason};
+                                 finish: response.choices[0].finish_reason, ...where};
     let text = '', finish = null, usage = null;
     for await (const chunk of response) {
       text += chunk.choices[0]?.delta?.content ?? '';
       finish = chunk.choices[0]?.finish_reason ?? finish;
       usage = chunk.usage ?? usage;
     }
-    return {text, usage, finish};
+    return {text, usage, finish, ...where};
   } finally { await engine.unload(); }
 }"""
 

@@ -148,6 +148,8 @@ def test_worker_mode_matches_main_thread(page, server):
     main = run_engine(page, server, "tiny-q4f32_1", request, worker=False)
     worker = run_engine(page, server, "tiny-q4f32_1", request, worker=True)
     assert worker["text"] == main["text"] and worker["finish"] == main["finish"] == "length"
+    assert (worker["backend"], worker["threads"]) == (main["backend"], main["threads"])
+    assert isinstance(worker["threads"], int) and worker["threads"] >= 1
 
 
 @pytest.mark.parametrize("store", ["cache", "indexeddb", "opfs"])
