@@ -4,7 +4,7 @@ thread: model-cpu.wasm) and the native one (generic x86-64 / SSE: model.so for P
 Unscheduled, LLVM gets one scalar multiply-add per loop iteration (with 64-bit div/mod index math
 for every int4 nibble). Here every matmul gets 4-lane vectors, in two steps:
 
-1. `decode_gemv_pass` (Relax level, before fusion) swaps each one-token int4 matmul PrimFunc of
+1. `int4_matmul_pass` (Relax level, before fusion) swaps each one-token int4 matmul PrimFunc of
    `webbuild.quant.group_quant` for the same product in a vector-friendly order (`gemv_int4_func`):
    with k = 32 g + 8 l + kk, lane l reads packed word 4 g + l (one vector load covers the
    quantization group g) and every lane takes the same nibble kk, masked in place
@@ -63,7 +63,7 @@ def _static(extent) -> int | None:
     return int(extent) if isinstance(extent, (int, tirx.IntImm)) else None
 
 
-# ------------------------------------------------------------------ 1. int4 GEMV reformulation
+# ------------------------------------------------------------------ 1. int4 GEMV and prefill reformulation
 
 def _group_quant_matmul(func: tirx.PrimFunc) -> tuple[int, int, bool] | None:
     """(K, group size, one token) when `func` is exactly group_quant's dequantize-matmul in float32
@@ -181,12 +181,12 @@ def gemm_int4_func(x_shape, rows: int, cols: int, group_size: int) -> tirx.PrimF
     return te.create_prim_func([x, q_weight, q_scale, out], index_dtype_override="int64")
 
 
-def decode_gemv_pass():
+def int4_matmul_pass():
     """Module pass: replace group_quant's int4 matmuls by `gemv_int4_func` (one token) and
     `gemm_int4_func` (prefill): same parameters and result, so the Relax calls and the later fusion
     are unchanged."""
 
-    @tvm.transform.module_pass(opt_level=0, name="CPUDecodeGEMV")
+    @tvm.transform.module_pass(opt_level=0, name="CPUInt4Matmul")
     def _pass(mod: tvm.IRModule, _ctx) -> tvm.IRModule:
         for gvar, func in list(mod.functions_items()):
             if not isinstance(func, tirx.PrimFunc):

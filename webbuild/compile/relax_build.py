@@ -17,7 +17,7 @@ from tvm.target import Target
 
 from ..arch.base import Architecture
 from ..quant.scheme import QuantScheme
-from .cpu_schedule import decode_gemv_pass, schedule_pass
+from .cpu_schedule import int4_matmul_pass, schedule_pass
 from .kv_cache_patch import install_let_free_llama3_rope, install_precise_webgpu_trig, replace_racy_merge_state
 
 WASM_TRIPLE = "wasm32-unknown-unknown-wasm"
@@ -53,7 +53,7 @@ def relax_pipeline(target: Target):
     if target.kind.name == "llvm":
         backend, rules = cpu_generic, []  # dlight's CPU rules made decode slower and compiles 5x longer
         wasm = str(target.attrs.get("mtriple", "")).startswith("wasm32")
-        before, extra = [decode_gemv_pass()], [schedule_pass(parallel=wasm), inline_dequantize]
+        before, extra = [int4_matmul_pass()], [schedule_pass(parallel=wasm), inline_dequantize]
     else:
         backend = gpu_generic
         rules = [dl.gpu.Matmul(), dl.gpu.GEMV(), dl.gpu.Reduction(), dl.gpu.GeneralReduction(), dl.gpu.Fallback()]

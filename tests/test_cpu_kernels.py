@@ -1,0 +1,82 @@
+"""The CPU modules' int4 matmul kernels (webbuild/compile/cpu_schedule.py) against numpy: the
+one-token GEMV and the blocked prefill kernel (token counts that fill the last block of
+TOKEN_BLOCK and ones that leave it padded), scheduled as the builds schedule them, on this
+machine's CPU."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import tvm
+from tvm import s_tir, te, tirx
+
+from webbuild.compile import cpu_schedule as cs
+from webbuild.quant.group_quant import _dequantize_matmul_te, dequantize_int4, quantize_int4
+
+ROWS, COLS, GROUP_SIZE = 24, 96, 32
+
+
+@pytest.fixture(scope="module")
+def weights():
+    rng = np.random.default_rng(7)
+    q_weight, q_scale = quantize_int4(rng.standard_normal((ROWS, COLS)).astype(np.float32), GROUP_SIZE, "float32")
+    return q_weight, q_scale, dequantize_int4(q_weight, q_scale, GROUP_SIZE).astype(np.float64)
+
+
+def group_quant_func(seq):
+    """group_quant's own PrimFunc for x (1, seq, COLS), as the Relax export makes it."""
+    x = te.placeholder((1, seq, COLS), "float32", name="x")
+    w = te.placeholder((ROWS, COLS // 8), "uint32", name="w")
+    s = te.placeholder((ROWS, COLS // GROUP_SIZE), "float32", name="s")
+    out = _dequantize_matmul_te(x, w, s, COLS, GROUP_SIZE, "float32")
+    return te.create_prim_func([x, w, s, out], index_dtype_override="int64").without_attr("global_symbol")
+
+
+def compiled(seq):
+    """The kernel the CPU pipeline swaps in for group_quant's, scheduled, built for this CPU."""
+    func = group_quant_func(seq)
+    match = cs._group_quant_matmul(func)
+    assert match is not None
+    cols, group_size, one_token = match
+    make = cs.gemv_int4_func if one_token else cs.gemm_int4_func
+    swapped = make(func.params[0].shape, ROWS, cols, group_size)
+    scheduled = cs.schedule_func(swapped)
+    assert scheduled is not None, "the schedule did not apply"
+    return tvm.tirx.build(tvm.IRModule({"main": scheduled.with_attr("global_symbol", "main")}),
+                          target=tvm.target.Target({"kind": "llvm"}))
+
+
+def run(lib, x, q_weight, q_scale):
+    dev = tvm.cpu()
+    out = tvm.runtime.empty((1, x.shape[1], ROWS), "float32", dev)
+    lib(*(tvm.runtime.tensor(a, dev) for a in (x, q_weight, q_scale)), out)
+    return out.numpy()
+
+
+def test_one_token_gemv(weights):
+    q_weight, q_scale, w = weights
+    x = np.random.default_rng(1).standard_normal((1, 1, COLS)).astype(np.float32)
+    got = run(compiled(1), x, q_weight, q_scale)
+    np.testing.assert_allclose(got, x.astype(np.float64) @ w.T, rtol=1e-5, atol=1e-5)
+
+
+def test_prefill_kernel_every_token_count(weights):
+    """One build (dynamic seq_len), run for 1..2 TOKEN_BLOCKs + 1 tokens: full and padded blocks."""
+    q_weight, q_scale, w = weights
+    lib = compiled(tirx.Var("seq_len", "int64"))
+    rng = np.random.default_rng(2)
+    for seq in range(1, 2 * cs.TOKEN_BLOCK + 2):
+        x = rng.standard_normal((1, seq, COLS)).astype(np.float32)
+        np.testing.assert_allclose(run(lib, x, q_weight, q_scale), x.astype(np.float64) @ w.T,
+                                   rtol=1e-5, atol=1e-5, err_msg=f"seq_len {seq}")
+
+
+def test_prefill_rows_sum_like_the_gemv_tiles(weights):
+    """Each token of a prefill equals that token alone through the prefill kernel: rows and tokens
+    do not change one another's sums (results do not depend on the token count or block)."""
+    q_weight, q_scale, _ = weights
+    lib = compiled(tirx.Var("seq_len", "int64"))
+    x = np.random.default_rng(3).standard_normal((1, 5, COLS)).astype(np.float32)
+    whole = run(lib, x, q_weight, q_scale)
+    for t in range(5):
+        np.testing.assert_array_equal(whole[:, t:t + 1], run(lib, x[:, t:t + 1], q_weight, q_scale))
