@@ -354,8 +354,8 @@ def print_table(result: dict) -> None:
               f"{f(gen / 2**20 if gen else None, '>7.0f')}{f(per_tok, '>9.1f')}"
               f"{f(ceiling, '>9.3g')}  {ok:<6} {c['loadavg_before'][0]:.2f} -> {c['loadavg_after'][0]:.2f}")
     print("decode/prefill tok/s, TTFT and loads in s (medians); peakMB: browser PSS, at: in which phase (cold / "
-          "warm load, generate); genMB: peak while generating; disp/tok: WebGPU dispatches per decoded token; ceiling: tok/s the measured bandwidth allows; text: vs same-quantization reference; "
-          "thr N!: the engine ran on N threads, not the configuration's")
+          "warm load, generate); genMB: peak while generating; disp/tok: WebGPU dispatches per decoded token; "
+          "ceiling: tok/s the measured bandwidth allows; text: vs same-quantization reference; thr N!: the engine ran on N threads, not the configuration's")
     for name, r in result["ratios"].items():
         print(f"  {name:<50} decode x{f(r['decode_tok_s'], '.3f')}  prefill x{f(r['prefill_tok_s'], '.3f')}")
     for name, c in configs.items():

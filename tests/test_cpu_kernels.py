@@ -71,7 +71,7 @@ def test_prefill_kernel_every_token_count(weights):
                                    rtol=1e-5, atol=1e-5, err_msg=f"seq_len {seq}")
 
 
-def test_prefill_rows_sum_like_the_gemv_tiles(weights):
+def test_prefill_tokens_independent_of_their_block(weights):
     """Each token of a prefill equals that token alone through the prefill kernel: rows and tokens
     do not change one another's sums (results do not depend on the token count or block)."""
     q_weight, q_scale, _ = weights

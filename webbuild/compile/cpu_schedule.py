@@ -19,7 +19,7 @@ for every int4 nibble). Here every matmul gets 4-lane vectors, in two steps:
    - that prefill matmul: PREFILL_ROWS rows are dequantized into a local f32 tile in the same
      (g, kk, l) order; per token block, PREFILL_ROWS x TOKEN_BLOCK 4-lane accumulators run over
      (g, kk) as one rolled loop (each weight vector serves 2 tokens, each x vector 4 rows; unrolled
-     over kk, V8 ran out of registers). SmolLM2 q4 prefill: 101 -> 142 tok/s on one thread;
+     over kk, far more vectors were live than registers: 86 tok/s). SmolLM2 q4 prefill: 101 -> 142 tok/s on one thread;
    - other int4 matmuls (a dequantize stage + reduction): the same tile, one token at a time;
    - f32 weights: lanes over consecutive k, NR rows share each load of x.
 Fused epilogues (a residual add) stay as their own loops after the matmul.
