@@ -5,7 +5,6 @@ import { ModelLoadError, NoWebGPUError, OutOfMemoryError, ShaderF16Error, Webbui
 import { requestModelDevice } from "./gpu.js";
 import { defaultThreadCount, threadsAvailable } from "./thread_support.js";
 
-/* eslint-disable @typescript-eslint/no-explicit-any */
 export type Backend = "webgpu" | "wasm";
 export type BackendChoice = Backend | "auto";
 
@@ -14,9 +13,9 @@ export interface ChosenBackend {
   /** The model library file of that backend (from chat-config.json `model_libs`). */
   moduleFile: string;
   /** The WebGPU device (webgpu only). */
-  device: any | null;
+  device: GPUDevice | null;
   /** Why "auto" fell back to the CPU (the WebGPU error's code), if it did. */
-  fallbackReason?: string;
+  fallbackReason?: string | undefined;
   /** CPU threads to run the wasm module on (1: the single-threaded module; webgpu: 1). */
   threads: number;
 }

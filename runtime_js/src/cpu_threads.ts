@@ -7,8 +7,6 @@
 import * as tvmjs from "@mlc-ai/web-runtime";
 import { ModelLoadError } from "./errors.js";
 
-/* eslint-disable @typescript-eslint/no-explicit-any */
-
 /** Pages (64 KiB) of the threaded module's memory, from chat-config.json `wasm_threads`. */
 export interface MemoryPages {
   initial: number;
@@ -27,10 +25,27 @@ interface ThreadStart {
   arenaBytes: number;
 }
 
+/** What a worker answers: it is ready, or it failed to start. */
+interface ThreadReply {
+  ready?: number;
+  failed?: number;
+  error?: string;
+}
+
+/** The threaded module's exports this file calls (webbuild_threads.cc and the linker's TLS helpers). */
+interface ThreadExports {
+  __wasm_init_tls?: (tls: number) => void;
+  __tls_size: WebAssembly.Global;
+  webbuild_thread_alloc(bytes: number): number;
+  webbuild_threads_enable(workers: number): number;
+  webbuild_threads_entered(): number;
+  webbuild_threads_set_spins(spins: number): void;
+}
+
 /** A started worker, whatever the platform's worker API: browsers' Worker or node's worker_threads. */
 export interface ThreadHandle {
   post(message: ThreadStart): void;
-  onMessage(listener: (data: any) => void): void;
+  onMessage(listener: (data: unknown) => void): void;
   terminate(): void;
 }
 
@@ -88,20 +103,21 @@ export interface CpuThreads {
 /** Instantiate a threaded CPU module with tvmjs and start `threads - 1` workers for it. */
 export async function instantiateThreaded(bytes: ArrayBuffer, pages: MemoryPages, threads: number, url: string,
                                           spins?: number, spawn: SpawnThread = browserSpawn
-): Promise<{ tvm: any; threads: CpuThreads }> {
+): Promise<{ tvm: tvmjs.Instance; threads: CpuThreads }> {
   const module = await WebAssembly.compile(bytes);
   const memory = new WebAssembly.Memory({ initial: pages.initial, maximum: pages.maximum, shared: true });
-  const wasi: any = tvmjs.createPolyfillWASI();
-  wasi.imports.env = { ...(wasi.imports.env ?? {}), memory };
+  const wasi = tvmjs.createPolyfillWASI();
+  const env = wasi.imports.env as Record<string, unknown> | undefined;
+  wasi.imports.env = { ...(env ?? {}), memory };
   const startLibrary = wasi.start;
   wasi.start = (inst: WebAssembly.Instance) => {
-    const e: any = inst.exports;
+    const e = inst.exports as unknown as ThreadExports;
     // thread-locals of the main instance, before any constructor runs
-    if (e.__wasm_init_tls) e.__wasm_init_tls(e.webbuild_thread_alloc(e.__tls_size.value));
-    startLibrary({ exports: { ...e, memory } });
+    if (e.__wasm_init_tls) e.__wasm_init_tls(e.webbuild_thread_alloc(Number(e.__tls_size.value)));
+    startLibrary({ exports: { ...inst.exports, memory } });
   };
-  const tvm = new (tvmjs as any).Instance(module, wasi);
-  const exports: any = tvm.exports;
+  const tvm = new tvmjs.Instance(module, wasi);
+  const exports = tvm.exports as unknown as ThreadExports;
   const handles: ThreadHandle[] = [];
   const dispose = () => {
     exports.webbuild_threads_enable(0);
@@ -113,12 +129,16 @@ export async function instantiateThreaded(bytes: ArrayBuffer, pages: MemoryPages
     for (let id = 1; id < threads; ++id) {
       const stack = exports.webbuild_thread_alloc(STACK_BYTES);
       const arena = exports.webbuild_thread_alloc(ARENA_BYTES);
-      const tls = exports.__wasm_init_tls ? exports.webbuild_thread_alloc(exports.__tls_size.value) : 0;
+      const tls = exports.__wasm_init_tls ? exports.webbuild_thread_alloc(Number(exports.__tls_size.value)) : 0;
       if (!stack || !arena) throw new ModelLoadError(url, "out of memory for the CPU threads' stacks", "use fewer threads");
       const handle = spawn(THREAD_SOURCE);
       handles.push(handle);
       ready.push(new Promise<void>((resolve, reject) => {
-        handle.onMessage((m) => (m.ready === id ? resolve() : m.failed === id ? reject(new Error(m.error)) : undefined));
+        handle.onMessage((data) => {
+          const m = data as ThreadReply;
+          if (m.ready === id) resolve();
+          else if (m.failed === id) reject(new Error(m.error));
+        });
       }));
       handle.post({ module, memory, id, stack, stackBytes: STACK_BYTES, tls, arena, arenaBytes: ARENA_BYTES });
     }
