@@ -21,7 +21,8 @@ const src = path.join(here, "src");
 const dist = path.join(root, "dist");
 const args = new Set(process.argv.slice(2));
 // The browser-independent modules the node unit tests import one by one.
-const MODULES = ["errors", "config", "protocol", "sampling", "stop", "tokenizer", "sha256", "progress", "storage", "artifacts", "backend"];
+const MODULES = ["errors", "config", "protocol", "sampling", "stop", "tokenizer", "sha256", "progress", "storage", "artifacts", "backend",
+                 "metadata", "llm_chat_pipeline"];
 
 const common = {
   bundle: true,

@@ -1,0 +1,52 @@
+// The model module's description of itself: the JSON string its `_metadata` VM function returns,
+// written by the build (webbuild/backends/). What the runtime must know about how a module was
+// compiled (its parameters, the KV-cache page size its kernels were generated for, how many tokens
+// a call may take) is read from here only, never hard-coded or inferred from the backend's name.
+import { ModelLoadError } from "./errors.js";
+
+export interface ModelMetadata {
+  /** The parameters, in the order the module's functions take them. */
+  params: { name: string }[];
+  /** Tokens per page of the paged KV cache (the TIR kernels are generated for this size). */
+  kv_page_size: number;
+  /** With a sliding window: once `window` tokens are cached, each call takes one token only. */
+  single_token_past_window: boolean;
+  [extra: string]: unknown;
+}
+
+const REBUILD = "rebuild the model with the current webbuild (python -m webbuild build)";
+
+function invalid(url: string, what: string): never {
+  throw new ModelLoadError(url, `${what}; rebuild the model with the current webbuild`, REBUILD);
+}
+
+/** A required key of `_metadata`: missing means the module comes from an older webbuild. */
+function required(meta: Record<string, unknown>, key: string, url: string): unknown {
+  if (!(key in meta)) invalid(url, `_metadata has no "${key}" (the module was built by an older webbuild)`);
+  return meta[key];
+}
+
+/** Parse and check `_metadata` of the module at `url`; throws ModelLoadError (code "model-load"). */
+export function parseModelMetadata(text: string, url: string): ModelMetadata {
+  let json: unknown;
+  try {
+    json = JSON.parse(text);
+  } catch {
+    invalid(url, "_metadata is not valid JSON");
+  }
+  if (!json || typeof json !== "object" || Array.isArray(json)) invalid(url, "_metadata is not a JSON object");
+  const meta = json as Record<string, unknown>;
+  const params = required(meta, "params", url);
+  if (!Array.isArray(params) || !params.every((p) => typeof (p as { name?: unknown } | null)?.name === "string")) {
+    invalid(url, "_metadata.params must be a list of {name}");
+  }
+  const pageSize = required(meta, "kv_page_size", url);
+  if (typeof pageSize !== "number" || !Number.isSafeInteger(pageSize) || pageSize < 1) {
+    invalid(url, `_metadata.kv_page_size must be a positive integer, got ${JSON.stringify(pageSize)}`);
+  }
+  const singleToken = required(meta, "single_token_past_window", url);
+  if (typeof singleToken !== "boolean") {
+    invalid(url, `_metadata.single_token_past_window must be true or false, got ${JSON.stringify(singleToken)}`);
+  }
+  return meta as ModelMetadata;
+}

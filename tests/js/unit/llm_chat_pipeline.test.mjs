@@ -1,0 +1,181 @@
+import assert from "node:assert/strict";
+import { test } from "node:test";
+
+import { callSize, LLMChatPipeline } from "../../../dist/modules/llm_chat_pipeline.js";
+import { validateRequest } from "../../../dist/modules/protocol.js";
+
+test("callSize: the prefill chunk without a window, window - 1 with one", () => {
+  assert.equal(callSize({ prefillChunk: 8, slidingWindow: null, singleTokenPastWindow: true }, 100), 8);
+  assert.equal(callSize({ prefillChunk: 8, slidingWindow: 5, singleTokenPastWindow: false }, 0), 4);
+  assert.equal(callSize({ prefillChunk: 8, slidingWindow: 5, singleTokenPastWindow: false }, 100), 4);
+  assert.equal(callSize({ prefillChunk: 3, slidingWindow: 5, singleTokenPastWindow: false }, 0), 3);
+});
+
+test("callSize: one token per call once `window` tokens are cached, only where _metadata says so", () => {
+  const rule = { prefillChunk: 8, slidingWindow: 5, singleTokenPastWindow: true };
+  assert.equal(callSize(rule, 4), 4);
+  assert.equal(callSize(rule, 5), 1);
+  assert.equal(callSize(rule, 50), 1);
+});
+
+/** A model runtime whose logits read back "predict" the tokens of `script` in turn (argmax or logits). */
+class FakeRuntime {
+  constructor({ script, singleTokenPastWindow = false, hasArgmax = true, vocab = 128 }) {
+    this.metadata = { params: [], kv_page_size: 16, single_token_past_window: singleTokenPastWindow };
+    this.hasArgmax = hasArgmax;
+    this.script = script;
+    this.vocab = vocab;
+    this.produced = 0;
+    this.calls = [];
+    this.sequence = [];
+    this.pops = [];
+    this.resets = 0;
+    this.reads = { argmax: 0, logits: 0 };
+    this.live = new Set();
+  }
+  createState(spec) { this.state = spec; }
+  resetSequence() { this.resets++; this.sequence = []; }
+  popTokens(count) { this.pops.push(count); this.sequence.length -= count; }
+  forward(tokens) {
+    this.calls.push([...tokens]);
+    this.sequence.push(...tokens);
+    const logits = { shape: [1, 1, this.vocab], dispose: () => this.live.delete(logits) };
+    this.live.add(logits);
+    return logits;
+  }
+  next() { return this.script[this.produced++] ?? 0; }
+  async readArgmax(logits) { this.reads.argmax++; logits.dispose(); return this.next(); }
+  async readLogits(logits) {
+    this.reads.logits++;
+    const values = new Float32Array(this.vocab).fill(-30);
+    values[this.next()] = 30;
+    logits.dispose();
+    return values;
+  }
+}
+
+/** Characters are tokens: a prompt is its messages' contents, one id per character. */
+const tokenizer = {
+  encodeChat: (messages) => ({ prompt: "", ids: [...messages.map((m) => m.content).join("")].map((c) => c.charCodeAt(0)) }),
+  streamDecoder: () => ({ push: (id) => String.fromCharCode(id), flush: () => "" }),
+};
+
+function config({ chunk = 4, window = null, kind = "paged_kv_cache", stopStrings = [] } = {}) {
+  return { model_id: "m", context_window_size: 64, prefill_chunk_size: chunk, vocab_size: 128,
+           state: { kv_state: kind, sliding_window: window }, stop_token_ids: [0], stop_strings: stopStrings };
+}
+
+const ids = (text) => [...text].map((c) => c.charCodeAt(0));
+const SAMPLING = { temperature: 0, top_p: 1, repetition_penalty: 1, frequency_penalty: 0, presence_penalty: 0 };
+const request = (content, extra = {}) => validateRequest({ messages: [{ role: "user", content }], ...extra },
+  { sampling: SAMPLING, vocabSize: 128, contextWindow: 64 });
+
+async function run(pipeline, req, stopped = () => false) {
+  const chunks = [];
+  const result = await pipeline.generate(req, stopped, (c) => chunks.push(c));
+  const text = chunks.map((c) => c.choices[0]?.delta?.content ?? "").join("");
+  return { ...result, chunks, text };
+}
+
+test("the pipeline creates the state from chat-config: context window and prefill chunk", () => {
+  const runtime = new FakeRuntime({ script: [] });
+  new LLMChatPipeline(runtime, config({ chunk: 4 }), tokenizer, { backend: "webgpu", threads: 1 });
+  assert.deepEqual(runtime.state, { kind: "paged_kv_cache", contextWindow: 64, prefillChunk: 4 });
+});
+
+test("prefill in chunks, then one token per decode call until max_tokens; greedy reads the device argmax", async () => {
+  const runtime = new FakeRuntime({ script: ids("hello") });
+  const pipeline = new LLMChatPipeline(runtime, config({ chunk: 4 }), tokenizer, { backend: "webgpu", threads: 1 });
+  const r = await run(pipeline, request("abcdefghij", { max_tokens: 3 }));
+  assert.deepEqual(runtime.calls.map((c) => c.length), [4, 4, 2, 1, 1]);
+  assert.deepEqual(runtime.calls.slice(3), [ids("h"), ids("e")]);
+  assert.equal(r.text, "hel");
+  assert.equal(r.finish, "length");
+  assert.equal(r.usage.prompt_tokens, 10);
+  assert.equal(r.usage.completion_tokens, 3);
+  assert.equal(r.usage.extra.backend, "webgpu");
+  assert.equal(r.usage.extra.threads, undefined);
+  assert.deepEqual(runtime.reads, { argmax: 3, logits: 0 });
+  assert.equal(runtime.live.size, 0, "every logits handle is disposed");
+  assert.deepEqual(r.chunks[0].choices[0].delta, { role: "assistant", content: "" });
+  assert.equal(r.chunks.at(-1).choices[0].finish_reason, "length");
+});
+
+test("sampling reads the logits back when decoding is not plain greedy (or the module has no argmax)", async () => {
+  const runtime = new FakeRuntime({ script: ids("xyz"), hasArgmax: false });
+  const pipeline = new LLMChatPipeline(runtime, config(), tokenizer, { backend: "wasm", threads: 2 });
+  const r = await run(pipeline, request("ab", { max_tokens: 3 }));
+  assert.equal(r.text, "xyz");
+  assert.deepEqual(runtime.reads, { argmax: 0, logits: 3 });
+  assert.equal(r.usage.extra.threads, 2);
+});
+
+test("a stop token ends the reply with finish_reason stop; a stop string is not emitted", async () => {
+  const stopToken = new LLMChatPipeline(new FakeRuntime({ script: [...ids("ok"), 0, ...ids("zz")] }), config(), tokenizer,
+    { backend: "webgpu", threads: 1 });
+  const a = await run(stopToken, request("q", { max_tokens: 10 }));
+  assert.deepEqual([a.text, a.finish, a.usage.completion_tokens], ["ok", "stop", 3]);
+
+  const stopString = new LLMChatPipeline(new FakeRuntime({ script: ids("one. two") }), config({ stopStrings: [". "] }),
+    tokenizer, { backend: "webgpu", threads: 1 });
+  const b = await run(stopString, request("q", { max_tokens: 10 }));
+  assert.deepEqual([b.text, b.finish], ["one", "stop"]);
+});
+
+test("stopped() ends the generation with finish_reason abort", async () => {
+  const runtime = new FakeRuntime({ script: ids("abcdefgh") });
+  const pipeline = new LLMChatPipeline(runtime, config(), tokenizer, { backend: "webgpu", threads: 1 });
+  let steps = 0;
+  const r = await run(pipeline, request("q", { max_tokens: 10 }), () => ++steps > 2);
+  assert.deepEqual([r.text, r.finish], ["ab", "abort"]);
+});
+
+test("the next turn reuses the cached prefix: only the rest is prefilled, the divergent tail popped", async () => {
+  const runtime = new FakeRuntime({ script: ids("XYZ") });
+  const pipeline = new LLMChatPipeline(runtime, config({ chunk: 16 }), tokenizer, { backend: "webgpu", threads: 1 });
+  await run(pipeline, request("abcdef", { max_tokens: 2 }));  // caches abcdef + X
+  runtime.calls = [];
+  const r = await run(pipeline, request("abcdXY", { max_tokens: 1 }));
+  assert.deepEqual(runtime.pops, [3]);  // "efX" dropped
+  assert.deepEqual(runtime.calls, [ids("XY")]);
+  assert.equal(r.usage.prompt_tokens_details.cached_tokens, 4);
+  assert.deepEqual(runtime.sequence, ids("abcdXY"));
+
+  runtime.calls = [];
+  const same = await run(pipeline, request("abcdXY", { max_tokens: 1 }));
+  assert.deepEqual(runtime.calls, [ids("Y")], "the last prompt token is always recomputed");
+  assert.equal(same.usage.prompt_tokens_details.cached_tokens, 5);
+});
+
+test("an RNN state cannot roll back: a divergent prompt starts the sequence again", async () => {
+  const runtime = new FakeRuntime({ script: ids("XYZW") });
+  const pipeline = new LLMChatPipeline(runtime, config({ kind: "rnn_state" }), tokenizer, { backend: "webgpu", threads: 1 });
+  await run(pipeline, request("abc", { max_tokens: 1 }));
+  const r = await run(pipeline, request("abd", { max_tokens: 1 }));
+  assert.equal(runtime.resets, 1);
+  assert.deepEqual(runtime.pops, []);
+  assert.equal(r.usage.prompt_tokens_details.cached_tokens, 0);
+  assert.deepEqual(runtime.sequence, ids("abd"));
+});
+
+test("sliding window: calls of window - 1, then one token per call where _metadata says single_token_past_window", async () => {
+  const prompt = "abcdefg";
+  const sizes = async (singleTokenPastWindow) => {
+    const runtime = new FakeRuntime({ script: ids("zz"), singleTokenPastWindow });
+    const pipeline = new LLMChatPipeline(runtime, config({ chunk: 8, window: 3 }), tokenizer, { backend: "wasm", threads: 1 });
+    await run(pipeline, request(prompt, { max_tokens: 1 }));
+    return runtime.calls.map((c) => c.length);
+  };
+  assert.deepEqual(await sizes(false), [2, 2, 2, 1]);
+  assert.deepEqual(await sizes(true), [2, 2, 1, 1, 1]);
+});
+
+test("reset() empties the sequence: nothing is reused afterwards", async () => {
+  const runtime = new FakeRuntime({ script: ids("XY") });
+  const pipeline = new LLMChatPipeline(runtime, config(), tokenizer, { backend: "webgpu", threads: 1 });
+  await run(pipeline, request("abc", { max_tokens: 1 }));
+  pipeline.reset();
+  const r = await run(pipeline, request("abc", { max_tokens: 1 }));
+  assert.equal(runtime.resets, 1);
+  assert.equal(r.usage.prompt_tokens_details.cached_tokens, 0);
+});

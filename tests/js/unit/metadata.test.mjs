@@ -1,0 +1,41 @@
+import assert from "node:assert/strict";
+import { test } from "node:test";
+
+import { ModelLoadError } from "../../../dist/modules/errors.js";
+import { parseModelMetadata } from "../../../dist/modules/metadata.js";
+
+const URL_ = "http://x/models/m/model-cpu.wasm";
+const META = { params: [{ name: "embed.weight" }], kv_page_size: 16, single_token_past_window: true, context_window_size: 64 };
+
+test("_metadata with kv_page_size and single_token_past_window parses to the same object", () => {
+  assert.deepEqual(parseModelMetadata(JSON.stringify(META), URL_), META);
+});
+
+for (const key of ["kv_page_size", "single_token_past_window", "params"]) {
+  test(`_metadata without ${key} is a model-load error that says to rebuild with the current webbuild`, () => {
+    const { [key]: _dropped, ...rest } = META;
+    assert.throws(() => parseModelMetadata(JSON.stringify(rest), URL_), (err) => {
+      assert.ok(err instanceof ModelLoadError);
+      assert.equal(err.code, "model-load");
+      assert.equal(err.url, URL_);
+      assert.match(err.message, new RegExp(`"${key}"`));
+      assert.match(err.message, /rebuild the model with the current webbuild/);
+      assert.match(err.fix, /rebuild the model with the current webbuild/);
+      return true;
+    });
+  });
+}
+
+for (const [key, value] of [["kv_page_size", 0], ["kv_page_size", 16.5], ["kv_page_size", "16"],
+                            ["single_token_past_window", 1], ["single_token_past_window", null], ["params", {}]]) {
+  test(`_metadata with ${key} = ${JSON.stringify(value)} is a model-load error`, () => {
+    assert.throws(() => parseModelMetadata(JSON.stringify({ ...META, [key]: value }), URL_),
+      (err) => err instanceof ModelLoadError && err.message.includes(key));
+  });
+}
+
+test("_metadata that is not a JSON object is a model-load error", () => {
+  for (const text of ["not json", "[]", "null", "3"]) {
+    assert.throws(() => parseModelMetadata(text, URL_), ModelLoadError);
+  }
+});
