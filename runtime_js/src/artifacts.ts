@@ -43,7 +43,7 @@ export interface ModelArtifacts {
   tensorCache: TensorCache;
   tokenizerJson: unknown;
   /** tokenizer_config.json, or null when the folder has none. */
-  tokenizerConfig: unknown | null;
+  tokenizerConfig: unknown;
 }
 
 export interface VerifiedShard {
@@ -95,7 +95,7 @@ class Loader {
       throwIfAborted(this.signal);
       let response: Response;
       try {
-        response = await this.fetchFn(url, { ...init, signal: this.signal });
+        response = await this.fetchFn(url, { ...init, signal: this.signal ?? null });
       } catch (err) {
         if (isAbortError(err) || this.signal?.aborted) throw new AbortedError(undefined, { cause: err });
         if (attempt < 2) continue;
@@ -329,10 +329,9 @@ export class ShardLoader {
   /** Each tensor's bytes in stream order (see iterateTensors). */
   tensors(): AsyncGenerator<TensorBytes> {
     const cache = this.artifacts.tensorCache;
-    const self = this;
-    return iterateTensors(cache.records, (async function* () {
-      for await (const s of self.shards()) yield s.bytes;
-    })());
+    return iterateTensors(cache.records, (async function* (loader: ShardLoader) {
+      for await (const s of loader.shards()) yield s.bytes;
+    })(this));
   }
 
   /** Download, verify and store every shard without keeping them (e.g. "download for offline"). */
@@ -349,18 +348,14 @@ export class ShardLoader {
 export async function* iterateTensors(records: readonly TensorRecord[],
                                       shards: AsyncIterable<Uint8Array> | Iterable<Uint8Array>): AsyncGenerator<TensorBytes> {
   const ordered = [...records].sort((a, b) => a.byte_offset - b.byte_offset || a.nbytes - b.nbytes);
-  const it = (Symbol.asyncIterator in shards
-    ? (shards as AsyncIterable<Uint8Array>)[Symbol.asyncIterator]()
-    : (shards as Iterable<Uint8Array>)[Symbol.iterator]()) as AsyncIterator<Uint8Array> | Iterator<Uint8Array>;
+  const it = Symbol.asyncIterator in shards ? shards[Symbol.asyncIterator]() : shards[Symbol.iterator]();
   let cur: Uint8Array = new Uint8Array(0);
   let curStart = 0;  // stream offset of cur[0]
-  let index = -1;
   const advance = async (): Promise<void> => {
     const r = await it.next();
     if (r.done) throw new ModelLoadError("tensor-cache.json", "a tensor lies past the last shard", "rebuild the model folder");
     curStart += cur.length;
     cur = r.value;
-    index++;
   };
   try {
     for (const record of ordered) {

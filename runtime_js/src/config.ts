@@ -112,7 +112,7 @@ export function parseChatConfig(json: unknown, url = "chat-config.json"): ChatCo
   }
   if (!c.sampling || typeof c.sampling !== "object") fail(url, "sampling must be an object");
   c.add_bos_token = Boolean(c.add_bos_token);
-  const state = (c.state ?? { kv_state: "paged_kv_cache", sliding_window: null }) as StateConfig;
+  const state: StateConfig = c.state ?? { kv_state: "paged_kv_cache", sliding_window: null };
   if (state.kv_state !== "paged_kv_cache" && state.kv_state !== "rnn_state") fail(url, "state.kv_state must be paged_kv_cache or rnn_state");
   if (state.sliding_window != null && (!isInt(state.sliding_window) || state.sliding_window === 0)) {
     fail(url, "state.sliding_window must be a positive integer or null");

@@ -131,6 +131,12 @@ export class AbortedError extends WebbuildError {
   }
 }
 
+/** A serialized detail as text ("" when absent). */
+function detailText(value: unknown): string {
+  if (value === undefined || value === null) return "";
+  return typeof value === "string" ? value : JSON.stringify(value);
+}
+
 const BY_CODE: Record<string, (e: SerializedError) => WebbuildError> = {
   "no-webgpu": (e) => new NoWebGPUError(e.message),
   "missing-shader-f16": (e) => new ShaderF16Error(e.details?.modelId as string | undefined),
@@ -138,9 +144,9 @@ const BY_CODE: Record<string, (e: SerializedError) => WebbuildError> = {
   "quota-exceeded": (e) => new StorageQuotaError(e.details?.file as string | undefined),
   "context-window-exceeded": (e) => new ContextWindowExceededError(
     Number(e.details?.promptTokens), (e.details?.maxTokens as number | null) ?? null, Number(e.details?.contextWindow)),
-  integrity: (e) => new IntegrityError(String(e.details?.file ?? ""), e.message),
-  "invalid-request": (e) => new InvalidRequestError(String(e.details?.field ?? ""), e.message),
-  "model-load": (e) => new ModelLoadError(String(e.details?.url ?? ""), e.message, e.fix),
+  integrity: (e) => new IntegrityError(detailText(e.details?.file), e.message),
+  "invalid-request": (e) => new InvalidRequestError(detailText(e.details?.field), e.message),
+  "model-load": (e) => new ModelLoadError(detailText(e.details?.url), e.message, e.fix),
   aborted: (e) => new AbortedError(e.message),
 };
 

@@ -8,9 +8,10 @@ export function pushStream<T>(produce: (push: (item: T) => void) => Promise<unkn
   const queue: T[] = [];
   let wake: (() => void) | null = null;
   let finished = false;
-  let failure: unknown = null;
+  let failed = false;
+  let failure: unknown;
   produce((item) => { queue.push(item); wake?.(); })
-    .catch((err) => { failure = err; })
+    .catch((err: unknown) => { failed = true; failure = err; })
     .finally(() => { finished = true; wake?.(); });
   return {
     [Symbol.asyncIterator]: () => ({
@@ -18,7 +19,7 @@ export function pushStream<T>(produce: (push: (item: T) => void) => Promise<unkn
         while (!queue.length && !finished) await new Promise<void>((resolve) => { wake = resolve; });
         wake = null;
         if (queue.length) return { value: queue.shift()!, done: false };
-        if (failure) throw failure;
+        if (failed) throw failure;
         return { value: undefined, done: true };
       },
     }),

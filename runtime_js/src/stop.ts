@@ -8,7 +8,7 @@ export interface StopResult {
   /** True once a stop string has been seen; later pushes return "". */
   stopped: boolean;
   /** The stop string that matched, when stopped. */
-  matched?: string;
+  matched?: string | undefined;
 }
 
 export class StopMatcher {

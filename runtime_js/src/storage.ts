@@ -20,7 +20,7 @@ function ownBuffer(data: Uint8Array): ArrayBuffer {
   if (data.byteOffset === 0 && data.byteLength === data.buffer.byteLength && data.buffer instanceof ArrayBuffer) {
     return data.buffer;
   }
-  return data.slice().buffer as ArrayBuffer;
+  return data.slice().buffer;
 }
 
 export class NoStore implements ShardStore {
@@ -79,7 +79,7 @@ export class CacheApiStore implements ShardStore {
 function request<T>(req: IDBRequest<T>): Promise<T> {
   return new Promise((resolve, reject) => {
     req.onsuccess = () => resolve(req.result);
-    req.onerror = () => reject(req.error);
+    req.onerror = () => reject(req.error ?? new Error("IndexedDB request failed"));
   });
 }
 
@@ -93,7 +93,7 @@ export class IndexedDBStore implements ShardStore {
       const req = globalThis.indexedDB.open(this.name, 1);
       req.onupgradeneeded = () => req.result.createObjectStore("files");
       req.onsuccess = () => resolve(req.result);
-      req.onerror = () => reject(req.error);
+      req.onerror = () => reject(req.error ?? new Error(`IndexedDB ${this.name} failed to open`));
       req.onblocked = () => reject(new Error(`IndexedDB ${this.name} is blocked by another tab`));
     });
     return this.db;
@@ -102,7 +102,7 @@ export class IndexedDBStore implements ShardStore {
     const tx = (await this.open()).transaction("files", mode);
     const done = new Promise<void>((resolve, reject) => {
       tx.oncomplete = () => resolve();
-      tx.onerror = () => reject(tx.error);
+      tx.onerror = () => reject(tx.error ?? new Error("IndexedDB transaction failed"));
       tx.onabort = () => reject(tx.error ?? new Error("IndexedDB transaction aborted"));
     });
     const result = await request(op(tx.objectStore("files")));

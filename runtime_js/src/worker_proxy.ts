@@ -8,7 +8,7 @@ import { pushStream } from "./push_stream.js";
 import type { FromWorker, ToWorker } from "./worker_protocol.js";
 
 interface Pending {
-  onChunk?: (chunk: ChatCompletionChunk) => void;
+  onChunk?: ((chunk: ChatCompletionChunk) => void) | undefined;
   resolve: (result: ChatCompletion | null) => void;
   reject: (err: unknown) => void;
 }
