@@ -1,5 +1,7 @@
-// Public entry point of the webbuild browser runtime (dist/webbuild.js): createEngine and the
-// building blocks it is made of.
+// Public entry point of the webbuild browser runtime (dist/webbuild.js, the npm package "webbuild").
+// This is the whole public API: createEngine, the engine's and the OpenAI-style request/response
+// types, the typed errors with their codes, and the load-progress types. Everything else is
+// internal; tests/js/unit/exports.test.mjs fails when this list changes by accident.
 import { LocalEngine, type ChatEngine, type EngineOptions } from "./engine.js";
 import { WorkerEngine } from "./worker_proxy.js";
 
@@ -12,17 +14,21 @@ export async function createEngine(modelUrl: string, options: EngineOptions = {}
   return options.worker ? WorkerEngine.load(modelUrl, options) : LocalEngine.load(modelUrl, options);
 }
 
-export { LocalEngine, WorkerEngine };
 export type { ChatEngine, CreateRequest, EngineOptions } from "./engine.js";
+export type { FetchFn } from "./artifacts.js";
+export type { Backend, BackendChoice } from "./backend.js";
+export type { ChatConfig, SamplingDefaults, StateConfig } from "./config.js";
+export type { CacheKind, ShardStore } from "./storage.js";
 
-export * from "./backend.js";
-export * from "./errors.js";
-export * from "./config.js";
-export * from "./protocol.js";
-export * from "./sampling.js";
-export * from "./stop.js";
-export * from "./tokenizer.js";
-export * from "./sha256.js";
-export * from "./progress.js";
-export * from "./storage.js";
-export * from "./artifacts.js";
+export type {
+  ChatCompletion, ChatCompletionChunk, ChatCompletionRequest, ChatMessage, CompletionUsage, FinishReason, Role,
+  TextContentPart, UsageExtra,
+} from "./protocol.js";
+
+export {
+  AbortedError, ContextWindowExceededError, IntegrityError, InvalidRequestError, ModelLoadError, NoWebGPUError,
+  OutOfMemoryError, ShaderF16Error, StorageQuotaError, WebbuildError,
+} from "./errors.js";
+export type { ErrorCode, SerializedError } from "./errors.js";
+
+export type { LoadProgress, ProgressCallback, ProgressStage } from "./progress.js";
