@@ -150,14 +150,11 @@ def _stale(folder: Path, target: str) -> str | None:
         config = json.loads((folder / "chat-config.json").read_text())
     except (OSError, ValueError):
         return "no chat-config.json"
-    from webbuild.build import MODULE_FILES, THREADS_FILE
-
     wanted = {"webgpu": ("webgpu", "wasm", "wasm-threads"), "cpu": ("cpu",)}[target]
     libs = config.get("model_libs", {})
     missing = [k for k in wanted if k not in libs or not (folder / libs[k]).is_file()]
     if missing:
-        files = {**MODULE_FILES, "wasm-threads": THREADS_FILE}
-        return "built without " + ", ".join(files[k] for k in missing)
+        return "built without the " + ", ".join(missing) + " module"
     return None
 
 

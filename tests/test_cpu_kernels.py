@@ -1,4 +1,4 @@
-"""The CPU modules' int4 matmul kernels (webbuild/compile/cpu_schedule.py) against numpy: the
+"""The CPU modules' int4 matmul kernels (webbuild/kernels/cpu_matmul.py) against numpy: the
 one-token GEMV and the blocked prefill kernel (token counts that fill the last block of
 TOKEN_BLOCK and ones that leave it padded), scheduled as the builds schedule them, on this
 machine's CPU."""
@@ -10,7 +10,7 @@ import pytest
 import tvm
 from tvm import s_tir, te, tirx
 
-from webbuild.compile import cpu_schedule as cs
+from webbuild.kernels import cpu_matmul as cs
 from webbuild.quant.group_quant import _dequantize_matmul_te, dequantize_int4, quantize_int4
 
 ROWS, COLS, GROUP_SIZE = 24, 96, 32

@@ -1,5 +1,5 @@
-"""The WebGPU decode step's own kernels: fused GEMVs (webbuild.quant.decode_gemv) and the greedy
-argmax (webbuild.arch.greedy) against float64 numpy in node (Dawn on SwiftShader), and the decode
+"""The WebGPU decode step's own kernels: fused GEMVs (webbuild.kernels.decode_gemv) and the greedy
+argmax (webbuild.kernels.argmax) against float64 numpy in node (Dawn on SwiftShader), and the decode
 function's kernel count per layer."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import pytest
 
 from node_harness import run_toy
 from webbuild.compile import wasm_link, wasm_runtime
-from webbuild.quant.decode_gemv import GemvSpec, gemv_func, threads_for
+from webbuild.kernels.decode_gemv import GemvSpec, gemv_func, threads_for
 from webbuild.quant.group_quant import dequantize_int4, quantize_int4
 
 WASM_TARGET_HOST = {"kind": "llvm", "mtriple": "wasm32-unknown-unknown-wasm"}
@@ -142,7 +142,7 @@ def test_gemv_threads_scale_with_the_reduction():
 
 
 def test_argmax_kernel_is_the_runtime_argmax(runtime, tmp_path):
-    from webbuild.arch.greedy import argmax_func
+    from webbuild.kernels.argmax import argmax_func
 
     rng = np.random.default_rng(1)
     vectors = [rng.standard_normal(ARGMAX_VOCAB).astype(np.float32) for _ in range(4)]
@@ -167,18 +167,16 @@ def _decode_calls(source, quantization: str) -> tuple[collections.Counter, int]:
 
     from webbuild.arch import get_architecture
     from webbuild.arch.base import BuildOptions
-    from webbuild.compile.relax_build import make_target, relax_pipeline
+    from webbuild.backends import get_backend
     from webbuild.loaders import load_checkpoint
     from webbuild.quant.scheme import get_scheme
 
     checkpoint = load_checkpoint(source)
     arch = get_architecture(checkpoint.config["model_type"])
     config = arch.parse_config(checkpoint.config, BuildOptions())
-    target = make_target("webgpu")
-    with target:
-        model = arch.build_model(config, get_scheme(quantization))
-        mod, _ = model.export_tvm(spec=model.get_default_spec())
-        mod = relax_pipeline(target)(mod)
+    backend = get_backend("webgpu")
+    mod, _ = backend.export(arch, config, get_scheme(quantization))
+    mod = backend.relax_pipeline()(mod)
     calls: collections.Counter = collections.Counter()
 
     @visitor

@@ -72,7 +72,7 @@ def test_preset_parameter_and_shard_plan(preset, params, layers):
     largest buffer, planned without writing them."""
     from webbuild.arch import get_architecture
     from webbuild.arch.base import BuildOptions
-    from webbuild.compile.relax_build import make_target
+    from webbuild.backends import get_backend
     from webbuild.quant.convert import float_shapes
     from webbuild.quant.scheme import get_scheme
 
@@ -81,9 +81,7 @@ def test_preset_parameter_and_shard_plan(preset, params, layers):
     config = arch.parse_config(checkpoint.config, BuildOptions(checkpoint.context_window))
     assert config.num_hidden_layers == layers and config.vocab_size == 128256 and config.context_window == 4096
     assert config.tie_word_embeddings == (preset == "llama-3.2-1b")
-    with make_target("webgpu"):
-        model = arch.build_model(config, get_scheme("q4f32_1"))
-        _, named = model.export_tvm(spec=model.get_default_spec())
+    _, named = get_backend("webgpu").export(arch, config, get_scheme("q4f32_1"))
     plan = [(name, tuple(int(d) for d in p.shape), p.dtype) for name, p in named]
     assert sum(math.prod(s) for s in float_shapes(plan).values()) == params
     offset = 0

@@ -17,18 +17,18 @@ import pytest
 from node_harness import run_model, run_toy
 from webbuild.shard.writer import write_shards
 
-from webbuild.arch.kv_model import KVCacheSpec, create_kv_cache, kv_model_spec
+from webbuild.arch.kv_model import kv_model_spec
+from webbuild.kernels.paged_kv_cache import KVCacheSpec, create_kv_cache
 from webbuild.compile import wasm_link, wasm_runtime
-from webbuild.compile.kv_cache_patch import replace_racy_merge_state
+from webbuild.tvm_patches.merge_state import replace_racy_merge_state
 from webbuild.errors import ToolchainError
 
-WASM_TARGET_HOST = {"kind": "llvm", "mtriple": "wasm32-unknown-unknown-wasm"}
 
 
 def _target():
-    from tvm.target import Target
+    from webbuild.backends.webgpu import WebGPUBackend
 
-    return Target({"kind": "webgpu"}, host=WASM_TARGET_HOST)
+    return WebGPUBackend().target()
 
 
 @pytest.fixture(scope="module")
@@ -84,7 +84,7 @@ def test_toy_module_runs_in_node_webgpu(runtime, tmp_path):
 V, H, NQ, NKV, D, L, F = 64, 128, 4, 2, 32, 2, 96
 THETA = 10000.0
 # WebGPU lands <= 1.5e-6 from a float64 forward pass (with webbuild's precise sin/cos for RoPE;
-# WGSL's own sin/cos gave ~2e-4, see kv_cache_patch); garbage (a wrong kernel, a broken KV
+# WGSL's own sin/cos gave ~2e-4, see tvm_patches/webgpu_trig.py); garbage (a wrong kernel, a broken KV
 # cache) is off by ~1.
 KV_ATOL = 2e-5
 
@@ -142,7 +142,7 @@ def _tiny_lm():
             spec = KVCacheSpec(num_layers=L, num_heads=NQ, num_kv_heads=NKV, head_dim=D, rope_theta=THETA,
                                rope_scaling=None, rotary_dim=D)
             return create_kv_cache(spec, "float32", max_batch_size, max_total_seq_len, prefill_chunk_size,
-                                   page_size, support_sliding_window, target)
+                                   page_size, support_sliding_window, target=target, fused_decode=True)
 
     spec = kv_model_spec(H, "float32", param_mode="plain")
     mod, params = TinyLM().export_tvm(spec=spec)

@@ -8,7 +8,7 @@ prefill, state merge across chunks, decode) and nothing else. Shapes follow Smol
 
 WGSL's built-in sin/cos are only accurate to ~2e-4 on SwiftShader (the spec allows 2^-11), which
 put a ~2e-4 relative error into every RoPE'd query and key; webbuild lowers them to precise
-float32 code instead (webbuild.compile.kv_cache_patch.install_precise_webgpu_trig). With it the
+float32 code instead (webbuild.tvm_patches.webgpu_trig). With it the
 attention output is within ~1e-6..1e-5 of float64 (float32 rounding); without it, ~1e-3.
 """
 
@@ -18,12 +18,13 @@ import numpy as np
 import pytest
 
 from node_harness import run_model, run_toy
-from webbuild.arch.kv_model import KVCacheSpec, create_kv_cache, kv_model_spec
+from webbuild.arch.kv_model import kv_model_spec
+from webbuild.kernels.paged_kv_cache import KVCacheSpec, create_kv_cache
 from webbuild.compile import wasm_link, wasm_runtime
-from webbuild.compile.kv_cache_patch import install_precise_webgpu_trig, replace_racy_merge_state
+from webbuild.tvm_patches.merge_state import replace_racy_merge_state
+from webbuild.tvm_patches.webgpu_trig import install_precise_webgpu_trig
 from webbuild.shard.writer import write_shards
 
-WASM_TARGET_HOST = {"kind": "llvm", "mtriple": "wasm32-unknown-unknown-wasm"}
 NQ, NKV, D = 9, 3, 64
 V = 640  # > NQ * D: decode feeds back argmax over one token's attention output as the next id
 THETA = 10000.0
@@ -33,9 +34,9 @@ ATOL = 3e-5
 
 
 def _target():
-    from tvm.target import Target
+    from webbuild.backends.webgpu import WebGPUBackend
 
-    return Target({"kind": "webgpu"}, host=WASM_TARGET_HOST)
+    return WebGPUBackend().target()
 
 
 @pytest.fixture(scope="module")
@@ -115,7 +116,7 @@ def _attention_module(geometry=SMOLLM):
             spec = KVCacheSpec(num_layers=1, num_heads=nq, num_kv_heads=nkv, head_dim=d, rope_theta=THETA,
                                rope_scaling=None, rotary_dim=rotary)
             return create_kv_cache(spec, "float32", max_batch_size, max_total_seq_len, prefill_chunk_size,
-                                   page_size, support_sliding_window, target)
+                                   page_size, support_sliding_window, target=target, fused_decode=True)
 
     return Attn().export_tvm(spec=kv_model_spec((nq + 2 * nkv) * d, "float32", param_mode="plain"))
 
@@ -233,7 +234,7 @@ def test_fused_decode_kernel_compiles_for_other_geometries(heads, kv_heads, head
 
     import re
 
-    from webbuild.compile.fused_decode_attention import fused_decode_kernel
+    from webbuild.kernels.decode_attention import fused_decode_kernel
 
     func = fused_decode_kernel(heads, kv_heads, head_dim, dtype, rotary, THETA, 1.0, {})
     lib = tvm.tirx.build(tvm.IRModule({"fused": func.with_attr("global_symbol", "fused")}), target=_target())

@@ -15,8 +15,8 @@ from pathlib import Path
 from .arch import get_architecture
 from .arch.base import BuildOptions
 from .chat_config import make_chat_config
-from .compile.relax_build import export_cpu_library, lower
-from .compile.targets import TARGETS
+from .backends import backend_entry, check_target, get_backend
+from .compile.relax_build import lower
 from . import catalog
 from .catalog import Recipe
 from .errors import ConfigError, UnsupportedQuantizationError, WebbuildError
@@ -44,7 +44,7 @@ class BuildRequest:
     prefill_chunk: int = 512
     link_opt: str = "O1"
     shard_bytes: int = DEFAULT_SHARD_BYTES
-    cpu_fallback: bool = True  # webgpu target: also write model-cpu.wasm for browsers without WebGPU
+    cpu_fallback: bool = True  # also build the target's fallbacks (webgpu: model-cpu.wasm, for browsers without WebGPU)
 
 
 @dataclass
@@ -58,13 +58,11 @@ class BuildResult:
 
 def model_folder_name(model_id: str, quantization: str, target: str) -> str:
     """The folder a build writes inside --out."""
-    suffix = "" if target == "webgpu" else f"-{target}"
-    return f"{model_id}-{quantization}{suffix}"
+    return f"{model_id}-{quantization}{backend_entry(target).folder_suffix}"
 
 
 def _validate(req: BuildRequest) -> None:
-    if req.target not in TARGETS:
-        raise ConfigError(f"unknown target {req.target!r}", where="--target", fix=f"use one of {', '.join(TARGETS)}")
+    check_target(req.target)
     if req.link_opt not in ("O0", "O1", "O2", "O3", "Os", "Oz"):
         raise ConfigError(f"unknown link optimisation {req.link_opt!r}", where="--link-opt", fix="use O1 or O3")
 
@@ -133,37 +131,22 @@ def build(req: BuildRequest, progress: ProgressFn = silent) -> BuildResult:
     return BuildResult(final, files, bits, param_count, time.monotonic() - started)
 
 
-#: module kind -> file, per build target: a WebGPU build carries its CPU (wasm) fallback
-MODULE_FILES = {"webgpu": "model.wasm", "wasm": "model-cpu.wasm", "cpu": "model.so"}
-#: the CPU (wasm) module's threaded twin: the same code linked with shared memory
-THREADS_FILE = "model-cpu-threads.wasm"
-
-
 def _write_modules(req: BuildRequest, arch, config, scheme, folder: Path, progress: ProgressFn) -> dict:
-    """Compile and write the target's module(s); returns {kind: file name, "_lowered": the target's}.
-    Every module of a folder takes the same parameters (one set of shards)."""
-    kinds = [req.target] + (["wasm"] if req.target == "webgpu" and req.cpu_fallback else [])
+    """Compile and link the target's module and its fallbacks; returns {model_libs key: file name,
+    "_lowered": the target's}. Every module of a folder takes the same parameters (one set of shards)."""
+    names = [req.target, *(backend_entry(req.target).fallbacks if req.cpu_fallback else ())]
     files: dict = {}
-    for kind in kinds:
-        progress(event("compile", f"{arch.name} ({kind})"))
-        lowered = lower(arch, config, scheme, kind)
+    for name in names:
+        backend = get_backend(name)
+        progress(event("compile", f"{arch.name} ({name})"))
+        lowered = lower(arch, config, scheme, backend)
         if "_lowered" not in files:
             files["_lowered"] = lowered
         elif lowered.params != files["_lowered"].params:
-            raise WebbuildError(f"the {kind} module expects other parameters than the {req.target} module",
+            raise WebbuildError(f"the {name} module expects other parameters than the {req.target} module",
                                 where="webbuild/arch", fix="this is a webbuild bug; please report it")
-        path = folder / MODULE_FILES[kind]
-        progress(event("link", path.name))
-        if kind == "cpu":
-            export_cpu_library(lowered.executable, path)
-        else:
-            from .compile.wasm_link import export_wasm
-
-            threads = folder / THREADS_FILE if kind == "wasm" else None
-            export_wasm(lowered.executable, path, opt_level=req.link_opt, progress=progress, threads_path=threads)
-            if threads is not None:
-                files["wasm-threads"] = threads.name
-        files[kind] = path.name
+        progress(event("link", backend.module_file))
+        files.update(backend.link(lowered.executable, folder, opt_level=req.link_opt, progress=progress))
     return files
 
 

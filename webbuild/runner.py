@@ -14,10 +14,10 @@ import tvm
 from tvm import relax
 from tvm.runtime import ShapeTuple
 
-from .errors import SourceNotFoundError
+from .errors import ConfigError, SourceNotFoundError
 from .shard.reader import read_params
 
-PAGE_SIZE = 16
+RUNTIME_KEYS = ("kv_page_size", "single_token_past_window")  # written by every backend (webbuild.backends)
 RNN_HISTORY = 2  # RNN state slots per sequence: each forward reads one and writes the other
 
 
@@ -34,6 +34,10 @@ class CpuModel:
         self.device = tvm.cpu()
         self.vm = relax.VirtualMachine(tvm.runtime.load_module(str(lib)), self.device)
         self.metadata = json.loads(str(self.vm["_metadata"]()))
+        missing = [key for key in RUNTIME_KEYS if key not in self.metadata]
+        if missing:
+            raise ConfigError(f"model.so's _metadata lacks {', '.join(missing)}", where=str(lib),
+                              fix="rebuild the folder with this webbuild (`webbuild build ... --target cpu`)")
         arrays = read_params(folder)
         self.params = [tvm.runtime.tensor(arrays[p["name"]], self.device) for p in self.metadata["params"]]
         self.context_window = self.metadata["context_window"]
@@ -43,6 +47,7 @@ class CpuModel:
         self.sliding_window = self.metadata.get("sliding_window")
         if self.sliding_window:
             self.prefill_chunk = min(self.prefill_chunk, self.sliding_window - 1)
+        self.single_token_past_window = self.metadata["single_token_past_window"]
         self._kv_add = tvm.get_global_func("vm.builtin.kv_state_add_sequence")
         self._kv_begin = tvm.get_global_func("vm.builtin.kv_state_begin_forward")
         self._kv_end = tvm.get_global_func("vm.builtin.kv_state_end_forward")
@@ -55,7 +60,7 @@ class CpuModel:
         else:
             self.kv = self.vm["create_paged_kv_cache"](
                 ShapeTuple([1]), ShapeTuple([self.context_window]), ShapeTuple([self.prefill_chunk]),
-                ShapeTuple([PAGE_SIZE]), ShapeTuple([0]))
+                ShapeTuple([self.metadata["kv_page_size"]]), ShapeTuple([0]))
         self._kv_add(self.kv, 0)
         self.length = 0
 
@@ -86,10 +91,10 @@ class CpuModel:
         """Tokens the next forward call may append. With a sliding window W, once W tokens are
         cached every multi-token call has a first query whose first cached key is outside the
         window, and TVM 0.27's CPU prefill kernel then reads its running max before writing it
-        (NaN at random); from there on the runner appends one token per call, through the decode
-        kernel, which reads only the window. (WebGPU kernels start that max at -5e4: the browser
-        runtime keeps chunks of W - 1.)"""
-        if self.sliding_window and self.length >= self.sliding_window:
+        (NaN at random); from there on a CPU module (its `_metadata` says
+        `single_token_past_window`) appends one token per call, through the decode kernel, which
+        reads only the window. (WebGPU kernels start that max at -5e4: chunks of W - 1 stay.)"""
+        if self.sliding_window and self.single_token_past_window and self.length >= self.sliding_window:
             return 1
         return self.prefill_chunk
 

@@ -42,7 +42,7 @@ class Architecture:
     name: str
     hf_model_types: tuple[str, ...]
     parse_config: Callable[[dict, "BuildOptions"], Any]
-    build_model: Callable[[Any, QuantScheme], nn.Module]
+    build_model: Callable[[Any, QuantScheme, "ModelKernels"], nn.Module]  # config, scheme, the backend's kernels
     weight_map: Callable[[Any], WeightMap]
 
 

@@ -17,22 +17,18 @@ from dataclasses import dataclass
 
 import numpy as np
 from tvm import te, tirx
-from tvm import s_tir
 from tvm.relax.frontend import nn
 from tvm.relax.frontend.nn import Tensor, op
-from tvm.script import tirx as T
-from tvm.target import Target
 
+from ..kernels.model_kernels import ModelKernels
 from ..quant import layers
 from ..quant.scheme import QuantScheme
-from . import greedy
 from .base import Architecture, BuildOptions, ConfigReader, WeightMap, WeightSource
 from .kv_model import last_token
 from .rnn_model import RNNState, StateVector, rnn_model_spec
 
 FINAL_NORM_EPS = 1e-5  # transformers' ln_out uses LayerNorm's default eps, not layer_norm_epsilon
 FFN_X, ATT_X, WKV = range(3)  # the state vectors of a layer
-WKV_THREADS = 64
 
 
 @dataclass(frozen=True)
@@ -91,60 +87,6 @@ def parse_config(raw: dict, options: BuildOptions) -> RwkvConfig:
     )
 
 
-def _wkv_func(size: int):
-    """The WKV recurrence over a chunk, one thread per (sequence, channel), state in registers.
-
-    k, v: (batch, seq, size); wu: (2, size) = [-exp(time_decay); time_first]; the state
-    [numerator; denominator; running max] comes in and goes out as (batch, 3 * size). Six
-    buffers: WebGPU guarantees only eight storage buffers per kernel."""
-
-    @T.prim_func(s_tir=True)
-    def wkv(var_k: T.handle, var_v: T.handle, wu: T.Buffer((2, size), "float32"), var_state: T.handle,
-            var_out: T.handle, var_new_state: T.handle):
-        T.func_attr({"tirx.noalias": True})
-        batch, seq = T.int64(), T.int64()
-        k = T.match_buffer(var_k, (batch, seq, size), "float32")
-        v = T.match_buffer(var_v, (batch, seq, size), "float32")
-        state = T.match_buffer(var_state, (batch, 3 * size), "float32")
-        out = T.match_buffer(var_out, (batch, seq, size), "float32")
-        new_state = T.match_buffer(var_new_state, (batch, 3 * size), "float32")
-        for b, c in T.grid(batch, size):
-            with T.sblock("wkv"):
-                vb, vc = T.axis.remap("SS", [b, c])
-                # acc: numerator, denominator, running max, then this step's key and stabilisers
-                acc = T.sblock_alloc_buffer((6,), "float32", scope="local")
-                acc[0] = state[vb, vc]
-                acc[1] = state[vb, size + vc]
-                acc[2] = state[vb, 2 * size + vc]
-                for t in range(seq):
-                    acc[3] = k[vb, t, vc]
-                    acc[4] = T.max(acc[2], acc[3] + wu[1, vc])  # stabiliser of this output
-                    out[vb, t, vc] = (T.exp(acc[2] - acc[4]) * acc[0] + T.exp(acc[3] + wu[1, vc] - acc[4]) * v[vb, t, vc]) / (
-                        T.exp(acc[2] - acc[4]) * acc[1] + T.exp(acc[3] + wu[1, vc] - acc[4]))
-                    acc[5] = T.max(acc[2] + wu[0, vc], acc[3])  # stabiliser of the decayed state
-                    acc[0] = T.exp(acc[2] + wu[0, vc] - acc[5]) * acc[0] + T.exp(acc[3] - acc[5]) * v[vb, t, vc]
-                    acc[1] = T.exp(acc[2] + wu[0, vc] - acc[5]) * acc[1] + T.exp(acc[3] - acc[5])
-                    acc[2] = acc[5]
-                new_state[vb, vc] = acc[0]
-                new_state[vb, size + vc] = acc[1]
-                new_state[vb, 2 * size + vc] = acc[2]
-
-    return wkv
-
-
-def wkv_kernel(size: int, target: Target):
-    """The WKV PrimFunc, with (sequence x channel) bound to GPU threads on GPU targets."""
-    func = _wkv_func(size)
-    if target.kind.name == "llvm":
-        return func
-    sch = s_tir.Schedule(func)
-    b, c = sch.get_loops(sch.get_sblock("wkv"))
-    blocks, threads = sch.split(sch.fuse(b, c), [None, WKV_THREADS])
-    sch.bind(blocks, "blockIdx.x")
-    sch.bind(threads, "threadIdx.x")
-    return sch.mod["main"].with_attr("tirx.is_scheduled", True)
-
-
 def time_shift(x: Tensor, previous: Tensor) -> Tensor:
     """(b, s, h), (b, h) -> (b, s, h): each position's previous token (the state for the first)."""
 
@@ -168,8 +110,9 @@ def _flat(last: Tensor) -> Tensor:
 
 
 class TimeMix(nn.Module):
-    def __init__(self, c: RwkvConfig, scheme: QuantScheme):
+    def __init__(self, c: RwkvConfig, scheme: QuantScheme, kernels: ModelKernels):
         h, a = c.hidden_size, c.attention_hidden_size
+        self.kernels = kernels
         self.dtype = scheme.dtype
         self.time_wu = nn.Parameter((2, a), "float32")  # [-exp(time_decay); time_first]
         self.mix_k, self.mix_v, self.mix_r = (nn.Parameter((h,), scheme.dtype) for _ in range(3))
@@ -185,9 +128,7 @@ class TimeMix(nn.Module):
         k = self.key(_mix(x, shifted, self.mix_k)).astype("float32")  # (b, s, a)
         v = self.value(_mix(x, shifted, self.mix_v)).astype("float32")
         r = op.sigmoid(self.receptance(_mix(x, shifted, self.mix_r)))
-        out, wkv_state = op.tensor_ir_op(
-            wkv_kernel(a, Target.current()), "wkv", args=[k, v, self.time_wu, state.get(layer_id, WKV, b, 3 * a)],
-            out=[Tensor.placeholder((b, s, a), "float32"), Tensor.placeholder((b, 3 * a), "float32")])
+        out, wkv_state = self.kernels.wkv(k, v, self.time_wu, state.get(layer_id, WKV, b, 3 * a))  # (b, s, a), (b, 3a)
         state = state.set(layer_id, ATT_X, _flat(last_token(x)))
         state = state.set(layer_id, WKV, wkv_state)
         return self.output(r * out.astype(self.dtype)), state  # (b, s, h)
@@ -212,12 +153,12 @@ class ChannelMix(nn.Module):
 
 
 class RwkvBlock(nn.Module):
-    def __init__(self, c: RwkvConfig, scheme: QuantScheme, layer_id: int):
+    def __init__(self, c: RwkvConfig, scheme: QuantScheme, kernels: ModelKernels, layer_id: int):
         eps = c.layer_norm_epsilon
         self.pre_ln = nn.LayerNorm(c.hidden_size, eps, dtype=scheme.dtype) if layer_id == 0 else None
         self.ln1 = nn.LayerNorm(c.hidden_size, eps, dtype=scheme.dtype)
         self.ln2 = nn.LayerNorm(c.hidden_size, eps, dtype=scheme.dtype)
-        self.att = TimeMix(c, scheme)
+        self.att = TimeMix(c, scheme, kernels)
         self.ffn = ChannelMix(c, scheme)
 
     def forward(self, x: Tensor, state: RNNState, layer_id: int) -> tuple[Tensor, RNNState]:
@@ -232,11 +173,12 @@ class RwkvBlock(nn.Module):
 class RwkvForCausalLM(nn.Module):
     """The exported model: embed, prefill, decode (any number of tokens) and create_rnn_state."""
 
-    def __init__(self, c: RwkvConfig, scheme: QuantScheme):
+    def __init__(self, c: RwkvConfig, scheme: QuantScheme, kernels: ModelKernels):
         self.config = c
         self.dtype = scheme.dtype
+        self.kernels = kernels
         self.tok_embed = layers.embedding(c.vocab_size, c.hidden_size, scheme)
-        self.blocks = nn.ModuleList([RwkvBlock(c, scheme, i) for i in range(c.num_hidden_layers)])
+        self.blocks = nn.ModuleList([RwkvBlock(c, scheme, kernels, i) for i in range(c.num_hidden_layers)])
         self.ln_out = nn.LayerNorm(c.hidden_size, FINAL_NORM_EPS, dtype=scheme.dtype)
         self.head = None if c.tie_word_embeddings else layers.linear(c.hidden_size, c.vocab_size, scheme)
 
@@ -263,7 +205,7 @@ class RwkvForCausalLM(nn.Module):
         return RNNState.create(self.config.num_hidden_layers, self.config.state_vectors, max_batch_size, max_history)
 
     def argmax(self, logits: Tensor) -> Tensor:
-        return greedy.argmax(logits)  # (1, 1, vocab) -> (1,) int32
+        return self.kernels.argmax(logits)  # (1, 1, vocab) -> (1,) int32
 
     def get_default_spec(self):
         return rnn_model_spec(self.config.hidden_size, self.dtype, self.config.vocab_size)

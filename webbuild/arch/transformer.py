@@ -9,8 +9,8 @@ interleaved ("rotate every two") rotary get their q/k rows permuted at build tim
 exact: q.k is unchanged when both are permuted alike.
 
 On WebGPU the one-token `decode` runs each block in four fused GEMV kernels
-(webbuild.quant.decode_gemv: norm + qkv, output + residual, norm + gate/up, activation + down +
-residual) plus one attention kernel (webbuild.compile.fused_decode_attention: RoPE, KV append and
+(webbuild.kernels.decode_gemv: norm + qkv, output + residual, norm + gate/up, activation + down +
+residual) plus one attention kernel (webbuild.kernels.decode_attention: RoPE, KV append and
 paged attention), and the output head applies the final norm itself; `prefill` and the CPU modules
 keep the separate norm and activation ops.
 """
@@ -26,11 +26,13 @@ from tvm.relax.frontend.nn import Tensor, op
 from tvm.relax.frontend.nn.llm.kv_cache import PagedKVCache, RopeMode
 
 from ..errors import ConfigError
-from ..quant import decode_gemv, layers
+from ..kernels import decode_gemv
+from ..kernels.model_kernels import ModelKernels
+from ..kernels.paged_kv_cache import KVCacheSpec
+from ..quant import layers
 from ..quant.scheme import QuantScheme
-from . import greedy
 from .base import BuildOptions, ConfigReader, WeightMap, WeightSource, concat_rows
-from .kv_model import KVCacheSpec, create_kv_cache, kv_model_spec, last_token
+from .kv_model import kv_model_spec, last_token
 
 Norm = Literal["rms", "layer"]
 # sequential: x += attn(n1(x)); x += mlp(n2(x)).  parallel: x + attn(n1(x)) + mlp(n2(x)).
@@ -305,16 +307,16 @@ class Block(nn.Module):
 class TransformerLM(nn.Module):
     """The exported model: embed, prefill, decode, argmax and create_paged_kv_cache."""
 
-    def __init__(self, c: TransformerConfig, scheme: QuantScheme):
+    def __init__(self, c: TransformerConfig, scheme: QuantScheme, kernels: ModelKernels):
         self.config = c
         self.dtype = scheme.dtype
+        self.kernels = kernels
         self.tok_embed = layers.embedding(c.vocab_size, c.hidden_size, scheme)
         self.pos_embed = None if c.rope else nn.Embedding(c.max_position_embeddings, c.hidden_size, dtype=scheme.dtype)
         self.layers = nn.ModuleList([Block(c, scheme) for _ in range(c.num_hidden_layers)])
         self.final_norm = make_norm(c, c.hidden_size, scheme.dtype)
         self.lm_head = None if c.tie_word_embeddings else layers.linear(
             c.hidden_size, c.vocab_size, scheme, bias=c.lm_head_bias)
-        self.fused_decode = decode_gemv.enabled()
 
     def _body(self, x: Tensor, cache: PagedKVCache, fused: bool = False) -> Tensor:
         """The blocks, (b, s, hidden) -> (b, s, hidden); then the final norm unless `fused` (one-token
@@ -343,7 +345,7 @@ class TransformerLM(nn.Module):
         return self._logits(last_token(hidden)), paged_kv_cache  # logits: (1, 1, vocab)
 
     def decode(self, input_embed: Tensor, paged_kv_cache: PagedKVCache):
-        if self.fused_decode:
+        if self.kernels.fused_decode:
             x = self._body(input_embed, paged_kv_cache, fused=True)  # (1, 1, hidden), before the final norm
             head = self.tok_embed if self.lm_head is None else self.lm_head
             return decode_gemv.fused_linear(x, head, norm=self.final_norm, out_dtype="float32"), paged_kv_cache
@@ -352,11 +354,11 @@ class TransformerLM(nn.Module):
 
     def create_paged_kv_cache(self, max_batch_size, max_total_seq_len, prefill_chunk_size, page_size,
                               support_sliding_window) -> PagedKVCache:
-        return create_kv_cache(self.config.kv, self.dtype, max_batch_size, max_total_seq_len,
-                               prefill_chunk_size, page_size, support_sliding_window)
+        return self.kernels.kv_cache(self.config.kv, self.dtype, max_batch_size, max_total_seq_len,
+                                     prefill_chunk_size, page_size, support_sliding_window)
 
     def argmax(self, logits: Tensor) -> Tensor:
-        return greedy.argmax(logits)  # (1, 1, vocab) -> (1,) int32
+        return self.kernels.argmax(logits)  # (1, 1, vocab) -> (1,) int32
 
     def get_default_spec(self):
         return kv_model_spec(self.config.hidden_size, self.dtype, vocab_size=self.config.vocab_size)

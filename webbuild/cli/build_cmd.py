@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from ..compile.targets import TARGETS
+from ..backends import targets
 from ..quant.scheme import SCHEMES
 from ..shard.writer import DEFAULT_SHARD_BYTES
 
@@ -19,14 +19,14 @@ def register(sub) -> None:
     p.add_argument("--quantization", "-q", default=None, help=f"one of {', '.join(SCHEMES)} "
                    "(default: the catalog recipe's, else q4f32_1)")
     p.add_argument("--out", "-o", default=DEFAULT_OUT, help="folder that receives the model folder")
-    p.add_argument("--target", choices=TARGETS, default="webgpu",
+    p.add_argument("--target", choices=targets(), default=targets()[0],
                    help="webgpu: model.wasm for the browser; cpu: model.so for Python checks")
     p.add_argument("--name", default=None, help="model id (default: catalog name or source file name)")
     p.add_argument("--context-window", type=int, default=None, help="max tokens (default: model's, capped 4096)")
     p.add_argument("--prefill-chunk", type=int, default=512, help="max tokens per prefill call")
     p.add_argument("--link-opt", default="O1", help="emscripten link optimisation: O1 fast, O3 release")
     p.add_argument("--no-cpu-fallback", dest="cpu_fallback", action="store_false",
-                   help="webgpu target: skip model-cpu.wasm, the WebAssembly CPU module used where WebGPU is missing")
+                   help="skip the target's fallback modules (webgpu: model-cpu.wasm, the WebAssembly CPU module used where WebGPU is missing)")
     p.add_argument("--shard-mb", type=int, default=DEFAULT_SHARD_BYTES >> 20, help="max shard size in MiB")
     p.set_defaults(run=run)
 

@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from webbuild.errors import ToolchainError
+from webbuild.tvm_patches.runtime_sources import apply_source_patches, source_patches
 
 Progress = Callable[[dict], None]
 
@@ -38,25 +39,6 @@ RUNTIME_SOURCES = ("wasm_runtime.cc", "webgpu_runtime.cc", "tvmjs_support.cc")
 #: webbuild's own translation units (in ``runtime_support/src``, staged to ``src/``): the thread
 #: pool that replaces the web runtime's serial TVMBackendParallelLaunch.
 SUPPORT_SOURCES = ("webbuild_threads.cc",)
-
-#: The serial parallel-loop functions of ``wasm_runtime.cc``, dropped in favour of
-#: ``webbuild_threads.cc`` (exact text of apache-tvm 0.27).
-SERIAL_PARALLEL = (
-    "int TVMBackendParallelLaunch(FTVMParallelLambda flambda, void* cdata, int num_task) {\n"
-    "  TVMParallelGroupEnv env;\n"
-    "  env.num_task = 1;\n"
-    "  flambda(0, &env, cdata);\n"
-    "  return 0;\n"
-    "}\n",
-    "int TVMBackendParallelBarrier(int task_id, TVMParallelGroupEnv* penv) { return 0; }\n",
-)
-
-#: ``src/runtime/device_api.cc``'s workspace functions, renamed so that ``webbuild_threads.cc`` can
-#: put its own in front of them (worker threads allocate from a private arena, never from malloc).
-WORKSPACE_RENAMES = {
-    "void* TVMBackendAllocWorkspace(int device_type,": "void* TVMBackendAllocWorkspaceDefault(int device_type,",
-    "int TVMBackendFreeWorkspace(int device_type,": "int TVMBackendFreeWorkspaceDefault(int device_type,",
-}
 
 #: ``wasm_runtime.cc`` is a unity file (~40 ``#include "....cc"``) that takes ~2.5 min alone.
 #: It is split for parallel compilation: the sources under these prefixes move to generated
@@ -191,7 +173,7 @@ def cache_key(cflags: Sequence[str] = DEFAULT_CFLAGS, emcc: str | None = None) -
         "sources": list(RUNTIME_SOURCES),
         "layout": LAYOUT_VERSION,
         "support": _support_digest(),
-        "patches": hashlib.sha256(json.dumps(_source_patches(), sort_keys=True).encode()).hexdigest(),
+        "patches": hashlib.sha256(json.dumps(source_patches(), sort_keys=True).encode()).hexdigest(),
     }
     return hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:20]
 
@@ -221,33 +203,8 @@ def stage_sources(dest: Path) -> Path:
     shutil.copytree(SUPPORT_DIR / "include", root / "include", dirs_exist_ok=True)
     shutil.copytree(SUPPORT_DIR / "src", root / "src", dirs_exist_ok=True)
     shutil.copytree(SUPPORT_DIR / "3rdparty", root / "3rdparty", dirs_exist_ok=True)
-    for relative, replacements in _source_patches().items():
-        _patch(root / relative, replacements)
+    apply_source_patches(root)
     return root
-
-
-def _source_patches() -> dict[str, dict[str, str]]:
-    """{staged path: {exact TVM text: replacement}}: the serial parallel-loop functions and the
-    workspace functions webbuild_threads.cc takes over, and the fused decode attention's hooks
-    (webbuild.compile.fused_decode_attention, imported here: it needs TVM). Part of the cache key."""
-    from webbuild.compile.fused_decode_attention import RUNTIME_PATCHES as FUSED_DECODE_PATCHES
-
-    return {
-        "web/emcc/wasm_runtime.cc": dict.fromkeys(SERIAL_PARALLEL, ""),
-        "src/runtime/device_api.cc": WORKSPACE_RENAMES,
-        **FUSED_DECODE_PATCHES,
-    }
-
-
-def _patch(path: Path, replacements: dict[str, str]) -> None:
-    """Replace each exact text (which must occur exactly once) in a staged source."""
-    text = path.read_text()
-    for old, new in replacements.items():
-        if text.count(old) != 1:
-            raise ToolchainError(f"{path.name} lacks the code webbuild patches: {old.splitlines()[0].strip()}",
-                                 fix="use apache-tvm==0.27.0.post1")
-        text = text.replace(old, new)
-    path.write_text(text)
 
 
 def include_flags(root: Path) -> list[str]:

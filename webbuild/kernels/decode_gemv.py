@@ -41,9 +41,8 @@ from tvm import tirx
 from tvm.relax.frontend import nn
 from tvm.relax.frontend.nn import Tensor, op
 from tvm.script import tirx as T
-from tvm.target import Target
 
-from .group_quant import OFFSET, VALUES_PER_WORD, GroupQuantEmbedding, GroupQuantLinear
+from ..quant.group_quant import OFFSET, VALUES_PER_WORD, GroupQuantEmbedding, GroupQuantLinear
 
 ROWS = 8  # output rows per workgroup
 MIN_THREADS, MAX_THREADS = 8, 64  # threads per workgroup (>= ROWS: one thread sums each row)
@@ -252,13 +251,6 @@ def _drop_params(func: tirx.PrimFunc, keep: list[bool]) -> tirx.PrimFunc:
     """`func` without the parameters (and their buffers) that `keep` marks False; they are unused."""
     params = [p for p, k in zip(func.params, keep) if k]
     return tirx.PrimFunc(params, func.body, func.ret_type, func.attrs)
-
-
-def enabled() -> bool:
-    """Whether the model being exported (inside `with target:`) gets the fused decode kernels:
-    WebGPU only (the CPU modules keep group_quant's matmuls, which `cpu_schedule` vectorizes)."""
-    target = Target.current(allow_none=True)
-    return target is not None and target.kind.name == "webgpu"
 
 
 def _norm_parts(norm: nn.Module | None) -> tuple[str, float, list[Tensor]]:

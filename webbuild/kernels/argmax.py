@@ -7,15 +7,14 @@ greedily without logit processors (bias, penalties) reads back these 4 bytes per
 of the whole logits vector.
 
 WebGPU: one workgroup of `THREADS` threads; thread t scans t, t + THREADS, ... (coalesced), and
-thread 0 merges the per-thread winners after one barrier. CPU targets: one serial loop.
+thread 0 merges the per-thread winners after one barrier. CPU targets: one serial loop. Which one
+a model gets is its backend's choice (webbuild.kernels.model_kernels.ModelKernels).
 """
 
 from __future__ import annotations
 
 from tvm import tirx
-from tvm.relax.frontend.nn import Tensor, op
 from tvm.script import tirx as T
-from tvm.target import Target
 
 THREADS = 256
 
@@ -78,11 +77,3 @@ def argmax_func(vocab: int, gpu: bool) -> tirx.PrimFunc:
                         O[0] = T.if_then_else(best_i[0] == vocab, 0, best_i[0])
 
     return argmax_gpu
-
-
-def argmax(logits: Tensor) -> Tensor:
-    """(1, 1, vocab) float32 logits -> (1,) int32 token id, for the target being exported."""
-    target = Target.current(allow_none=True)
-    gpu = target is not None and target.kind.name == "webgpu"
-    vocab = int(logits.shape[-1])
-    return op.tensor_ir_op(argmax_func(vocab, gpu), "argmax", [logits], Tensor.placeholder((1,), "int32"))

@@ -1,0 +1,48 @@
+"""The kernels a backend hands to an architecture's model: argmax, WKV, the paged KV cache.
+
+Architecture modules are target-free: everything about a model that differs per target (which
+argmax and WKV kernels, whether the one-token decode runs in webbuild's fused kernels, which
+target the KV cache's kernels are generated for) comes in through one `ModelKernels`, made by the
+build's backend (webbuild.backends).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+from tvm import tirx
+from tvm.relax.frontend.nn import Tensor, op
+from tvm.relax.frontend.nn.llm.kv_cache import PagedKVCache
+from tvm.target import Target
+
+from .paged_kv_cache import KVCacheSpec, create_kv_cache
+
+
+@dataclass(frozen=True)
+class ModelKernels:
+    """Per-target kernel choices for one model export."""
+
+    target: Target  # the target the KV cache's kernels are generated for
+    argmax_func: Callable[[int], tirx.PrimFunc]  # vocab -> PrimFunc (1, 1, vocab) f32 -> (1,) i32
+    wkv_func: Callable[[int], tirx.PrimFunc]  # channels -> the WKV recurrence (webbuild.kernels.wkv)
+    fused_decode: bool  # one-token decode in webbuild.kernels.decode_gemv / decode_attention
+
+    def argmax(self, logits: Tensor) -> Tensor:
+        """(1, 1, vocab) float32 logits -> (1,) int32 token id."""
+        vocab = int(logits.shape[-1])
+        return op.tensor_ir_op(self.argmax_func(vocab), "argmax", [logits], Tensor.placeholder((1,), "int32"))
+
+    def wkv(self, k: Tensor, v: Tensor, wu: Tensor, state: Tensor) -> tuple[Tensor, Tensor]:
+        """RWKV's WKV over a chunk: k, v (b, s, a), wu (2, a), state (b, 3a) -> out (b, s, a), state (b, 3a)."""
+        b, s, a = k.shape
+        out, new_state = op.tensor_ir_op(
+            self.wkv_func(int(a)), "wkv", [k, v, wu, state],
+            [Tensor.placeholder((b, s, a), "float32"), Tensor.placeholder((b, 3 * a), "float32")])
+        return out, new_state
+
+    def kv_cache(self, spec: KVCacheSpec, dtype: str, max_batch_size, max_total_seq_len, prefill_chunk_size,
+                 page_size, support_sliding_window) -> PagedKVCache:
+        """The paged KV cache for `spec`, its kernels generated for this target."""
+        return create_kv_cache(spec, dtype, max_batch_size, max_total_seq_len, prefill_chunk_size, page_size,
+                               support_sliding_window, target=self.target, fused_decode=self.fused_decode)
