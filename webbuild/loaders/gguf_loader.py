@@ -1,20 +1,24 @@
 """Load a llama-architecture GGUF file as a `Checkpoint` with Hugging Face names and config.
 
-The header (metadata and tensor table) is parsed here directly; tensor data stays in a
-read-only memory map and is dequantized to float32 with `gguf.quants.dequantize` only when
-`read_tensor` asks for it. GGUF stores the Q and K projection rows of llama models permuted
-for interleaved RoPE; `read_tensor` undoes that so the weights fit HF rotate-half RoPE.
+The header (metadata and tensor table) is parsed by the pinned `gguf.GGUFReader`, with
+webbuild's checks added: reads past the end of the file, tensor types webbuild cannot
+dequantize and malformed tensor-table entries are typed errors naming the file. Tensor data
+stays in the reader's read-only memory map and is dequantized to float32 with
+`gguf.quants.dequantize` only when `read_tensor` asks for it. GGUF stores the Q and K
+projection rows of llama models permuted for interleaved RoPE; `read_tensor` undoes that so
+the weights fit HF rotate-half RoPE.
 """
 
 from __future__ import annotations
 
-import struct
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from gguf import GGML_QUANT_SIZES, GGMLQuantizationType
+from gguf import GGML_QUANT_SIZES, GGMLQuantizationType, GGUFReader
+from gguf.gguf_reader import READER_SUPPORTED_VERSIONS
 from gguf.quants import dequantize
 
 from webbuild.errors import (
@@ -29,7 +33,6 @@ from webbuild.loaders.checkpoint import Checkpoint
 from webbuild.loaders.gguf_tokenizer import tokenizer_files_from_gguf
 
 GGUF_MAGIC = b"GGUF"
-DEFAULT_ALIGNMENT = 32
 MAX_DIMS = 4
 RECONVERT_FIX = "re-download the file or re-convert it with llama.cpp's convert_hf_to_gguf.py"
 
@@ -39,12 +42,8 @@ SUPPORTED_TENSOR_TYPES = frozenset(
                  "Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K")
 )
 
-# GGUF metadata value types -> struct format (scalars) and numpy dtype (arrays).
-_SCALAR_FORMATS = {0: "<B", 1: "<b", 2: "<H", 3: "<h", 4: "<I", 5: "<i", 6: "<f",
-                   7: "<?", 10: "<Q", 11: "<q", 12: "<d"}
-_ARRAY_DTYPES = {0: "<u1", 1: "<i1", 2: "<u2", 3: "<i2", 4: "<u4", 5: "<i4", 6: "<f4",
-                 7: "<u1", 10: "<u8", 11: "<i8", 12: "<f8"}
-_STRING, _ARRAY, _BOOL = 8, 9, 7
+# Fields GGUFReader adds for the header's own counts; they are not metadata keys.
+_READER_FIELDS = frozenset({"GGUF.version", "GGUF.tensor_count", "GGUF.kv_count"})
 
 _GLOBAL_NAMES = {"token_embd": "model.embed_tokens", "output_norm": "model.norm",
                  "output": "lm_head"}
@@ -75,7 +74,7 @@ class GGUFTensorInfo:
 
     @property
     def n_elements(self) -> int:
-        return int(np.prod(self.dims, dtype=np.int64))
+        return math.prod(self.dims)
 
     @property
     def type_name(self) -> str:
@@ -117,80 +116,41 @@ class GGUFFile:
         return np.array(values, dtype=np.float32).reshape(info.shape)  # copy out of the map
 
 
-class _Cursor:
-    """Sequential little-endian reader over the file bytes; overruns are CorruptFileError."""
+class _CheckedReader(GGUFReader):
+    """`gguf.GGUFReader` (gguf==0.19.0, pinned) with webbuild's checks at two of its steps.
 
-    def __init__(self, buf: memoryview, path: Path):
-        self.buf = buf
-        self.pos = 0
+    The library parses the header. `_get`, the read primitive it uses for every header field,
+    slices the memory map and would silently return short arrays past the end of the file;
+    here it refuses to. `_build_tensors` runs `_check_tensor` on each tensor-table entry
+    before the library maps that entry's data.
+    """
+
+    def __init__(self, path: Path):
         self.path = path
+        super().__init__(path, mode="r")
 
-    def _need(self, n: int, what: str) -> None:
-        if n < 0 or self.pos + n > len(self.buf):
+    def _get(self, offset, dtype, count=1, override_order=None):
+        start, size = int(offset), np.dtype(dtype).itemsize * int(count)
+        if start + size > len(self.data):
             raise CorruptFileError(
-                f"file ends inside the header while reading {what} (byte {self.pos})",
-                where=str(self.path), fix=RECONVERT_FIX)
+                f"file ends inside the header (reading {size} bytes at byte {start} of "
+                f"{len(self.data)})", where=str(self.path), fix=RECONVERT_FIX)
+        return super()._get(offset, dtype, count, override_order)
 
-    def scalar(self, fmt: str, what: str):
-        size = struct.calcsize(fmt)
-        self._need(size, what)
-        (value,) = struct.unpack_from(fmt, self.buf, self.pos)
-        self.pos += size
-        return value
-
-    def string(self, what: str) -> str:
-        length = self.scalar("<Q", what)
-        self._need(length, what)
-        raw = bytes(self.buf[self.pos:self.pos + length])
-        self.pos += length
-        try:
-            return raw.decode("utf-8")
-        except UnicodeDecodeError as exc:
-            raise CorruptFileError(f"{what} is not valid UTF-8", where=str(self.path),
-                                   fix=RECONVERT_FIX) from exc
-
-    def numbers(self, dtype: str, count: int, what: str) -> np.ndarray:
-        size = np.dtype(dtype).itemsize * count
-        self._need(size, what)
-        values = np.frombuffer(self.buf, dtype=dtype, count=count, offset=self.pos)
-        self.pos += size
-        return values
+    def _build_tensors(self, start_offs, fields):
+        for field in fields:
+            _check_tensor(self.path, _entry_info(self.path, field, start_offs), len(self.data))
+        super()._build_tensors(start_offs, fields)
 
 
-def _value(cur: _Cursor, type_id: int, key: str) -> Any:
-    if type_id == _STRING:
-        return cur.string(key)
-    if type_id == _ARRAY:
-        return _array(cur, key)
-    if type_id in _SCALAR_FORMATS:
-        return cur.scalar(_SCALAR_FORMATS[type_id], key)
-    raise CorruptFileError(f"metadata key {key!r} has unknown value type {type_id}",
-                           where=str(cur.path), fix=RECONVERT_FIX)
-
-
-def _array(cur: _Cursor, key: str) -> list:
-    item_type = cur.scalar("<I", key)
-    count = cur.scalar("<Q", key)
-    if count > len(cur.buf):
-        raise CorruptFileError(f"metadata array {key!r} claims {count} items",
-                               where=str(cur.path), fix=RECONVERT_FIX)
-    if item_type in _ARRAY_DTYPES:
-        values = cur.numbers(_ARRAY_DTYPES[item_type], count, key).tolist()
-        return [bool(v) for v in values] if item_type == _BOOL else values
-    return [_value(cur, item_type, key) for _ in range(count)]
-
-
-def _tensor_entry(cur: _Cursor) -> tuple[str, tuple[int, ...], int, int]:
-    """One tensor-table row: name, GGUF dims, type id, offset relative to the data start."""
-    name = cur.string("tensor name")
-    n_dims = cur.scalar("<I", f"tensor {name} dims")
-    if not 1 <= n_dims <= MAX_DIMS:
-        raise CorruptFileError(f"tensor {name!r} has {n_dims} dimensions",
-                               where=str(cur.path), fix=RECONVERT_FIX)
-    dims = tuple(cur.scalar("<Q", f"tensor {name} dims") for _ in range(n_dims))
-    type_id = cur.scalar("<I", f"tensor {name} type")
-    offset = cur.scalar("<Q", f"tensor {name} offset")
-    return name, dims, type_id, offset
+def _entry_info(path: Path, field, data_start: int) -> GGUFTensorInfo:
+    """One tensor-table entry as read by GGUFReader (its `ReaderField` parts) as GGUFTensorInfo."""
+    _name_length, _name, n_dims, dims, type_id, offset = field.parts
+    if not 1 <= int(n_dims[0]) <= MAX_DIMS:
+        raise CorruptFileError(f"tensor {field.name!r} has {int(n_dims[0])} dimensions",
+                               where=str(path), fix=RECONVERT_FIX)
+    return GGUFTensorInfo(field.name, tuple(int(d) for d in dims), int(type_id[0]),
+                          data_start + int(offset[0]))
 
 
 def _check_tensor(path: Path, info: GGUFTensorInfo, file_size: int) -> None:
@@ -219,52 +179,53 @@ def _unsupported_type(path: Path, info: GGUFTensorInfo) -> UnsupportedTensorType
         fix=f"use a GGUF whose tensors are {allowed}, or the original HF folder")
 
 
-def _parse_header(path: Path, data: np.memmap) -> GGUFFile:
-    cur = _Cursor(memoryview(data), path)
-    if bytes(cur.buf[:4]) != GGUF_MAGIC:
-        raise CorruptFileError("not a GGUF file (magic bytes are not 'GGUF')",
-                               where=str(path), fix="pass a .gguf model file or a HF folder")
-    cur.pos = 4
-    version = cur.scalar("<I", "version")
-    if version not in (2, 3):
-        raise CorruptFileError(f"GGUF version {version} is not supported (need 2 or 3)",
+def _header_problem(path: Path) -> CorruptFileError | None:
+    """The error for a file that does not start with GGUF magic and a supported version."""
+    with path.open("rb") as stream:
+        head = stream.read(8)
+    if head[:4] != GGUF_MAGIC:
+        return CorruptFileError("not a GGUF file (magic bytes are not 'GGUF')",
+                                where=str(path), fix="pass a .gguf model file or a HF folder")
+    version = int.from_bytes(head[4:8], "little")
+    if len(head) == 8 and version not in READER_SUPPORTED_VERSIONS:
+        return CorruptFileError(f"GGUF version {version} is not supported (need 2 or 3)",
+                                where=str(path), fix=RECONVERT_FIX)
+    return None
+
+
+def _parse(path: Path) -> GGUFFile:
+    reader = _CheckedReader(path)
+    if reader.byte_order != "I":
+        raise CorruptFileError("the file is big-endian; webbuild reads little-endian GGUF only",
                                where=str(path), fix=RECONVERT_FIX)
-    n_tensors = cur.scalar("<Q", "tensor count")
-    n_kv = cur.scalar("<Q", "metadata count")
-    metadata = {}
-    for _ in range(n_kv):
-        key = cur.string("metadata key")
-        metadata[key] = _value(cur, cur.scalar("<I", key), key)
-    tensors = _parse_tensor_table(cur, metadata, n_tensors)
-    return GGUFFile(path, version, metadata, tensors, data)
-
-
-def _parse_tensor_table(cur: _Cursor, metadata: dict, n_tensors: int) -> dict[str, GGUFTensorInfo]:
-    entries = [_tensor_entry(cur) for _ in range(n_tensors)]
-    alignment = metadata.get("general.alignment", DEFAULT_ALIGNMENT)
-    if not isinstance(alignment, int) or alignment < 1 or alignment & (alignment - 1):
-        raise CorruptFileError(f"alignment {alignment!r} is not a power of two",
-                               where=f"{cur.path}: general.alignment", fix=RECONVERT_FIX)
-    data_start = -(-cur.pos // alignment) * alignment
-    tensors = {}
-    for name, dims, type_id, offset in entries:
-        info = GGUFTensorInfo(name, dims, type_id, data_start + offset)
-        _check_tensor(cur.path, info, len(cur.buf))
-        tensors[name] = info
-    return tensors
+    metadata = {name: field.contents() for name, field in reader.fields.items()
+                if name not in _READER_FIELDS}
+    tensors = {t.name: GGUFTensorInfo(t.name, tuple(int(d) for d in t.shape),
+                                      int(t.tensor_type), int(t.data_offset))
+               for t in reader.tensors}
+    version = reader.fields["GGUF.version"].contents()
+    return GGUFFile(path, version, metadata, tensors, reader.data)
 
 
 def read_gguf(path: str | Path) -> GGUFFile:
-    """Parse a GGUF file's header and memory-map its data (no tensor is read yet)."""
+    """Parse a GGUF file's header with `gguf.GGUFReader` and keep its memory map (no tensor is
+    read yet). A header the reader rejects is a CorruptFileError naming the file."""
     path = Path(path)
     if not path.is_file():
         raise SourceNotFoundError("GGUF file not found", where=str(path),
                                   fix="check the path, or pass a catalog model name")
+    if path.stat().st_size == 0:
+        raise CorruptFileError("the file is empty", where=str(path), fix=RECONVERT_FIX)
     try:
-        data = np.memmap(path, dtype=np.uint8, mode="r")
-    except ValueError as exc:  # empty file
-        raise CorruptFileError("the file is empty", where=str(path), fix=RECONVERT_FIX) from exc
-    return _parse_header(path, data)
+        return _parse(path)
+    except (CorruptFileError, ValueError, KeyError) as exc:  # UnicodeDecodeError is a ValueError
+        problem = _header_problem(path)
+        if problem is not None:
+            raise problem from exc
+        if isinstance(exc, CorruptFileError):
+            raise
+        raise CorruptFileError(f"the GGUF header cannot be read: {exc}", where=str(path),
+                               fix=RECONVERT_FIX) from exc
 
 
 def hf_tensor_name(gguf_name: str) -> str | None:
