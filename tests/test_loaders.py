@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import time
 from pathlib import Path
 
 import gguf
@@ -495,3 +497,25 @@ def test_every_catalog_recipe_names_a_registered_architecture_and_known_quantiza
         assert set(recipe.quantizations) <= set(SCHEMES), recipe.path
         if recipe.source.startswith("hf:"):
             assert recipe.chat_template, f"{recipe.path}: an hf: recipe brings its chat template"
+
+
+def test_recipe_hf_source_follows_hub_cache_refs(tmp_path, monkeypatch):
+    recipe = load_recipe(_recipe(tmp_path, source="hf:acme/Tiny-Chat"))
+    monkeypatch.delenv("HF_HUB_CACHE", raising=False)
+    monkeypatch.delenv("HUGGINGFACE_HUB_CACHE", raising=False)
+    monkeypatch.delenv("WEBBUILD_CHECKPOINTS", raising=False)
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf-home"))
+    repo = tmp_path / "hf-home" / "hub" / "models--acme--Tiny-Chat"
+    snapshots = {}
+    for age, commit in ((200, "a" * 40), (100, "b" * 40)):  # b... is the newer snapshot
+        snapshot = repo / "snapshots" / commit
+        snapshot.mkdir(parents=True)
+        (snapshot / "config.json").write_text("{}")
+        for path in (snapshot / "config.json", snapshot):
+            os.utime(path, (time.time() - age, time.time() - age))
+        snapshots[commit] = snapshot
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text("a" * 40)
+    assert resolve_recipe_source(recipe) == snapshots["a" * 40]
+    (repo / "refs" / "main").unlink()  # no ref (a pinned-commit download): the newest snapshot
+    assert resolve_recipe_source(recipe) == snapshots["b" * 40]

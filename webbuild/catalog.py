@@ -6,8 +6,9 @@ from. Source specs:
                                                           (located without importing it);
   `hf:<org>/<name>`                                       a Hugging Face model the user downloaded:
                                                           `$WEBBUILD_CHECKPOINTS/<name>` (or
-                                                          `<org>--<name>`), else the newest snapshot
-                                                          in the Hugging Face hub cache;
+                                                          `<org>--<name>`), else the snapshot that
+                                                          the Hugging Face hub cache's refs/main
+                                                          names (found with huggingface_hub);
   `<path>`                                                a local file or folder (relative paths
                                                           are relative to the recipe file).
 """
@@ -19,6 +20,14 @@ import os
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
+
+import huggingface_hub
+from huggingface_hub.errors import (
+    CacheNotFound,
+    HFValidationError,
+    IncompleteSnapshotError,
+    LocalEntryNotFoundError,
+)
 
 from webbuild.errors import ConfigError, CorruptFileError, SourceNotFoundError
 
@@ -131,10 +140,49 @@ def _resolve_pypi(spec: str, where: str) -> Path:
 
 
 def _hub_cache() -> Path:
-    if os.environ.get("HF_HUB_CACHE"):
-        return Path(os.environ["HF_HUB_CACHE"])
-    home = os.environ.get("HF_HOME") or Path.home() / ".cache" / "huggingface"
-    return Path(home) / "hub"
+    """The Hugging Face hub cache folder, by huggingface_hub's rules (`HF_HUB_CACHE`, else the
+    legacy `HUGGINGFACE_HUB_CACHE`, else `HF_HOME/hub`, else `XDG_CACHE_HOME/huggingface/hub`,
+    else `~/.cache/huggingface/hub`), read at each call: `huggingface_hub.constants` reads
+    the environment only once, at import."""
+    def expand(value: str) -> Path:
+        return Path(os.path.expandvars(os.path.expanduser(value)))
+
+    for variable in ("HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE"):
+        if os.environ.get(variable):
+            return expand(os.environ[variable])
+    if os.environ.get("HF_HOME"):
+        return expand(os.environ["HF_HOME"]) / "hub"
+    cache_home = os.environ.get("XDG_CACHE_HOME") or os.path.join("~", ".cache")
+    return expand(cache_home) / "huggingface" / "hub"
+
+
+def _hub_snapshots(repo_id: str) -> list[Path]:
+    """Snapshot folders of the model `repo_id` in the hub cache, most preferred first.
+
+    The revision `refs/main` names, resolved by `huggingface_hub.snapshot_download` offline;
+    without that ref (a download of a pinned commit), the cached revisions as
+    `huggingface_hub.scan_cache_dir` lists them, newest first.
+    """
+    cache_dir = _hub_cache()
+    try:
+        return [Path(huggingface_hub.snapshot_download(repo_id, cache_dir=cache_dir,
+                                                       local_files_only=True))]
+    except IncompleteSnapshotError as exc:
+        raise SourceNotFoundError(
+            f"the cached download of {repo_id} is incomplete: {exc}", where=str(cache_dir),
+            fix=f"finish the download: huggingface-cli download {repo_id}") from exc
+    except (LocalEntryNotFoundError, HFValidationError):
+        pass
+    if not (cache_dir / f"models--{repo_id.replace('/', '--')}").is_dir():
+        return []
+    try:
+        repos = huggingface_hub.scan_cache_dir(cache_dir).repos
+    except (CacheNotFound, ValueError):
+        return []
+    revisions = [revision for repo in repos if repo.repo_type == "model" and repo.repo_id == repo_id
+                 for revision in repo.revisions]
+    revisions.sort(key=lambda revision: revision.last_modified, reverse=True)
+    return [revision.snapshot_path for revision in revisions]
 
 
 def hf_candidates(repo_id: str) -> list[Path]:
@@ -144,10 +192,7 @@ def hf_candidates(repo_id: str) -> list[Path]:
     if os.environ.get("WEBBUILD_CHECKPOINTS"):
         root = Path(os.environ["WEBBUILD_CHECKPOINTS"]).expanduser()
         found += [root / name, root / f"{org}--{name}"]
-    snapshots = _hub_cache() / f"models--{org}--{name}" / "snapshots"
-    if snapshots.is_dir():
-        found += sorted(snapshots.iterdir(), key=lambda p: p.stat().st_mtime, reverse=True)
-    return found
+    return found + _hub_snapshots(repo_id)
 
 
 def _resolve_hf(spec: str, where: str) -> Path:
