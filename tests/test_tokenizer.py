@@ -157,3 +157,9 @@ def test_missing_tokens():
     del metadata["tokenizer.ggml.tokens"]
     with pytest.raises(ConfigError):
         build_tokenizer(metadata, where="test.gguf")
+
+
+def test_merge_of_tokens_outside_the_vocabulary():
+    with pytest.raises(CorruptFileError) as info:
+        build_tokenizer(_metadata(**{"tokenizer.ggml.merges": ["h e", "hx l"]}), where="test.gguf")
+    assert info.value.where == "test.gguf: tokenizer.ggml.merges"

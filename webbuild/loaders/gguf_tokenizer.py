@@ -127,9 +127,15 @@ def build_tokenizer(metadata: dict, where: str) -> Tokenizer:
     tokens = list(_field(metadata, "tokenizer.ggml.tokens", where))
     token_types = list(metadata.get("tokenizer.ggml.token_type", [TOKEN_TYPE_NORMAL] * len(tokens)))
     pre = metadata.get("tokenizer.ggml.pre", "gpt2")
-    tokenizer = Tokenizer(models.BPE(vocab=_vocab(tokens), merges=_merges(metadata, where),
-                                     fuse_unk=False, byte_fallback=False,
-                                     ignore_merges=pre == "llama-bpe"))
+    try:
+        bpe = models.BPE(vocab=_vocab(tokens), merges=_merges(metadata, where), fuse_unk=False,
+                         byte_fallback=False, ignore_merges=pre == "llama-bpe")
+    except Exception as exc:  # tokenizers raises plain Exception, e.g. a merge of unknown tokens
+        raise CorruptFileError(f"the BPE vocabulary and merges do not fit together: {exc}",
+                               where=f"{where}: tokenizer.ggml.merges",
+                               fix="re-download the file or re-convert it with llama.cpp's "
+                                   "convert_hf_to_gguf.py") from exc
+    tokenizer = Tokenizer(bpe)
     tokenizer.pre_tokenizer = _pre_tokenizer(pre, where)
     tokenizer.decoder = decoders.ByteLevel()
     tokenizer.post_processor = _post_processor(metadata, tokens, where)
