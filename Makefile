@@ -47,8 +47,10 @@ serve: deps runtime
 	@[ -f $(MODELS)/$(DEFAULT_MODEL)-q4f32_1/chat-config.json ] || $(PY) -m webbuild build $(DEFAULT_MODEL) --out $(MODELS)
 	$(PY) -m webbuild serve --models $(MODELS)
 
-# The whole test suite: JS unit tests, then pytest (Python, numerical parity, node and browser tests).
+# The whole test suite: TypeScript gates (tsc --noEmit, eslint), JS unit tests, then pytest (Python,
+# numerical parity, node and browser tests).
 test: deps runtime
+	npm run check:ts
 	npm run test:js
 	$(PY) -m pytest -q tests
 
