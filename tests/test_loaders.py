@@ -85,7 +85,9 @@ def test_gguf_every_tensor_dequantizes(smollm):
         assert np.isfinite(tensor).all(), name
 
 
-def test_header_parser_agrees_with_gguf_reader(smollm_path, smollm_file):
+def test_gguf_file_mirrors_gguf_reader(smollm_path, smollm_file):
+    """The loader's GGUFFile (built on GGUFReader) keeps the reader's tensor table and metadata values
+    through its own shape order and Python types."""
     reader = gguf.GGUFReader(smollm_path)
     assert len(reader.tensors) == len(smollm_file.tensors)
     for tensor in reader.tensors:
