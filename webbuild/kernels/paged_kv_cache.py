@@ -14,9 +14,6 @@ from tvm.target import Target
 
 from ..tvm_patches.fused_decode_entry import FusedDecodeKVCache
 from .decode_attention import supports
-from .kv_page import KV_PAGE_SIZE
-
-__all__ = ["KV_PAGE_SIZE", "KVCacheSpec", "create_kv_cache"]
 
 
 @dataclass(frozen=True)
