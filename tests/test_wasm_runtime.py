@@ -311,19 +311,83 @@ def test_link_failure_reports_emcc_stderr(runtime, tmp_path):
     assert [p for p in tmp_path.iterdir() if p.suffix == ".wasm"] == []
 
 
-def test_runtime_support_headers(tmp_path):
-    """webbuild's stand-ins for the headers missing from the wheels, exercised directly."""
+def _build_node_program(source: str, out: Path, objects=()) -> None:
+    """Compile tests/<source> (plus runtime `objects`) with em++ into a node program at `out`,
+    with webbuild's support headers first on the include path, as the runtime build has them."""
     import subprocess
 
     support = wasm_runtime.SUPPORT_DIR
-    _, ffi_dir = wasm_runtime.tvm_dirs()
-    out = tmp_path / "check.js"
-    cmd = [wasm_runtime.find_tool("em++"), "-O1", "-std=c++17", f"-I{support / 'include'}",
-           f"-I{support / 'src'}", f"-I{support / '3rdparty' / 'compiler-rt'}", f"-I{ffi_dir / 'include'}",
-           "-sENVIRONMENT=node", "-sERROR_ON_UNDEFINED_SYMBOLS=0", "-sWARN_ON_UNDEFINED_SYMBOLS=0",
-           str(Path(__file__).parent / "runtime_support_check.cc"), "-o", str(out)]
+    tvm_dir, ffi_dir = wasm_runtime.tvm_dirs()
+    cmd = [wasm_runtime.find_tool("em++"), "-O1", "-std=c++17", "-Wno-ignored-attributes",
+           f"-I{support / 'include'}", f"-I{support / 'src'}", f"-I{support / '3rdparty' / 'compiler-rt'}",
+           f"-I{tvm_dir / 'include'}", f"-I{ffi_dir / 'include'}",
+           "-sENVIRONMENT=node", "-sNODERAWFS=1", "-sALLOW_MEMORY_GROWTH=1", "-sWASM_BIGINT=1",
+           "-sERROR_ON_UNDEFINED_SYMBOLS=0", "-sWARN_ON_UNDEFINED_SYMBOLS=0",
+           str(Path(__file__).parent / source), *(str(o) for o in objects), "-o", str(out)]
     build = subprocess.run(cmd, capture_output=True, text=True, env=wasm_runtime.emscripten_env())
     assert build.returncode == 0, build.stderr[-3000:]
+
+
+def _run_node_program(program: Path, *args: str):
+    import subprocess
+
     # emscripten 3.1.6's loader prefers fetch() when it exists, which cannot read local paths
-    run = subprocess.run(["node", "--no-experimental-fetch", str(out)], capture_output=True, text=True)
+    return subprocess.run(["node", "--no-experimental-fetch", str(program), *args], capture_output=True,
+                          text=True)
+
+
+def test_runtime_support_headers(tmp_path):
+    """webbuild's stand-ins for the headers missing from the wheels, exercised directly."""
+    out = tmp_path / "check.js"
+    _build_node_program("runtime_support_check.cc", out)
+    run = _run_node_program(out)
     assert run.returncode == 0 and "ALL OK" in run.stdout, run.stdout + run.stderr
+
+
+def test_runtime_support_matches_pinned_tvm(runtime, tmp_path):
+    """The web runtime, compiled with webbuild's support headers, reads exactly what the pinned
+    host TVM writes and writes it back byte for byte: parameter dicts (serializer + io), a VM
+    executable (what model.wasm embeds), a tensor's base64 JSON data; and float16 widening
+    (compiler-rt's half conversion) agrees with numpy on all 65536 bit patterns."""
+    import json
+
+    import tvm
+    from tvm.script import ir as I
+    from tvm.script import relax as R
+
+    rng = np.random.default_rng(0)
+    arrays = {"w.f16": rng.standard_normal((3, 5)).astype("float16"), "b": np.arange(7, dtype="int64"),
+              "empty": np.zeros((0, 4), "float32"), "scalar": np.array(2.5, "float32"),
+              "u8": rng.integers(0, 255, (2, 2, 3), dtype="uint8"), "f32": rng.standard_normal(9).astype("float32")}
+    host_params = bytes(tvm.runtime.save_param_dict({k: tvm.runtime.tensor(v) for k, v in arrays.items()}))
+    (tmp_path / "host_params.bin").write_bytes(host_params)
+    tensor = rng.standard_normal((4, 3)).astype("float32")
+    b64 = json.loads(tvm.ir.save_json(tvm.runtime.tensor(tensor)))["nodes"][0]["data"]
+    (tmp_path / "host_tensor.b64").write_text(b64)
+
+    @I.ir_module
+    class Scaled:
+        @R.function
+        def main(x: R.Tensor((2, 3), "float32"), y: R.Tensor((2, 3), "float32")):
+            z = R.add(x, y)
+            return R.multiply(z, R.const(np.arange(6, dtype="float32").reshape(2, 3)))
+
+    exe = tvm.compile(Scaled, target="llvm").mod
+    exe.write_to_file(str(tmp_path / "host_exe.bin"))
+
+    program = tmp_path / "check.js"
+    _build_node_program("runtime_support_tvm_check.cc", program, runtime.objects)
+    run = _run_node_program(program, str(tmp_path))
+    assert run.returncode == 0 and "DONE" in run.stdout, run.stdout + run.stderr[-3000:]
+
+    assert (tmp_path / "wasm_params.bin").read_bytes() == host_params
+    assert (tmp_path / "wasm_params_raw.bin").read_bytes() == b"".join(arrays[k].tobytes() for k in sorted(arrays))
+    assert (tmp_path / "wasm_exe.bin").read_bytes() == (tmp_path / "host_exe.bin").read_bytes()
+    assert (tmp_path / "wasm_exe.txt").read_text() == exe.get_function("as_text")()
+    assert (tmp_path / "wasm_tensor.b64").read_text() == b64
+    assert (tmp_path / "wasm_tensor_raw.bin").read_bytes() == tensor.tobytes()
+    widened = np.frombuffer((tmp_path / "halves.bin").read_bytes(), "<f4")  # (65536,)
+    halves = np.arange(65536, dtype="<u2").view("<f2")
+    nan = np.isnan(halves)
+    assert np.array_equal(widened[~nan].view("<u4"), halves[~nan].astype("<f4").view("<u4"))
+    assert np.isnan(widened[nan]).all()
