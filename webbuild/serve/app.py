@@ -18,6 +18,7 @@ from aiohttp import hdrs, web
 
 from .catalog import list_models
 from .files import send_file
+from .gzip_cache import GzipCache
 from .paths import BadPath, resolve_file, split_path
 
 INDEX = "index.html"
@@ -38,6 +39,7 @@ class ServeConfig:
 
 
 CONFIG_KEY = web.AppKey("webbuild_serve_config", ServeConfig)
+GZIP_KEY = web.AppKey("webbuild_serve_gzip", GzipCache)
 
 
 async def _add_isolation_headers(request: web.Request, response: web.StreamResponse) -> None:
@@ -78,13 +80,19 @@ async def _dispatch(request: web.Request) -> web.StreamResponse:
     path = resolve_file(root, rest) if rest else None
     if path is None:
         raise web.HTTPNotFound()
-    return await send_file(request, path, rest[-1])
+    return await send_file(request, path, rest[-1], request.app[GZIP_KEY])
+
+
+async def _remove_gzip_copies(app: web.Application) -> None:
+    app[GZIP_KEY].remove()
 
 
 def make_app(config: ServeConfig) -> web.Application:
     """The application serving `config`'s folders (GET/HEAD only; others answer 405 with `Allow`)."""
     app = web.Application()
     app[CONFIG_KEY] = config
+    app[GZIP_KEY] = GzipCache()
     app.router.add_get(r"/{path:[\s\S]*}", _dispatch)
     app.on_response_prepare.append(_add_isolation_headers)
+    app.on_cleanup.append(_remove_gzip_copies)
     return app

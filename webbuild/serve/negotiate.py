@@ -1,12 +1,12 @@
-"""HTTP negotiation for static files: content types, ETags, conditional requests, Range and gzip choice.
+"""What aiohttp's FileResponse leaves to webbuild: content types, the gzip decision and Range screening.
 
-Pure functions of header values and file metadata, kept apart from the streaming code so each rule
-can be read (and tested) on its own.
+Pure functions of header values and file names. ETags, If-None-Match, If-Match, If-Modified-Since,
+byte ranges and 416 answers are aiohttp's (`web.FileResponse`); these rules only pick the
+representation and decide which Range headers FileResponse must not see.
 """
 
 from __future__ import annotations
 
-import hashlib
 import os
 import re
 
@@ -33,12 +33,7 @@ COMPRESSIBLE = frozenset({".html", ".htm", ".css", ".js", ".mjs", ".json", ".map
                           ".txt", ".md", ".svg"})
 MIN_GZIP_BYTES = 256
 
-_RANGE = re.compile(r"bytes=(\d*)-(\d*)")
-_ETAG = re.compile(r'(?:W/)?"[^"]*"|\*')
-
-
-class RangeNotSatisfiable(ValueError):
-    """The Range header is malformed, asks for several ranges, or lies outside the file."""
+_ZERO_SUFFIX = re.compile(r"bytes=-0+", re.IGNORECASE)
 
 
 def _suffix(name: str) -> str:
@@ -53,30 +48,6 @@ def content_type(name: str) -> str:
 def compressible(name: str, size: int) -> bool:
     """Whether gzip is worth applying: text-like or wasm files of at least MIN_GZIP_BYTES (never .bin shards)."""
     return _suffix(name) in COMPRESSIBLE and size >= MIN_GZIP_BYTES
-
-
-def file_etag(st: os.stat_result) -> str:
-    """A strong ETag from device, inode, size and mtime: any rewrite or replacement of the file changes it."""
-    key = f"{st.st_dev}:{st.st_ino}:{st.st_size}:{st.st_mtime_ns}".encode()
-    return f'"{hashlib.blake2b(key, digest_size=12).hexdigest()}"'
-
-
-def gzip_etag(etag: str) -> str:
-    """The ETag of the gzip-encoded representation (distinct, as a strong validator must be)."""
-    return f'{etag[:-1]}-gzip"'
-
-
-def etag_matches(header: str | None, etag: str) -> bool:
-    """If-None-Match semantics: `*` or any listed tag equal to `etag` under weak comparison."""
-    if not header:
-        return False
-    tags = _ETAG.findall(header)
-    return "*" in tags or any(tag.removeprefix("W/") == etag for tag in tags)
-
-
-def if_range_allows(header: str | None, etag: str) -> bool:
-    """If-Range: honour the Range only when the validator is our current strong ETag (or absent)."""
-    return header is None or header.strip() == etag
 
 
 def _q_value(params: list[str]) -> float:
@@ -103,23 +74,25 @@ def accepts_gzip(header: str | None) -> bool:
     return weights.get("*", 0) > 0
 
 
-def parse_range(header: str, size: int) -> tuple[int, int]:
-    """One `bytes=a-b`, `bytes=a-` or `bytes=-n` range as (start, end inclusive), clamped to the file.
+def is_bytes_range(header: str) -> bool:
+    """Whether a Range header is in the `bytes` unit; RFC 9110 §14.2: a server ignores other units."""
+    unit, sep, _ = header.strip().partition("=")
+    return bool(sep) and unit.strip().lower() == "bytes"
 
-    Raises RangeNotSatisfiable for anything else: other units, several ranges, end before start,
-    a start at or past the end of the file, or an empty suffix.
+
+def is_zero_suffix(header: str) -> bool:
+    """`bytes=-0`: a suffix of no bytes, unsatisfiable (RFC 9110 §14.1.1), which FileResponse would send whole."""
+    return _ZERO_SUFFIX.fullmatch(header.strip()) is not None
+
+
+def if_range_allows(header: str | None, etag: str) -> bool:
+    """If-Range with an entity tag: honour the Range only when it is the current strong ETag.
+
+    Dates (no quote) are left to FileResponse, which compares them with the file's mtime.
     """
-    match = _RANGE.fullmatch(header.strip().replace(" ", ""))
-    if not match or match.group(1) == match.group(2) == "":
-        raise RangeNotSatisfiable(header)
-    first, last = match.groups()
-    if first == "":
-        suffix = int(last)
-        if suffix == 0 or size == 0:
-            raise RangeNotSatisfiable(header)
-        return max(0, size - suffix), size - 1
-    start = int(first)
-    end = size - 1 if last == "" else int(last)
-    if start >= size or end < start:
-        raise RangeNotSatisfiable(header)
-    return start, min(end, size - 1)
+    if header is None:
+        return True
+    value = header.strip()
+    if not value.startswith(('"', "W/")):
+        return True
+    return value == etag

@@ -7,8 +7,6 @@ naive check. Each segment is decoded exactly once and must then be a plain file 
 
 from __future__ import annotations
 
-import os
-import stat
 from pathlib import Path
 from urllib.parse import unquote
 
@@ -69,15 +67,3 @@ def resolve_file(root: Path, segments: tuple[str, ...]) -> Path | None:
         return None
     return real if real.is_file() else None
 
-
-def open_regular(path: Path) -> tuple[int, os.stat_result] | None:
-    """Open `path` read-only (no final symlink, no blocking on a FIFO); None unless it is a regular file."""
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0))
-    except OSError:
-        return None
-    st = os.fstat(fd)
-    if not stat.S_ISREG(st.st_mode):
-        os.close(fd)
-        return None
-    return fd, st
