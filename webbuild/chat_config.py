@@ -1,10 +1,20 @@
-"""Builds `chat-config.json`: everything the browser runtime needs to know about a model folder."""
+"""Builds `chat-config.json`: everything the browser runtime needs to know about a model folder.
+
+Its one description is the JSON Schema `webbuild/schema/chat-config.schema.json`, which the browser
+runtime (runtime_js/src/config.ts) bundles and reads too: every document built here is validated
+against the schema's `written` definition before it is returned.
+"""
 
 from __future__ import annotations
 
+import functools
 import json
+from importlib import resources
 
 import tvm
+from jsonschema import Draft202012Validator
+from jsonschema.exceptions import best_match
+from referencing import Registry, Resource
 
 from . import __version__
 from .compile.wasm_link import THREADS_MEMORY_PAGES
@@ -12,10 +22,48 @@ from .errors import CorruptFileError
 from .loaders.checkpoint import Checkpoint
 from .quant.scheme import QuantScheme
 
+SCHEMA_FILE = "chat-config.schema.json"
 FORMAT = "webbuild-chat-config/1"
 DEFAULT_SAMPLING = {"temperature": 0.7, "top_p": 0.95, "repetition_penalty": 1.0,
                     "frequency_penalty": 0.0, "presence_penalty": 0.0}
 MIB = 1024 * 1024
+
+
+@functools.cache
+def schema() -> dict:
+    """The chat-config.json JSON Schema (package data: webbuild/schema/)."""
+    return json.loads(resources.files("webbuild").joinpath("schema", SCHEMA_FILE).read_text(encoding="utf-8"))
+
+
+@functools.cache
+def _validator(definition: str | None) -> Draft202012Validator:
+    root = schema()
+    registry: Registry = Registry().with_resource(root["$id"], Resource.from_contents(root))
+    ref = root["$id"] + (f"#/$defs/{definition}" if definition else "")
+    return Draft202012Validator({"$ref": ref}, registry=registry)
+
+
+def validate_chat_config(doc: object, where: str = "chat-config.json", *, written: bool = True) -> dict:
+    """`doc` if it is a valid chat-config.json, else a CorruptFileError naming `where` and the field.
+
+    `written=True` checks what the build must write (the schema's `written` definition: every
+    property present); `written=False` what a reader needs (the root schema, as the runtime checks).
+    """
+    error = best_match(_validator("written" if written else None).iter_errors(doc))
+    if error is not None:
+        path = [str(p) for p in error.absolute_path]
+        if error.validator == "required" and isinstance(error.instance, dict):
+            path += [next(k for k in error.validator_value if k not in error.instance)]
+        field = ".".join(path) or "(the document)"
+        raise CorruptFileError(f"field {field}: {error.message}", where=where,
+                               fix=f"it must match webbuild/schema/{SCHEMA_FILE}; rebuild the model folder "
+                                   "with this version of webbuild")
+    assert isinstance(doc, dict)  # the schema's root is an object
+    pages = (doc.get("wasm_threads") or {}).get("memory_pages")
+    if pages and pages["maximum"] < pages["initial"]:
+        raise CorruptFileError("field wasm_threads.memory_pages: maximum is below initial", where=where,
+                               fix="rebuild the model folder with this version of webbuild")
+    return doc
 
 
 def _token_text(value) -> str | None:
@@ -88,10 +136,10 @@ def webgpu_requirements(scheme: QuantScheme, memory: dict) -> dict:
 def make_chat_config(*, model_id: str, arch_name: str, config, scheme: QuantScheme, target: str,
                      checkpoint: Checkpoint, cache: dict, bits_per_param: float, source: str,
                      model_lib: str, model_libs: dict[str, str]) -> dict:
-    """The full chat-config.json document."""
+    """The full chat-config.json document, validated against the schema."""
     largest = max((r["nbytes"] for r in cache["records"]), default=0)
     memory = memory_estimate(config, scheme, cache["total_bytes"], largest)
-    return {
+    return validate_chat_config({
         "format": FORMAT,
         "model_id": model_id,
         "architecture": arch_name,
@@ -113,4 +161,4 @@ def make_chat_config(*, model_id: str, arch_name: str, config, scheme: QuantSche
         "memory": memory,
         "build": {"webbuild_version": __version__, "tvm_version": tvm.__version__, "source": source,
                   "bits_per_param": round(bits_per_param, 3)},
-    }
+    })
