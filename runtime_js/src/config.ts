@@ -1,10 +1,21 @@
 // Types and checks for the two JSON documents of a model folder: chat-config.json and
 // tensor-cache.json (both written by the Python side, webbuild/chat_config.py and
 // webbuild/shard/writer.py).
+//
+// chat-config.json has one description, the JSON Schema webbuild/schema/chat-config.schema.json:
+// the build validates what it writes against it, and this module bundles it (esbuild inlines the
+// JSON) and validates what it reads against it with @cfworker/json-schema (an interpreter: no
+// eval, so no 'unsafe-eval' in a page's CSP). The ChatConfig interfaces below are checked against
+// the schema by tests/js/unit/config_schema.test.mjs.
 
+import { Validator, type Schema } from "@cfworker/json-schema";
+
+import chatConfigSchemaJson from "../../webbuild/schema/chat-config.schema.json";
 import { ModelLoadError } from "./errors.js";
 
 export const CHAT_CONFIG_FORMAT = "webbuild-chat-config/1";
+// The chat-config.json JSON Schema (2020-12). Not exported: its Schema type is a devDependency's.
+const CHAT_CONFIG_SCHEMA = chatConfigSchemaJson as Schema;
 export const TENSOR_CACHE_FORMAT = "webbuild-tensor-cache/1";
 
 export interface SamplingDefaults {
@@ -22,8 +33,10 @@ export interface StateConfig {
   sliding_window: number | null;
 }
 
+/** chat-config.json as the build writes it (the schema's `written` definition); parseChatConfig
+ * fills the properties a reader may lack that have a default. */
 export interface ChatConfig {
-  format: string;
+  format: "webbuild-chat-config/1";
   model_id: string;
   architecture: string;
   quantization: string;
@@ -49,7 +62,7 @@ export interface ChatConfig {
   sampling: SamplingDefaults;
   webgpu: { required_features: string[]; required_limits: Record<string, number> };
   memory: Record<string, number>;
-  build?: Record<string, unknown>;
+  build: Record<string, unknown>;
   [extra: string]: unknown;
 }
 
@@ -84,40 +97,56 @@ function fail(url: string, what: string): never {
   throw new ModelLoadError(url, what, "rebuild the model folder with this version of webbuild");
 }
 
-/** Check the fields the runtime relies on; returns the same object typed. */
+// Keywords that only combine or point at other subschemas: the leaf errors under them say more.
+const COMBINATORS = new Set(["properties", "additionalProperties", "items", "prefixItems", "$ref", "anyOf", "allOf", "oneOf",
+                             "if", "then", "else", "not", "dependentSchemas", "unevaluatedProperties", "unevaluatedItems"]);
+let chatConfigValidator: Validator | undefined;
+
+/** "#/state/sliding_window" -> "state.sliding_window". */
+function fieldName(instanceLocation: string, missing?: string): string {
+  const parts = instanceLocation.replace(/^#\/?/, "").split("/").filter((p) => p !== "")
+    .map((p) => decodeURIComponent(p).replace(/~1/g, "/").replace(/~0/g, "~"));
+  if (missing !== undefined) parts.push(missing);
+  return parts.length ? parts.join(".") : "the document";
+}
+
+/** What is wrong with `json` by the schema's root (what a reader needs), or null when it is valid. */
+export function chatConfigSchemaError(json: unknown): string | null {
+  chatConfigValidator ??= new Validator(CHAT_CONFIG_SCHEMA, "2020-12", true);
+  const { valid, errors } = chatConfigValidator.validate(json);
+  if (valid) return null;
+  // The deepest instance location names the field; its leaf errors say what is wrong with it.
+  const depth = (e: { instanceLocation: string }) => e.instanceLocation.split("/").length;
+  const deepest = Math.max(...errors.map(depth));
+  const atField = errors.filter((e) => depth(e) === deepest);
+  const leaves = atField.filter((e) => !COMBINATORS.has(e.keyword));
+  const shown = leaves.length ? leaves : atField;
+  const missing = shown[0]?.keyword === "required" ? /required property "(.*)"/.exec(shown[0].error)?.[1] : undefined;
+  const field = fieldName(shown[0]?.instanceLocation ?? "#", missing);
+  return `${field}: ${shown.map((e) => e.error).join(" or ")} (schema ${shown[0]?.keywordLocation ?? "#"})`;
+}
+
+/** Fill each absent property that has a schema `default` (a fresh copy), in nested objects too. */
+function fillDefaults(value: Record<string, unknown>, schema: Schema): void {
+  for (const [key, sub] of Object.entries(schema.properties ?? {})) {
+    if (typeof sub !== "object") continue;
+    if (!(key in value) && "default" in sub) value[key] = structuredClone(sub.default);
+    const child = value[key];
+    if (child && typeof child === "object" && !Array.isArray(child)) fillDefaults(child as Record<string, unknown>, sub);
+  }
+}
+
+/** Check `json` against the chat-config schema and fill its defaults; returns the same object typed. */
 export function parseChatConfig(json: unknown, url = "chat-config.json"): ChatConfig {
-  const c = json as Partial<ChatConfig> | null;
-  if (!c || typeof c !== "object") fail(url, "not a JSON object");
-  if (c.format !== CHAT_CONFIG_FORMAT) fail(url, `format is ${JSON.stringify(c.format)}, expected ${CHAT_CONFIG_FORMAT}`);
-  for (const key of ["context_window_size", "prefill_chunk_size", "vocab_size"] as const) {
-    if (!isInt(c[key]) || c[key] === 0) fail(url, `${key} must be a positive integer`);
-  }
-  if (!Array.isArray(c.tokenizer_files) || !c.tokenizer_files.includes("tokenizer.json")) {
-    fail(url, "tokenizer_files must list tokenizer.json");
-  }
-  if (!Array.isArray(c.eos_token_ids) || !c.eos_token_ids.every(isInt)) fail(url, "eos_token_ids must be a list of ids");
-  if (!Array.isArray(c.stop_token_ids)) c.stop_token_ids = [...c.eos_token_ids];
-  if (!Array.isArray(c.stop_strings)) c.stop_strings = [];
-  if (typeof c.tensor_cache !== "string") c.tensor_cache = "tensor-cache.json";
-  if (typeof c.model_lib !== "string") c.model_lib = "model.wasm";
-  if (!c.model_libs || typeof c.model_libs !== "object") c.model_libs = { webgpu: c.model_lib };
-  for (const [kind, file] of Object.entries(c.model_libs)) {
-    if (typeof file !== "string" || file.includes("/") || file.startsWith(".")) fail(url, `model_libs.${kind} must be a plain file name`);
-  }
-  if (c.model_libs["wasm-threads"]) {
-    const pages = c.wasm_threads?.memory_pages;
-    if (!pages || !isInt(pages.initial) || !isInt(pages.maximum) || pages.initial < 1 || pages.maximum < pages.initial) {
-      fail(url, "wasm_threads.memory_pages must give integer initial and maximum pages (model_libs has wasm-threads)");
-    }
-  }
-  if (!c.sampling || typeof c.sampling !== "object") fail(url, "sampling must be an object");
-  c.add_bos_token = Boolean(c.add_bos_token);
-  const state: StateConfig = c.state ?? { kv_state: "paged_kv_cache", sliding_window: null };
-  if (state.kv_state !== "paged_kv_cache" && state.kv_state !== "rnn_state") fail(url, "state.kv_state must be paged_kv_cache or rnn_state");
-  if (state.sliding_window != null && (!isInt(state.sliding_window) || state.sliding_window === 0)) {
-    fail(url, "state.sliding_window must be a positive integer or null");
-  }
-  c.state = { kv_state: state.kv_state, sliding_window: state.sliding_window ?? null };
+  const problem = chatConfigSchemaError(json);
+  if (problem !== null) fail(url, problem);
+  const c = json as Partial<ChatConfig> & Record<string, unknown>;
+  // Defaults that depend on other fields (the schema's description names them).
+  c.stop_token_ids ??= [...(c.eos_token_ids ?? [])];
+  fillDefaults(c, CHAT_CONFIG_SCHEMA);
+  c.model_libs ??= { webgpu: c.model_lib ?? "model.wasm" };
+  const pages = c.wasm_threads?.memory_pages;
+  if (pages && pages.maximum < pages.initial) fail(url, "wasm_threads.memory_pages: maximum is below initial");
   return c as ChatConfig;
 }
 
