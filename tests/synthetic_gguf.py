@@ -1,11 +1,27 @@
-"""Writes tiny synthetic llama GGUF files with PyPI `gguf`, for loader and build error tests."""
+"""Writes tiny synthetic llama GGUF files with PyPI `gguf`, for loader and build error tests, and
+GGUF files of any supported block type from random valid blocks, for exact-weight and kernel tests."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import gguf
 import numpy as np
+from gguf import GGML_QUANT_SIZES, GGMLQuantizationType
+
+# Byte offsets, inside one block, of each type's float16 super-scale fields (d, and m or dmin):
+# the only bytes of a block whose random contents could be inf/NaN. Every other bit pattern of a
+# block of these types is a valid block.
+F16_FIELDS: dict[GGMLQuantizationType, tuple[int, ...]] = {
+    GGMLQuantizationType.Q4_0: (0,), GGMLQuantizationType.Q4_1: (0, 2),
+    GGMLQuantizationType.Q5_0: (0,), GGMLQuantizationType.Q5_1: (0, 2),
+    GGMLQuantizationType.Q8_0: (0,),
+    GGMLQuantizationType.Q2_K: (80, 82), GGMLQuantizationType.Q3_K: (108,),
+    GGMLQuantizationType.Q4_K: (0, 2), GGMLQuantizationType.Q5_K: (0, 2),
+    GGMLQuantizationType.Q6_K: (208,),
+}
+FLOAT_TYPES = {GGMLQuantizationType.F32: np.float32, GGMLQuantizationType.F16: np.float16}
 
 
 def add_tiny_tokenizer(writer: gguf.GGUFWriter) -> None:
@@ -86,3 +102,57 @@ def write_tiny_llama_gguf(path: Path, seed: int = 1) -> Path:
     writer.add_chat_template("{% for m in messages %}{{ m['content'] }}{% endfor %}")
     _write_tensors(writer, tensors)
     return path
+
+
+def random_f16(rng: np.random.Generator, n: int, any_finite: bool = False) -> np.ndarray:
+    """(n,) float16 super-scales. Typical: magnitudes 2^-12..2^3 with random mantissa and sign.
+    any_finite: uniformly random finite bit patterns (zeros, subnormals and 65504 included)."""
+    if any_finite:
+        bits = rng.integers(0, 1 << 16, n, dtype=np.uint16)
+        bits = np.where((bits & 0x7C00) == 0x7C00, bits & 0x83FF, bits)  # inf/NaN exponent -> zero exponent
+        return bits.astype(np.uint16).view(np.float16)
+    magnitude = rng.uniform(1.0, 2.0, n) * np.exp2(rng.integers(-12, 3, n))
+    return (magnitude * rng.choice([-1.0, 1.0], n)).astype(np.float16)
+
+
+def random_blocks(ggml_type: GGMLQuantizationType, shape: tuple[int, int], rng: np.random.Generator,
+                  any_finite: bool = False) -> np.ndarray:
+    """Random valid data of a (rows, cols) tensor stored as `ggml_type`, as the stored bytes
+    (rows, bytes per row) uint8 (GGUFReader's shape). Quantized types: random bytes with finite
+    float16 scale fields (see `random_f16`); F32/F16/BF16: standard normal values."""
+    rows, cols = shape
+    if ggml_type == GGMLQuantizationType.BF16:
+        values = rng.standard_normal((rows, cols)).astype(np.float32)
+        return (values.view(np.uint32) >> 16).astype(np.uint16).view(np.uint8)  # (rows, cols * 2), truncated
+    if ggml_type in FLOAT_TYPES:
+        values = rng.standard_normal((rows, cols)).astype(FLOAT_TYPES[ggml_type])
+        return values.view(np.uint8)  # (rows, cols * itemsize)
+    block, type_size = GGML_QUANT_SIZES[ggml_type]
+    raw = rng.integers(0, 256, (rows * (cols // block), type_size), dtype=np.uint8)  # (n_blocks, type_size)
+    for at in F16_FIELDS[ggml_type]:
+        raw[:, at:at + 2] = random_f16(rng, raw.shape[0], any_finite).view(np.uint8).reshape(-1, 2)
+    return raw.reshape(rows, cols // block * type_size)
+
+
+def write_typed_gguf(path: Path, tensors: dict[str, tuple[GGMLQuantizationType, tuple[int, int]]],
+                     seed: int = 0, arch: str = "llama",
+                     metadata: Callable[[gguf.GGUFWriter], None] | None = None) -> dict[str, np.ndarray]:
+    """A GGUF holding each named (rows, cols) tensor in its ggml type, from `random_blocks`.
+
+    Only the architecture key is written unless `metadata(writer)` adds more. Returns each
+    tensor's stored bytes, (rows, bytes per row) uint8, as GGUFReader will give them back.
+    """
+    rng = np.random.default_rng(seed)
+    writer = gguf.GGUFWriter(path, arch)
+    if metadata is not None:
+        metadata(writer)
+    written = {}
+    for name, (ggml_type, shape) in tensors.items():
+        raw = random_blocks(ggml_type, shape, rng)
+        writer.add_tensor(name, raw, raw_dtype=ggml_type)
+        written[name] = raw
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    return written

@@ -59,6 +59,11 @@ class WeightFormat:
     def max_code(self) -> int:
         return (1 << self.bits) - 1
 
+    @property
+    def bits_per_weight(self) -> float:
+        """Storage per weight: the code plus its share of the float32 scale (and min)."""
+        return self.bits + 32 * (2 if self.has_min else 1) / self.group_size
+
 
 FORMATS: dict[str, WeightFormat] = {
     fmt.name: fmt
