@@ -113,7 +113,7 @@ def test_pack_rejects_bad_codes():
     with pytest.raises(WeightMappingError):
         pack_codes(np.zeros((2, 12)), fmt)
     with pytest.raises(WeightMappingError):
-        unpack_codes(np.zeros((2, 3), dtype=np.int64), fmt)
+        unpack_codes(np.zeros((2, 3), dtype=np.float32), fmt)
 
 
 @pytest.mark.parametrize("name", sorted(FORMATS))

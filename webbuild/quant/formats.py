@@ -103,10 +103,11 @@ def pack_words(codes: np.ndarray, bits: int) -> np.ndarray:
 def unpack_words(q_weight: np.ndarray, bits: int) -> np.ndarray:
     """Inverse of `pack_words`: (rows, words) uint32 -> (rows, words * 32 / bits) uint32 codes."""
     q_weight = np.asarray(q_weight)
-    if q_weight.ndim != 2 or q_weight.dtype != np.uint32:
+    if q_weight.ndim != 2 or not np.issubdtype(q_weight.dtype, np.integer):
         raise WeightMappingError(
             f"q_weight is {q_weight.dtype} of shape {q_weight.shape}", where="q_weight",
             fix="pass the 2-D uint32 array of packed codes")
+    q_weight = q_weight.astype(np.uint32, copy=False)  # int32 words: the same 32 bits
     vpw = 32 // bits
     rows, words = q_weight.shape
     shifts = (np.arange(vpw, dtype=np.uint32) * bits)[None, None, :]  # (1, 1, vpw)

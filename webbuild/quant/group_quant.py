@@ -6,7 +6,8 @@ Layout, for a weight W of shape (rows, cols) quantized along `cols` (the reducti
 - `q_scale`: (rows, cols / 32) in the scheme dtype; one scale per 32 consecutive columns.
 Symmetric (zero is exact, no offset) and using all 16 codes: the group's value of largest
 magnitude m maps to code -8, so scale = m / -8 and every other value rounds into [-8, 7].
-Dequantized value: (nibble - 8) * scale. Dequantization is a TE stage inside the same PrimFunc as
+Dequantized value: (nibble - 8) * scale. With group 32 this is `formats.FORMATS["int4_g32"]`,
+whose numpy packing it uses. Dequantization is a TE stage inside the same PrimFunc as
 the matmul that consumes it (an embedding lookup gathers and dequantizes its rows in one kernel),
 so no dequantized copy of a weight exists at run time.
 """
@@ -17,6 +18,8 @@ import numpy as np
 from tvm import te, tirx
 from tvm.relax.frontend import nn
 from tvm.relax.frontend.nn import Tensor, op
+
+from .formats import pack_words, unpack_words
 
 VALUES_PER_WORD = 8
 OFFSET = 8  # stored nibble = signed value + OFFSET
@@ -37,18 +40,12 @@ def quantize_int4(w: np.ndarray, group_size: int, scale_dtype: str) -> tuple[np.
     safe = np.where(scale == 0, np.float32(1), scale.astype(np.float32))
     q = np.clip(np.rint(groups / safe[:, :, None]), -OFFSET, OFFSET - 1)  # (rows, n_groups, group)
     q = (q + OFFSET).astype(np.uint32).reshape(rows, cols)
-    nibbles = q.reshape(rows, cols // VALUES_PER_WORD, VALUES_PER_WORD)  # (rows, words, 8)
-    shifts = (np.arange(VALUES_PER_WORD, dtype=np.uint32) * 4)[None, None, :]
-    packed = np.bitwise_or.reduce(nibbles << shifts, axis=2).astype(np.uint32)  # (rows, words)
-    return packed, scale
+    return pack_words(q, 4), scale  # (rows, cols / 8): the `formats` int4 word layout
 
 
 def dequantize_int4(q_weight: np.ndarray, q_scale: np.ndarray, group_size: int) -> np.ndarray:
     """Numpy inverse of `quantize_int4`, in float32: the reference the kernels are tested against."""
-    rows, words = q_weight.shape
-    shifts = (np.arange(VALUES_PER_WORD, dtype=np.uint32) * 4)[None, None, :]
-    nibbles = (q_weight[:, :, None] >> shifts) & np.uint32(0xF)  # (rows, words, 8)
-    values = nibbles.reshape(rows, words * VALUES_PER_WORD).astype(np.float32) - OFFSET
+    values = unpack_words(q_weight, 4).astype(np.float32) - OFFSET  # (rows, cols)
     scale = np.repeat(q_scale.astype(np.float32), group_size, axis=1)  # (rows, cols)
     return values * scale
 
