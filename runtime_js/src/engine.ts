@@ -36,6 +36,10 @@ export interface EngineOptions extends LoadOptions {
   /** Tuning: how many times an idle CPU worker checks for work before it sleeps (default 131072,
    * about 0.1 ms; more wakes faster, but spinning takes a core from other work). */
   threadSpins?: number;
+  /** Tuning: a generation gives the event loop a turn (timers, input, Stop, a worker's abort
+   * message) between two model calls once this many ms have passed since its last turn. Default 0:
+   * after every call. Infinity never yields: the page freezes and Stop waits for the answer. */
+  yieldIntervalMs?: number;
 }
 
 export type CreateRequest = ChatCompletionRequest & { signal?: AbortSignal };
@@ -100,7 +104,8 @@ export class LocalEngine implements ChatEngine {
     try {
       await runtime.loadParams(shards.tensors(), artifacts.baseUrl + "tensor-cache.json", chosen.moduleFile);
       const tokenizer = new Tokenizer(artifacts.tokenizerJson, artifacts.tokenizerConfig, config);
-      const pipeline = new LLMChatPipeline(runtime, config, tokenizer, { backend: chosen.kind, threads: chosen.threads });
+      const pipeline = new LLMChatPipeline(runtime, config, tokenizer, { backend: chosen.kind, threads: chosen.threads },
+                                           options.yieldIntervalMs ?? 0);
       await runtime.sync();
       shards.progress.emit("compile", chosen.moduleFile, 1, 1, { backend: chosen.kind });
       shards.progress.emit("ready", null as unknown as string, 1, 1,

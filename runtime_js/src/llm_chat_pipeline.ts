@@ -2,9 +2,13 @@
 // validated request it applies the chat template, keeps the cached tokens the prompt shares with
 // the previous turn, runs the rest of the prompt through the model in chunks (prefill), then
 // decodes token by token (greedy on the device, else sampled on the CPU) until a stop token, a
-// stop string, the token budget or an abort, streaming chunks as the text becomes final.
+// stop string, the token budget or an abort, streaming chunks as the text becomes final. Between
+// calls it gives the event loop a turn (event_loop.ts) and checks for an abort, so Stop ends a
+// generation within one call, in the prefill too: prefill calls are sized from the measured
+// speed to take about PREFILL_CALL_MS each.
 import type { Backend } from "./backend.js";
 import type { ChatConfig } from "./config.js";
+import { EventLoopTurns } from "./event_loop.js";
 import {
   buildChunk, buildUsage, makeCompletionId, nowSeconds, resolveMaxTokens,
   type ChatCompletionChunk, type CompletionMeta, type CompletionUsage, type FinishReason, type NormalizedRequest,
@@ -16,7 +20,7 @@ import type { Logits, StateSpec, TvmRuntime } from "./tvm_runtime.js";
 
 /** What the pipeline needs of the model runtime (tvm_runtime.ts). */
 export type ChatRuntime = Pick<TvmRuntime, "metadata" | "hasArgmax" | "createState" | "resetSequence" | "popTokens" |
-  "forward" | "readLogits" | "readArgmax">;
+  "forward" | "readLogits" | "readArgmax" | "sync">;
 
 /** What the pipeline needs of the tokenizer (tokenizer.ts). */
 export type ChatTokenizer = Pick<Tokenizer, "encodeChat" | "streamDecoder">;
@@ -59,6 +63,24 @@ export function callSize(rule: ChunkRule, cached: number): number {
   return Math.min(rule.prefillChunk, window - 1);
 }
 
+/** The first prefill call of an engine takes at most this many tokens; later calls are sized from
+ * the speed measured so far. */
+export const FIRST_PREFILL_CALL = 16;
+/** What one prefill call should take: an abort waits for the call in progress. */
+export const PREFILL_CALL_MS = 25;
+
+/**
+ * Tokens the next prefill call takes: what `msPerToken` (null: not measured yet) says fits in
+ * PREFILL_CALL_MS, at least 1, at most 4x the previous call (`previous`; small calls overstate
+ * the cost per token on a GPU) and never more than callSize() allows.
+ */
+export function prefillCallSize(rule: ChunkRule, cached: number, msPerToken: number | null, previous: number): number {
+  const cap = callSize(rule, cached);
+  if (msPerToken === null) return Math.min(cap, FIRST_PREFILL_CALL);
+  const fits = msPerToken > 0 ? Math.floor(PREFILL_CALL_MS / msPerToken) : cap;
+  return Math.max(1, Math.min(cap, 4 * previous, fits));
+}
+
 /** Tokens in the KV cache, for reuse by the next request of the same conversation. */
 function commonPrefix(a: readonly number[], b: readonly number[]): number {
   let i = 0;
@@ -70,10 +92,17 @@ export class LLMChatPipeline {
   /** The tokens in the sequence state, in order. */
   private cached: number[] = [];
   private readonly chunks: ChunkRule;
+  /** The last prefill call's milliseconds per token (null before the first measured call). */
+  private prefillMsPerToken: number | null = null;
+  /** How long the last forward call took to return (on WebGPU: to queue its work). */
+  private lastCallMs = 0;
 
-  /** Creates the runtime's sequence state for `config` (the context window and prefill chunk). */
+  /** Creates the runtime's sequence state for `config` (the context window and prefill chunk).
+   * `yieldIntervalMs`: the event loop gets a turn between calls once this many ms have passed
+   * since the last turn (0: after every call). */
   constructor(private readonly runtime: ChatRuntime, private readonly config: ChatConfig,
-              private readonly tokenizer: ChatTokenizer, private readonly placement: Placement) {
+              private readonly tokenizer: ChatTokenizer, private readonly placement: Placement,
+              private readonly yieldIntervalMs = 0) {
     this.chunks = {
       prefillChunk: config.prefill_chunk_size,
       slidingWindow: config.state.sliding_window,
@@ -90,7 +119,8 @@ export class LLMChatPipeline {
     this.cached = [];
   }
 
-  /** Generate the reply to `req`, passing each chunk to `emit`; `stopped()` true ends it with "abort". */
+  /** Generate the reply to `req`, passing each chunk to `emit`; `stopped()` true ends it with "abort".
+   * `stopped()` is checked before the prefill, between prefill calls and before each token. */
   async generate(req: NormalizedRequest, stopped: () => boolean,
                  emit: (chunk: ChatCompletionChunk) => void): Promise<GenerationResult> {
     const meta = { id: makeCompletionId(), created: nowSeconds(), model: this.config.model_id };
@@ -102,13 +132,16 @@ export class LLMChatPipeline {
     const stops = new Set(this.config.stop_token_ids);
     const matcher = new StopMatcher([...req.stop, ...this.config.stop_strings]);
     const decoder = this.tokenizer.streamDecoder({ skipSpecial: true, context: ids.slice(-4) });
+    const turns = new EventLoopTurns(this.yieldIntervalMs);
     emit(buildChunk(meta, { role: "assistant", content: "" }));
 
-    let token = await this.nextToken(this.prefill(ids.slice(keep)), sampler, req);
-    const firstToken = performance.now();
+    const logits = stopped() ? null : await this.prefill(ids.slice(keep), stopped, turns);
+    let finish: FinishReason = logits ? "length" : "abort";
+    let token = logits ? await this.nextToken(logits, sampler, req) : -1;
     let generated = 0;
-    let finish: FinishReason = "length";
-    while (generated < budget) {
+    const firstToken = performance.now();
+    while (logits && generated < budget) {
+      await turns.give();
       if (stopped()) { finish = "abort"; break; }
       sampler.accept(token);
       generated++;
@@ -117,7 +150,9 @@ export class LLMChatPipeline {
       if (text) emit(buildChunk(meta, { content: text }));
       if (atStopString) { finish = "stop"; break; }
       if (generated >= budget) break;
-      token = await this.nextToken(this.prefill([token]), sampler, req);
+      const next = this.runtime.forward([token]);
+      this.cached.push(token);
+      token = await this.nextToken(next, sampler, req);
     }
     if (!matcher.stopped) {
       // the text held back as a possible stop-string prefix (or incomplete bytes) is final now
@@ -150,18 +185,38 @@ export class LLMChatPipeline {
     return keep;
   }
 
-  /** Run `ids` through the model at the end of the cached sequence, in calls of callSize(); last-position logits. */
-  private prefill(ids: readonly number[]): Logits {
+  /**
+   * Run `ids` through the model at the end of the cached sequence, in calls of prefillCallSize();
+   * the last position's logits, or null when `stopped()` turned true between two calls (the
+   * tokens prefilled so far stay cached). Between calls it waits for the device, which times the
+   * call, and gives the event loop a turn.
+   */
+  private async prefill(ids: readonly number[], stopped: () => boolean, turns: EventLoopTurns): Promise<Logits | null> {
+    if (!ids.length) throw new Error("prefill of no tokens");
     let logits: Logits | null = null;
+    let size = 0;
     for (let start = 0; start < ids.length;) {
-      const chunk = ids.slice(start, start + callSize(this.chunks, this.cached.length));
+      if (logits) {
+        const began = performance.now();
+        await this.runtime.sync();
+        const ms = performance.now() - began + this.lastCallMs;
+        this.prefillMsPerToken = ms / size;
+        await turns.give();
+        if (stopped()) {
+          logits.dispose();
+          return null;
+        }
+      }
+      size = prefillCallSize(this.chunks, this.cached.length, this.prefillMsPerToken, size);
+      const chunk = ids.slice(start, start + size);
+      const began = performance.now();
       const next = this.runtime.forward(chunk);
+      this.lastCallMs = performance.now() - began;
       logits?.dispose();
       logits = next;
       this.cached.push(...chunk);
       start += chunk.length;
     }
-    if (!logits) throw new Error("prefill of no tokens");
     return logits;
   }
 

@@ -3,7 +3,7 @@ import type { Backend } from "./backend.js";
 import type { ChatConfig } from "./config.js";
 import type { ChatEngine, CreateRequest, EngineOptions } from "./engine.js";
 import { deserializeError } from "./errors.js";
-import type { ChatCompletion, ChatCompletionChunk } from "./protocol.js";
+import type { ChatCompletion, ChatCompletionChunk, ChatCompletionRequest } from "./protocol.js";
 import { pushStream } from "./push_stream.js";
 import type { FromWorker, ToWorker } from "./worker_protocol.js";
 
@@ -58,9 +58,23 @@ export class WorkerEngine implements ChatEngine {
   private async create(request: CreateRequest): Promise<ChatCompletion | AsyncIterable<ChatCompletionChunk>> {
     const { signal, ...body } = request;
     const id = this.nextId++;
-    signal?.addEventListener("abort", () => this.worker.postMessage({ type: "abort", id } satisfies ToWorker), { once: true });
-    if (!body.stream) return (await this.call({ type: "create", id, request: body })) as ChatCompletion;
-    return pushStream((push) => this.call({ type: "create", id, request: body }, push));
+    if (!body.stream) return (await this.forward(id, body, signal)) as ChatCompletion;
+    return pushStream((push) => this.forward(id, body, signal, push));
+  }
+
+  /** Send request `id` to the worker; the signal's abort follows it as an "abort" message, which the
+   * worker handles between two model calls (a signal aborted already is sent right after). */
+  private async forward(id: number, request: ChatCompletionRequest, signal: AbortSignal | undefined,
+                        onChunk?: (c: ChatCompletionChunk) => void): Promise<ChatCompletion | null> {
+    const abort = () => this.worker.postMessage({ type: "abort", id } satisfies ToWorker);
+    const done = this.call({ type: "create", id, request }, onChunk);
+    if (signal?.aborted) abort();
+    else signal?.addEventListener("abort", abort, { once: true });
+    try {
+      return await done;
+    } finally {
+      signal?.removeEventListener("abort", abort);
+    }
   }
 
   interrupt(): void {

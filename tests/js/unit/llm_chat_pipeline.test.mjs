@@ -1,7 +1,9 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
 
-import { callSize, LLMChatPipeline } from "../../../dist/modules/llm_chat_pipeline.js";
+import {
+  callSize, FIRST_PREFILL_CALL, LLMChatPipeline, PREFILL_CALL_MS, prefillCallSize,
+} from "../../../dist/modules/llm_chat_pipeline.js";
 import { validateRequest } from "../../../dist/modules/protocol.js";
 
 test("callSize: the prefill chunk without a window, window - 1 with one", () => {
@@ -16,6 +18,17 @@ test("callSize: one token per call once `window` tokens are cached, only where _
   assert.equal(callSize(rule, 4), 4);
   assert.equal(callSize(rule, 5), 1);
   assert.equal(callSize(rule, 50), 1);
+});
+
+test("prefillCallSize: the first call takes FIRST_PREFILL_CALL tokens, later ones what fits in PREFILL_CALL_MS", () => {
+  const rule = { prefillChunk: 512, slidingWindow: null, singleTokenPastWindow: false };
+  assert.equal(prefillCallSize(rule, 0, null, 0), FIRST_PREFILL_CALL);
+  assert.equal(prefillCallSize({ ...rule, prefillChunk: 4 }, 0, null, 0), 4);
+  assert.equal(prefillCallSize(rule, 16, PREFILL_CALL_MS / 10, 16), 10, "a slow model: 10 tokens fit");
+  assert.equal(prefillCallSize(rule, 16, PREFILL_CALL_MS * 3, 16), 1, "at least one token");
+  assert.equal(prefillCallSize(rule, 16, 0.0001, 16), 64, "at most 4x the previous call");
+  assert.equal(prefillCallSize(rule, 64, 0, 256), 512, "never above the prefill chunk");
+  assert.equal(prefillCallSize({ ...rule, slidingWindow: 5 }, 0, 0, 64), 4, "nor above window - 1");
 });
 
 /** A model runtime whose logits read back "predict" the tokens of `script` in turn (argmax or logits). */
@@ -34,6 +47,7 @@ class FakeRuntime {
     this.live = new Set();
   }
   createState(spec) { this.state = spec; }
+  async sync() { this.syncs = (this.syncs ?? 0) + 1; }
   resetSequence() { this.resets++; this.sequence = []; }
   popTokens(count) { this.pops.push(count); this.sequence.length -= count; }
   forward(tokens) {
@@ -125,8 +139,8 @@ test("a stop token ends the reply with finish_reason stop; a stop string is not 
 test("stopped() ends the generation with finish_reason abort", async () => {
   const runtime = new FakeRuntime({ script: ids("abcdefgh") });
   const pipeline = new LLMChatPipeline(runtime, config(), tokenizer, { backend: "webgpu", threads: 1 });
-  let steps = 0;
-  const r = await run(pipeline, request("q", { max_tokens: 10 }), () => ++steps > 2);
+  let checks = 0;  // asked before the prefill (a one-call prompt), then before each token
+  const r = await run(pipeline, request("q", { max_tokens: 10 }), () => ++checks > 3);
   assert.deepEqual([r.text, r.finish], ["ab", "abort"]);
 });
 
@@ -178,4 +192,44 @@ test("reset() empties the sequence: nothing is reused afterwards", async () => {
   const r = await run(pipeline, request("abc", { max_tokens: 1 }));
   assert.equal(runtime.resets, 1);
   assert.equal(r.usage.prompt_tokens_details.cached_tokens, 0);
+});
+
+test("stopped() between two prefill calls: nothing is decoded, the tokens prefilled so far stay cached", async () => {
+  const runtime = new FakeRuntime({ script: ids("XYZ") });
+  const pipeline = new LLMChatPipeline(runtime, config({ chunk: 4 }), tokenizer, { backend: "wasm", threads: 1 });
+  const r = await run(pipeline, request("abcdefghij", { max_tokens: 3 }), () => runtime.calls.length > 0);
+  assert.deepEqual(runtime.calls, [ids("abcd")]);
+  assert.deepEqual([r.text, r.finish, r.usage.completion_tokens], ["", "abort", 0]);
+  assert.equal(r.chunks.at(-1).choices[0].finish_reason, "abort");
+  assert.equal(runtime.live.size, 0, "the unused logits are disposed");
+  const next = await run(pipeline, request("abcdefghij", { max_tokens: 2 }));
+  assert.equal(next.usage.prompt_tokens_details.cached_tokens, 4);
+  assert.deepEqual([next.text, next.finish], ["XY", "length"]);
+});
+
+test("stopped() before the prefill: no model call at all", async () => {
+  const runtime = new FakeRuntime({ script: ids("XYZ") });
+  const pipeline = new LLMChatPipeline(runtime, config(), tokenizer, { backend: "wasm", threads: 1 });
+  const r = await run(pipeline, request("abc", { max_tokens: 3 }), () => true);
+  assert.deepEqual([runtime.calls.length, r.finish, r.usage.completion_tokens], [0, "abort", 0]);
+});
+
+test("the event loop gets a turn between calls: a task queued before the generation runs during it", async () => {
+  // the fake runtime answers at once, as a wasm module does: only the pipeline's turns let the task run
+  const runtime = new FakeRuntime({ script: ids("abcdefghijklmnopqrstuvwxyz") });
+  const pipeline = new LLMChatPipeline(runtime, config({ chunk: 4 }), tokenizer, { backend: "wasm", threads: 1 });
+  let stop = false;
+  setImmediate(() => { stop = true; });
+  const r = await run(pipeline, request("abcdefghij", { max_tokens: 20 }), () => stop);
+  assert.equal(r.finish, "abort");
+  assert.deepEqual(runtime.calls, [ids("abcd")], "the first turn comes right after the first call");
+});
+
+test("yieldIntervalMs Infinity: no turns, the generation runs as one task", async () => {
+  const runtime = new FakeRuntime({ script: ids("abcdefghijklmnopqrstuvwxyz") });
+  const pipeline = new LLMChatPipeline(runtime, config({ chunk: 4 }), tokenizer, { backend: "wasm", threads: 1 }, Infinity);
+  let stop = false;
+  setImmediate(() => { stop = true; });
+  const r = await run(pipeline, request("abcdefghij", { max_tokens: 20 }), () => stop);
+  assert.deepEqual([r.finish, r.usage.completion_tokens], ["length", 20]);
 });
