@@ -5,7 +5,8 @@ URL space:
   /models/<folder>/<file> files of the model folders under --models
   /dist/<file>           the JS runtime bundle under --dist
   /<file>, /             the web app under --site (`/` and any `.../` serve index.html)
-Only GET and HEAD are allowed. Paths are checked on their raw, percent-encoded form (paths.py).
+Only GET and HEAD are allowed (others, CONNECT included, answer 405 with `Allow`). Paths are checked
+on their raw, percent-encoded form (paths.py).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from aiohttp import hdrs, web
+from aiohttp.typedefs import Handler
 
 from .catalog import list_models
 from .files import send_file
@@ -22,6 +24,7 @@ from .gzip_cache import GzipCache
 from .paths import BadPath, resolve_file, split_path
 
 INDEX = "index.html"
+ALLOWED_METHODS = (hdrs.METH_GET, hdrs.METH_HEAD)
 ISOLATION_HEADERS = {
     "Cross-Origin-Opener-Policy": "same-origin",
     "Cross-Origin-Embedder-Policy": "require-corp",
@@ -45,6 +48,18 @@ GZIP_KEY = web.AppKey("webbuild_serve_gzip", GzipCache)
 async def _add_isolation_headers(request: web.Request, response: web.StreamResponse) -> None:
     for name, value in ISOLATION_HEADERS.items():
         response.headers.setdefault(name, value)
+
+
+@web.middleware
+async def _only_get_and_head(request: web.Request, handler: Handler) -> web.StreamResponse:
+    # The router already answers 405 to methods on known paths; CONNECT's target (`host:port`) is no
+    # path at all, so it would get a 404. Bytes after a CONNECT head are tunnel data: close after answering.
+    if request.method not in ALLOWED_METHODS:
+        refusal = web.HTTPMethodNotAllowed(request.method, ALLOWED_METHODS)
+        if request.method == hdrs.METH_CONNECT:
+            refusal.force_close()
+        raise refusal
+    return await handler(request)
 
 
 async def _api_models(request: web.Request, config: ServeConfig) -> web.Response:
@@ -89,7 +104,7 @@ async def _remove_gzip_copies(app: web.Application) -> None:
 
 def make_app(config: ServeConfig) -> web.Application:
     """The application serving `config`'s folders (GET/HEAD only; others answer 405 with `Allow`)."""
-    app = web.Application()
+    app = web.Application(middlewares=[_only_get_and_head])
     app[CONFIG_KEY] = config
     app[GZIP_KEY] = GzipCache()
     app.router.add_get(r"/{path:[\s\S]*}", _dispatch)
