@@ -1,4 +1,9 @@
-"""Starts the server: checks the folders, binds, announces the URL and runs until interrupted."""
+"""Starts the server: checks the folders, binds, announces the URL and runs until interrupted.
+
+While it runs, log records go through a queue to a writer thread (logs.py), so a stderr nobody
+reads never blocks the event loop, and connections obey the timeouts of limits.py. SIGTERM and
+Ctrl-C stop it within about twice the shutdown grace.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +15,8 @@ from aiohttp import web
 
 from ..errors import ServerStartError, SourceNotFoundError
 from .app import ServeConfig, make_app
+from .limits import GuardedAppRunner, Timeouts
+from .logs import LogPump, level_from_env
 
 
 def check_folders(config: ServeConfig) -> list[str]:
@@ -33,11 +40,13 @@ def url_for(host: str, port: int) -> str:
     return f"http://{shown}:{port}/"
 
 
-def _stop_on_sigterm(stop: asyncio.Event) -> None:
-    try:
-        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
-    except (NotImplementedError, RuntimeError, ValueError):
-        pass
+def _stop_on_signals(stop: asyncio.Event) -> None:
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        try:
+            loop.add_signal_handler(signum, stop.set)
+        except (NotImplementedError, RuntimeError, ValueError):
+            pass
 
 
 async def _start(runner: web.AppRunner, host: str, port: int) -> int:
@@ -50,24 +59,33 @@ async def _start(runner: web.AppRunner, host: str, port: int) -> int:
     return runner.addresses[0][1]
 
 
-async def _serve(config: ServeConfig, host: str, port: int) -> None:
-    runner = web.AppRunner(make_app(config), access_log=None)
+async def _serve(config: ServeConfig, host: str, port: int, timeouts: Timeouts) -> None:
+    runner = GuardedAppRunner(make_app(config), timeouts, access_log=None)
     await runner.setup()
     try:
         bound = await _start(runner, host, port)
-        print(url_for(host, bound), flush=True)
         stop = asyncio.Event()
-        _stop_on_sigterm(stop)
+        _stop_on_signals(stop)
+        print(url_for(host, bound), flush=True)
         await stop.wait()
     finally:
         await runner.cleanup()
 
 
-def serve(config: ServeConfig, host: str = "127.0.0.1", port: int = 8000) -> None:
-    """Serve `config` on host:port until Ctrl-C or SIGTERM; prints warnings to stderr, the URL to stdout."""
+def serve(config: ServeConfig, host: str = "127.0.0.1", port: int = 8000, timeouts: Timeouts | None = None) -> None:
+    """Serve `config` on host:port until Ctrl-C or SIGTERM; prints warnings to stderr, the URL to stdout.
+
+    `timeouts` defaults to Timeouts.from_env(); the log level comes from WEBBUILD_SERVE_LOG_LEVEL.
+    """
+    timeouts = Timeouts.from_env() if timeouts is None else timeouts
+    level = level_from_env()
     for warning in check_folders(config):
         print(f"warning: {warning}", file=sys.stderr, flush=True)
+    pump = LogPump(level=level)
+    pump.start()
     try:
-        asyncio.run(_serve(config, host, port))
+        asyncio.run(_serve(config, host, port, timeouts))
     except KeyboardInterrupt:
         pass
+    finally:
+        pump.stop()
