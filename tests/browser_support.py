@@ -6,7 +6,9 @@ import json
 import os
 import subprocess
 import sys
-from contextlib import contextmanager
+import threading
+from collections import deque
+from contextlib import contextmanager, suppress
 from pathlib import Path
 
 import numpy as np
@@ -21,22 +23,45 @@ CHROMIUM_FLAGS = ["--no-sandbox", "--disable-background-networking", "--disable-
                   "--disable-sync", "--no-first-run", "--disable-quic", "--enable-unsafe-webgpu"]
 
 
+def _drain(stream, keep: deque) -> None:
+    """Read `stream` to its end, keeping the last lines (a pipe nobody reads would fill and stall the server)."""
+    for line in stream:
+        keep.append(line)
+
+
 @contextmanager
 def webbuild_server(models: Path, site: Path | None = None):
-    """Run `python -m webbuild serve --port 0`; yields its base URL (ending in '/')."""
+    """Run `python -m webbuild serve --port 0`; yields its base URL (ending in '/').
+
+    After the URL line, threads keep reading the server's stdout and stderr until it exits.
+    """
     cmd = [sys.executable, "-m", "webbuild", "serve", "--port", "0", "--models", str(models)]
     if site is not None:
         cmd += ["--site", str(site)]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env={**os.environ, "PYTHONPATH": str(REPO)})
+    errors: deque[str] = deque(maxlen=50)
+    drains = [threading.Thread(target=_drain, args=(proc.stderr, errors), daemon=True)]
+    drains[0].start()
     try:
         line = proc.stdout.readline().strip()
+        drains.append(threading.Thread(target=_drain, args=(proc.stdout, deque(maxlen=50)), daemon=True))
+        drains[1].start()
         if not line.startswith("http://"):
-            raise RuntimeError(f"server did not start: {line!r} {proc.stderr.read() if proc.poll() is not None else ''}")
+            with suppress(subprocess.TimeoutExpired):
+                proc.wait(timeout=10)
+            drains[0].join(timeout=10)
+            raise RuntimeError(f"server did not start: {line!r} {''.join(errors)}")
         yield line if line.endswith("/") else line + "/"
     finally:
         proc.terminate()
-        proc.wait(timeout=10)
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=10)
+        for drain in drains:
+            drain.join(timeout=10)
 
 
 def launch_chromium(playwright):
