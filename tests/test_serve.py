@@ -24,6 +24,7 @@ from multidict import CIMultiDict
 
 from webbuild.errors import SourceNotFoundError
 from webbuild.serve import ServeConfig, ServerStartError, check_folders, make_app, serve
+from webbuild.serve.gzip_cache import GzipCache
 from webbuild.serve.negotiate import accepts_gzip
 
 REPO = Path(__file__).resolve().parent.parent
@@ -483,3 +484,24 @@ def test_gzip_copy_follows_a_rebuilt_file(tree):
     new = fetch(config, "/app.js", Accept_Encoding="gzip", If_None_Match=old.headers["ETag"])
     assert new.status == 200
     assert gzip.decompress(new.body) == b"export const answer = 43;\n" * 30
+
+
+def test_gzip_cache_keeps_one_copy_per_file(tmp_path):
+    source = tmp_path / "app.js"
+
+    async def versions():
+        cache = GzipCache()
+        copies = []
+        for text in (b"a = 1;\n" * 100, b"b = 2;\n" * 100):
+            source.write_bytes(text)
+            copies.append(await cache.copy_of(source, source.stat()))
+            assert gzip.decompress(copies[-1].read_bytes()) == text
+        random = tmp_path / "random.js"
+        random.write_bytes(os.urandom(4096))
+        incompressible = await cache.copy_of(random, random.stat())
+        cache.remove()
+        return copies, incompressible
+
+    (first, second), incompressible = asyncio.run(versions())
+    assert first != second and not first.exists() and not second.parent.exists()
+    assert incompressible is None

@@ -62,12 +62,11 @@ class GzipCache:
         self._known: dict[str, Path | None] = {}
         self._pending: dict[str, asyncio.Future[Path | None]] = {}
 
-    def _make(self, source: Path, st: os.stat_result, stem: str, name: str) -> Path | None:
-        if self._folder is None:
-            self._folder = Path(tempfile.mkdtemp(prefix="webbuild-serve-gzip-"))
-        target = self._folder / name
+    @staticmethod
+    def _make(folder: Path, source: Path, st: os.stat_result, stem: str, name: str) -> Path | None:
+        target = folder / name
         made = _compress(source, st, target)
-        for old in self._folder.glob(f"{stem}-*.gz"):
+        for old in folder.glob(f"{stem}-*.gz"):
             if old != target:
                 old.unlink(missing_ok=True)
         return target if made else None
@@ -78,10 +77,13 @@ class GzipCache:
         name = f"{stem}-{_version(st)}.gz"
         if name in self._known:
             return self._known[name]
+        if self._folder is None:
+            self._folder = Path(tempfile.mkdtemp(prefix="webbuild-serve-gzip-"))
         pending = self._pending.get(name)
         if pending is None:
             loop = asyncio.get_running_loop()
-            pending = asyncio.ensure_future(loop.run_in_executor(None, self._make, source, st, stem, name))
+            pending = asyncio.ensure_future(loop.run_in_executor(None, self._make, self._folder, source, st, stem,
+                                                                 name))
             self._pending[name] = pending
         try:
             copy = await asyncio.shield(pending)
