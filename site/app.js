@@ -109,7 +109,7 @@ async function send(event) {
   try {
     const stream = await engine.chat.completions.create({
       messages: history, stream: true, stream_options: { include_usage: true }, temperature: Number(ui.temperature.value),
-      max_tokens: 512,
+      max_tokens: params.get("max_tokens") ? Number(params.get("max_tokens")) : 512,
       signal: abort.signal,
     });
     let usage = null;
