@@ -64,21 +64,24 @@ export function callSize(rule: ChunkRule, cached: number): number {
 }
 
 /** The first prefill call of an engine takes at most this many tokens; later calls are sized from
- * the speed measured so far. */
+ * the speed measured so far (a kernel with a high cost per call, as WebGPU prefill on SwiftShader,
+ * ends up prefilling one token per call with the decode kernel). */
 export const FIRST_PREFILL_CALL = 16;
 /** What one prefill call should take: an abort waits for the call in progress. */
 export const PREFILL_CALL_MS = 25;
+/** After a one-token prefill call the estimated cost of a prefill call's token shrinks by this. */
+const SINGLE_CALL_DECAY = 0.9;
 
 /**
  * Tokens the next prefill call takes: what `msPerToken` (null: not measured yet) says fits in
- * PREFILL_CALL_MS, at least 1, at most 4x the previous call (`previous`; small calls overstate
- * the cost per token on a GPU) and never more than callSize() allows.
+ * PREFILL_CALL_MS, at least 1, at most 4x the previous call of this prefill (`previous`, 0 for
+ * none; small calls overstate the cost per token on a GPU) and never more than callSize() allows.
  */
 export function prefillCallSize(rule: ChunkRule, cached: number, msPerToken: number | null, previous: number): number {
   const cap = callSize(rule, cached);
   if (msPerToken === null) return Math.min(cap, FIRST_PREFILL_CALL);
   const fits = msPerToken > 0 ? Math.floor(PREFILL_CALL_MS / msPerToken) : cap;
-  return Math.max(1, Math.min(cap, 4 * previous, fits));
+  return Math.max(1, Math.min(cap, previous > 0 ? 4 * previous : cap, fits));
 }
 
 /** Tokens in the KV cache, for reuse by the next request of the same conversation. */
@@ -94,8 +97,6 @@ export class LLMChatPipeline {
   private readonly chunks: ChunkRule;
   /** The last prefill call's milliseconds per token (null before the first measured call). */
   private prefillMsPerToken: number | null = null;
-  /** How long the last forward call took to return (on WebGPU: to queue its work). */
-  private lastCallMs = 0;
 
   /** Creates the runtime's sequence state for `config` (the context window and prefill chunk).
    * `yieldIntervalMs`: the event loop gets a turn between calls once this many ms have passed
@@ -187,35 +188,34 @@ export class LLMChatPipeline {
 
   /**
    * Run `ids` through the model at the end of the cached sequence, in calls of prefillCallSize();
-   * the last position's logits, or null when `stopped()` turned true between two calls (the
-   * tokens prefilled so far stay cached). Between calls it waits for the device, which times the
-   * call, and gives the event loop a turn.
+   * the last position's logits, or null when `stopped()` turned true (the tokens prefilled so far
+   * stay cached). After each call it waits for the device (this times the call: the next one is
+   * sized from it) and gives the event loop a turn.
    */
   private async prefill(ids: readonly number[], stopped: () => boolean, turns: EventLoopTurns): Promise<Logits | null> {
     if (!ids.length) throw new Error("prefill of no tokens");
     let logits: Logits | null = null;
     let size = 0;
     for (let start = 0; start < ids.length;) {
-      if (logits) {
-        const began = performance.now();
-        await this.runtime.sync();
-        const ms = performance.now() - began + this.lastCallMs;
-        this.prefillMsPerToken = ms / size;
-        await turns.give();
-        if (stopped()) {
-          logits.dispose();
-          return null;
-        }
-      }
       size = prefillCallSize(this.chunks, this.cached.length, this.prefillMsPerToken, size);
       const chunk = ids.slice(start, start + size);
       const began = performance.now();
       const next = this.runtime.forward(chunk);
-      this.lastCallMs = performance.now() - began;
       logits?.dispose();
       logits = next;
       this.cached.push(...chunk);
       start += chunk.length;
+      await this.runtime.sync();
+      const ms = performance.now() - began;
+      // a one-token call runs the decode kernel: it says nothing of a prefill call's cost, but
+      // lets the estimate decay so that larger calls are tried again
+      if (chunk.length > 1) this.prefillMsPerToken = ms / chunk.length;
+      else if (this.prefillMsPerToken !== null) this.prefillMsPerToken *= SINGLE_CALL_DECAY;
+      await turns.give();
+      if (stopped()) {
+        logits.dispose();
+        return null;
+      }
     }
     return logits;
   }

@@ -28,6 +28,7 @@ test("prefillCallSize: the first call takes FIRST_PREFILL_CALL tokens, later one
   assert.equal(prefillCallSize(rule, 16, PREFILL_CALL_MS * 3, 16), 1, "at least one token");
   assert.equal(prefillCallSize(rule, 16, 0.0001, 16), 64, "at most 4x the previous call");
   assert.equal(prefillCallSize(rule, 64, 0, 256), 512, "never above the prefill chunk");
+  assert.equal(prefillCallSize(rule, 0, PREFILL_CALL_MS / 100, 0), 100, "a new prefill: what fits, at once");
   assert.equal(prefillCallSize({ ...rule, slidingWindow: 5 }, 0, 0, 64), 4, "nor above window - 1");
 });
 
@@ -139,8 +140,8 @@ test("a stop token ends the reply with finish_reason stop; a stop string is not 
 test("stopped() ends the generation with finish_reason abort", async () => {
   const runtime = new FakeRuntime({ script: ids("abcdefgh") });
   const pipeline = new LLMChatPipeline(runtime, config(), tokenizer, { backend: "webgpu", threads: 1 });
-  let checks = 0;  // asked before the prefill (a one-call prompt), then before each token
-  const r = await run(pipeline, request("q", { max_tokens: 10 }), () => ++checks > 3);
+  let checks = 0;  // asked before and after the prefill (a one-call prompt), then before each token
+  const r = await run(pipeline, request("q", { max_tokens: 10 }), () => ++checks > 4);
   assert.deepEqual([r.text, r.finish], ["ab", "abort"]);
 });
 
