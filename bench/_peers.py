@@ -20,10 +20,10 @@ import sys
 import threading
 import time
 import traceback
+from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 from aiohttp import web
 
@@ -33,7 +33,6 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "tests"))
 
 from browser_support import launch_chromium  # noqa: E402
-
 from webbuild.serve.app import ISOLATION_HEADERS  # noqa: E402
 
 QUESTION = "What is the capital of France?"

@@ -50,13 +50,31 @@ import json
 import os
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from _common import REPO, write_result
-from _peers import (CONTEXT_WINDOW, QUESTION, WEBBUILD_GEN_JS, WEBBUILD_LOAD_JS, WLLAMA_DIR, WLLAMA_GEN_JS, WLLAMA_LOAD_JS, Config,
-                    MemorySampler, evaluate_load, isolated_server, loadavg_summary, measure, ratios, streamed_run,
-                    timestamp, webbuild_metrics, wllama_metrics, wllama_server)
+from _peers import (
+    CONTEXT_WINDOW,
+    QUESTION,
+    WEBBUILD_GEN_JS,
+    WEBBUILD_LOAD_JS,
+    WLLAMA_DIR,
+    WLLAMA_GEN_JS,
+    WLLAMA_LOAD_JS,
+    Config,
+    MemorySampler,
+    evaluate_load,
+    isolated_server,
+    loadavg_summary,
+    measure,
+    ratios,
+    streamed_run,
+    timestamp,
+    webbuild_metrics,
+    wllama_metrics,
+    wllama_server,
+)
 
 sys.path.insert(0, str(REPO / "bench"))
 
@@ -352,7 +370,8 @@ def print_table(result: dict) -> None:
               f"{f(ceiling, '>9.3g')}  {ok:<6} {c['loadavg_before'][0]:.2f} -> {c['loadavg_after'][0]:.2f}")
     print("decode/prefill tok/s, TTFT and loads in s (medians); peakMB: browser PSS, at: in which phase (cold / "
           "warm load, generate); genMB: peak while generating; disp/tok: WebGPU dispatches per decoded token; "
-          "ceiling: tok/s the measured bandwidth allows; text: vs same-quantization reference; thr N!: the engine ran on N threads, not the configuration's")
+          "ceiling: tok/s the measured bandwidth allows; text: vs same-quantization reference; "
+          "thr N!: the engine ran on N threads, not the configuration's")
     for name, r in result["ratios"].items():
         print(f"  {name:<50} decode x{f(r['decode_tok_s'], '.3f')}  prefill x{f(r['prefill_tok_s'], '.3f')}")
     for name, c in configs.items():
@@ -540,7 +559,8 @@ class Plan:
         except Exception as err:  # noqa: BLE001
             print(f"transformers.js reference failed: {err}", file=sys.stderr)
             return
-        self.ref_runs["torch-fp32"] = {"folder": self.onnx_dir, "ids": ids, "seconds": round(time.monotonic() - started, 1)}
+        self.ref_runs["torch-fp32"] = {"folder": self.onnx_dir, "ids": ids,
+                                       "seconds": round(time.monotonic() - started, 1)}
         for n in fp32:
             self.refs[n] = (text if len(ids) == self.tokens[n] else None, "torch-fp32")
             self.refs[n + "#ids"] = ids[:self.tokens[n]]

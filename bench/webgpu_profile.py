@@ -30,11 +30,13 @@ RECORD_JS = """(() => {
   const names = new WeakMap(), groups = new WeakMap(), written = new WeakMap();
   const D = GPUDevice.prototype, P = GPUComputePassEncoder.prototype;
   const makePipe = D.createComputePipeline, makePipeAsync = D.createComputePipelineAsync;
-  D.createComputePipeline = function (d) { const p = makePipe.call(this, d); names.set(p, d.compute.entryPoint); return p; };
+  D.createComputePipeline = function (d) {
+    const p = makePipe.call(this, d); names.set(p, d.compute.entryPoint); return p; };
   D.createComputePipelineAsync = async function (d) {
     const p = await makePipeAsync.call(this, d); names.set(p, d.compute.entryPoint); return p; };
   const makeGroup = D.createBindGroup;
-  D.createBindGroup = function (d) { prof.device = this; const g = makeGroup.call(this, d); groups.set(g, d); return g; };
+  D.createBindGroup = function (d) {
+    prof.device = this; const g = makeGroup.call(this, d); groups.set(g, d); return g; };
   const write = GPUQueue.prototype.writeBuffer;
   GPUQueue.prototype.writeBuffer = function (buf, off, data, dataOff, size) {
     if (off === 0 && buf.usage & GPUBufferUsage.UNIFORM) {
@@ -158,7 +160,8 @@ def main() -> int:
               "sum_of_kernels_ms": round(sum(row["ms"] for row in rows), 1), "kernels": rows}
     write_result(args.json, result, echo=False)
     print(f"{args.model} on {r['adapter']['description'] or r['adapter']['vendor']}: {len(r['kernels'])} dispatches, "
-          f"step {result['step_ms']} ms (replayed {result['replay_ms']} ms, kernels alone {result['sum_of_kernels_ms']} ms)")
+          f"step {result['step_ms']} ms (replayed {result['replay_ms']} ms, "
+          f"kernels alone {result['sum_of_kernels_ms']} ms)")
     for row in rows:
         print(f"  {row['ms']:9.2f} ms {100 * row['share']:5.1f}%  x{row['count']:<3} {row['name']}  {row['grids'][:2]}")
     return 0

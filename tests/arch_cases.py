@@ -7,9 +7,9 @@ case through `webbuild build` (CPU q0f32 and q4f32_1, WebGPU) and compares it wi
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 from tiny_models import tiny_tokenizer
 

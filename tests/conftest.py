@@ -20,8 +20,8 @@ def tiny_llama_dirs(tmp_path_factory):
         "untied": {},
         "tied_bias": {"tie_word_embeddings": True, "attention_bias": True, "mlp_bias": True, "num_key_value_heads": 1},
         # Llama 3.1 / 3.2 RoPE scaling with head_dim 64 (original context 32: most frequencies rescaled)
-        "llama3_rope": {"hidden_size": 256, "rope_scaling": {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0,
-                                                              "high_freq_factor": 4.0,
+        "llama3_rope": {"hidden_size": 256, "rope_scaling": {"rope_type": "llama3", "factor": 8.0,
+                                                              "low_freq_factor": 1.0, "high_freq_factor": 4.0,
                                                               "original_max_position_embeddings": 32}},
     }
     return {name: (root / name, save_tiny_llama(root / name, seed=i, **kw))

@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 
 from arch_cases import CASES
-from tiny_models import hf_logits
 from node_harness import run_model
+from tiny_models import hf_logits
 from webbuild.compile.wasm_link import unexpected_imports
 from webbuild.runner import CpuModel
 

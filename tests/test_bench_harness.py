@@ -20,7 +20,8 @@ def peer_bench(tmp_path, *args: str) -> dict:
     out = tmp_path / "peers.json"
     cmd = [sys.executable, str(REPO / "bench" / "peer_bench.py"), "--models", str(tmp_path / "models"),
            "--tokens", "4", "--runs", "1", "--bandwidth-mb", "8", "--json", str(out), *args]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900, cwd=REPO)  # a fresh runtime cache compiles ~2 min
+    # a fresh runtime cache compiles ~2 min
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900, cwd=REPO)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return json.loads(out.read_text())
 

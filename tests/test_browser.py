@@ -13,11 +13,17 @@ from jinja2.sandbox import ImmutableSandboxedEnvironment
 from playwright.sync_api import sync_playwright
 from tokenizers import Tokenizer
 
-from browser_support import (CHROMIUM, CHROMIUM_FLAGS, ENGINE_JS, REPO, cpu_greedy_text, launch_chromium, run_engine,
-                             webbuild_server)
+from browser_support import (
+    CHROMIUM,
+    CHROMIUM_FLAGS,
+    REPO,
+    cpu_greedy_text,
+    launch_chromium,
+    run_engine,
+    webbuild_server,
+)
 from smollm_facts import QUESTION
 from tiny_models import hf_greedy
-from webbuild.runner import CpuModel
 
 ANSWER_TEXT = "The capital of France is Paris."
 TINY_MESSAGES = [{"role": "user", "content": "w5 w9 w33 w100 w7"}]
@@ -227,7 +233,8 @@ def test_npm_pack_tarball_runs_in_a_scratch_page(browser, models, tmp_path):
       const messages = [{role: 'user', content: 'w5 w9 w33'}];
       const plain = await engine.chat.completions.create({messages, temperature: 0, max_tokens: 6});
       let streamed = '';
-      for await (const c of await engine.chat.completions.create({messages, temperature: 0, max_tokens: 6, stream: true}))
+      const stream = await engine.chat.completions.create({messages, temperature: 0, max_tokens: 6, stream: true});
+      for await (const c of stream)
         streamed += c.choices[0]?.delta?.content ?? '';
       await engine.unload();
       return {plain: plain.choices[0].message.content, streamed};
@@ -253,7 +260,8 @@ ERROR_JS = """async ([url, request, options]) => {
 
 def test_missing_shader_f16_is_a_typed_error(page, server):
     """SwiftShader has no shader-f16: on WebGPU an f16 model says so and suggests the f32 variant."""
-    error = page.evaluate(ERROR_JS, [f"{server}models/tiny-q4f16_1/", {"messages": TINY_MESSAGES}, {"backend": "webgpu"}])
+    error = page.evaluate(ERROR_JS, [f"{server}models/tiny-q4f16_1/", {"messages": TINY_MESSAGES},
+                                     {"backend": "webgpu"}])
     assert error["code"] == "missing-shader-f16" and error["isWebbuildError"] and "f32" in error["fix"]
 
 

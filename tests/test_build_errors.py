@@ -16,9 +16,16 @@ import pytest
 from synthetic_gguf import write_gguf
 from webbuild import build as build_module
 from webbuild.build import BuildRequest, build
-from webbuild.errors import (ConfigError, CorruptFileError, ShardError, SourceNotFoundError,
-                             UnknownArchitectureError, UnsupportedQuantizationError,
-                             UnsupportedTensorTypeError, WeightMappingError)
+from webbuild.errors import (
+    ConfigError,
+    CorruptFileError,
+    ShardError,
+    SourceNotFoundError,
+    UnknownArchitectureError,
+    UnsupportedQuantizationError,
+    UnsupportedTensorTypeError,
+    WeightMappingError,
+)
 from webbuild.shard.writer import ShardWriter
 
 REPO = Path(__file__).resolve().parent.parent

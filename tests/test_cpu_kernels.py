@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import tvm
-from tvm import s_tir, te, tirx
+from tvm import te, tirx
 
 from webbuild.kernels import cpu_matmul as cs
 from webbuild.quant.group_quant import _dequantize_matmul_te, dequantize_int4, quantize_int4

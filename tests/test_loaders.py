@@ -11,6 +11,7 @@ import gguf
 import numpy as np
 import pytest
 
+from synthetic_gguf import write_gguf
 from webbuild.catalog import load_catalog, load_recipe, resolve_recipe_source, resolve_source
 from webbuild.errors import (
     ConfigError,
@@ -22,8 +23,6 @@ from webbuild.errors import (
 )
 from webbuild.loaders import load_checkpoint, load_gguf, load_hf_folder
 from webbuild.loaders.gguf_loader import gguf_config, read_gguf
-
-from synthetic_gguf import write_gguf
 
 SMOLLM = "smollm2-135m-instruct"
 

@@ -117,6 +117,7 @@ def test_mistral_webgpu_matches_cpu_build_across_the_window(mistral, model_build
     expected = [cpu.prefill(PROMPT)] + [cpu.decode(t) for t in tokens[:-1]]
     got = [result["logits"]] + result["decode_logits"]
     diffs = [float(np.abs(np.asarray(g, np.float32).reshape(-1) - e).max()) for g, e in zip(got, expected)]
-    print(f"\nmistral (window {WINDOW}) WebGPU vs CPU max |dlogit| per step: {np.array2string(np.array(diffs), precision=8)}")
+    print(f"\nmistral (window {WINDOW}) WebGPU vs CPU max |dlogit| per step: "
+          f"{np.array2string(np.array(diffs), precision=8)}")
     assert len(got) == 8 and max(diffs) <= TOL, diffs
     assert result["tokens"] == tokens

@@ -7,10 +7,10 @@ import json
 import pytest
 from tokenizers import Tokenizer, pre_tokenizers
 
+from smollm_facts import ANSWER, ANSWER_IDS, PROMPT_HEAD, PROMPT_LEN, QUESTION, chat_prompt
 from webbuild.errors import ConfigError, CorruptFileError
 from webbuild.loaders.gguf_tokenizer import build_tokenizer, tokenizer_files_from_gguf
 
-from smollm_facts import ANSWER, ANSWER_IDS, PROMPT_HEAD, PROMPT_LEN, QUESTION, chat_prompt
 AWKWARD = [
     "héllo wörld ÄÖÜ ß",
     "emoji 🦙🚀👩‍👩‍👧 ok",

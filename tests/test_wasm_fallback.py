@@ -17,8 +17,7 @@ import shutil
 import pytest
 from playwright.sync_api import sync_playwright
 
-from browser_support import (CHROMIUM, CHROMIUM_FLAGS, cpu_greedy_text, launch_chromium, run_engine,
-                             webbuild_server)
+from browser_support import CHROMIUM, CHROMIUM_FLAGS, cpu_greedy_text, launch_chromium, run_engine, webbuild_server
 from smollm_facts import QUESTION
 from webbuild.compile.wasm_link import unexpected_imports, wasm_imports
 

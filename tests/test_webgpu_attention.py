@@ -19,11 +19,11 @@ import pytest
 
 from node_harness import run_model, run_toy
 from webbuild.arch.kv_model import kv_model_spec
-from webbuild.kernels.paged_kv_cache import KVCacheSpec, create_kv_cache
 from webbuild.compile import wasm_link, wasm_runtime
+from webbuild.kernels.paged_kv_cache import KVCacheSpec, create_kv_cache
+from webbuild.shard.writer import write_shards
 from webbuild.tvm_patches.merge_state import replace_racy_merge_state
 from webbuild.tvm_patches.webgpu_trig import install_precise_webgpu_trig
-from webbuild.shard.writer import write_shards
 
 NQ, NKV, D = 9, 3, 64
 V = 640  # > NQ * D: decode feeds back argmax over one token's attention output as the next id
@@ -230,9 +230,9 @@ def test_fused_decode_kernel_compiles_for_other_geometries(heads, kv_heads, head
     """Head sizes below, at and above the workgroup's 16 threads (fewer threads at 256), partial
     rotary, no GQA, float16: the kernel's WGSL is generated (and passes TVM's barrier checks),
     within WebGPU's default workgroup storage."""
-    import tvm
-
     import re
+
+    import tvm
 
     from webbuild.kernels.decode_attention import fused_decode_kernel
 

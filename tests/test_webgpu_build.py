@@ -39,7 +39,8 @@ def test_smollm2_webgpu_builds_compile_and_link(quantization, model_build):
     assert limits["maxStorageBufferBindingSize"] >= max(r["nbytes"] for r in cache["records"])
 
 
-@pytest.mark.parametrize("quantization,variant", [("q0f32", "untied"), ("q4f32_1", "untied"), ("q4f32_1", "llama3_rope")])
+@pytest.mark.parametrize("quantization,variant",
+                         [("q0f32", "untied"), ("q4f32_1", "untied"), ("q4f32_1", "llama3_rope")])
 def test_tiny_llama_webgpu_matches_cpu_build(quantization, variant, tiny_llama_dirs, model_build):
     """Multi-chunk prefill and 8 greedy decode steps on WebGPU agree with the CPU build (llama3_rope:
     Llama 3.2's RoPE scaling with head_dim 64, whose TVM kernels needed webbuild's let-free rewrite)."""

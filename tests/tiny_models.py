@@ -37,7 +37,8 @@ def save_tiny_llama(folder: Path, seed: int = 0, **overrides) -> dict:
     model.save_pretrained(folder, safe_serialization=True)
     tiny_tokenizer(cfg.vocab_size).save(str(Path(folder) / "tokenizer.json"))
     (Path(folder) / "tokenizer_config.json").write_text(json.dumps(
-        {"bos_token": "<s>", "eos_token": "</s>", "chat_template": "{% for m in messages %}{{ m['content'] }} {% endfor %}"}))
+        {"bos_token": "<s>", "eos_token": "</s>",
+         "chat_template": "{% for m in messages %}{{ m['content'] }} {% endfor %}"}))
     return cfg.to_dict()
 
 

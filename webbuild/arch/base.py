@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from tvm.relax.frontend import nn
 
 from ..errors import ConfigError
 from ..quant.scheme import QuantScheme
+
+if TYPE_CHECKING:
+    from ..kernels.model_kernels import ModelKernels
 
 Combine = Callable[[list[np.ndarray]], np.ndarray]
 
@@ -41,8 +45,8 @@ class Architecture:
 
     name: str
     hf_model_types: tuple[str, ...]
-    parse_config: Callable[[dict, "BuildOptions"], Any]
-    build_model: Callable[[Any, QuantScheme, "ModelKernels"], nn.Module]  # config, scheme, the backend's kernels
+    parse_config: Callable[[dict, BuildOptions], Any]
+    build_model: Callable[[Any, QuantScheme, ModelKernels], nn.Module]  # config, scheme, the backend's kernels
     weight_map: Callable[[Any], WeightMap]
 
 
@@ -86,7 +90,8 @@ class ConfigReader:
                 where=f"{self.where}: {key}",
                 fix=f"set {key!r} to a {kind.__name__}",
             )
-        if kind in (int, float) and value <= 0 and key not in ("bos_token_id", "eos_token_id"):
+        if (kind in (int, float) and isinstance(value, (int, float)) and value <= 0
+                and key not in ("bos_token_id", "eos_token_id")):
             raise ConfigError(
                 f"field {key!r} must be positive, got {value!r}",
                 where=f"{self.where}: {key}",

@@ -14,8 +14,7 @@ from dataclasses import replace
 
 from ..errors import ConfigError
 from .base import Architecture, BuildOptions
-from .llama import LAYOUT as LLAMA_LAYOUT
-from .llama import llama_config
+from .llama import LAYOUT as LLAMA_LAYOUT, llama_config
 from .transformer import TransformerConfig, TransformerLM, activation, weight_map_for
 
 LAYOUT = replace(LLAMA_LAYOUT, norm_weight=lambda w: w + 1.0)

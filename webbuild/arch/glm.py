@@ -12,8 +12,16 @@ from __future__ import annotations
 
 from .base import Architecture, BuildOptions, ConfigReader
 from .llama import llama_config
-from .transformer import (HFLayout, TransformerConfig, TransformerLM, heads_geometry, rope_setting, rotary_dim_of,
-                          weight_map_for, window_of)
+from .transformer import (
+    HFLayout,
+    TransformerConfig,
+    TransformerLM,
+    heads_geometry,
+    rope_setting,
+    rotary_dim_of,
+    weight_map_for,
+    window_of,
+)
 
 LAYOUT = HFLayout(
     embed="model.embed_tokens", final_norm="model.norm", lm_head="lm_head", layer="model.layers.{i}.",

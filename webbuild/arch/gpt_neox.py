@@ -19,8 +19,16 @@ import numpy as np
 
 from ..errors import ConfigError
 from .base import Architecture, BuildOptions, ConfigReader
-from .transformer import (HFLayout, TransformerConfig, TransformerLM, activation, rope_scaling_of, rotary_dim_of,
-                          weight_map_for, window_of)
+from .transformer import (
+    HFLayout,
+    TransformerConfig,
+    TransformerLM,
+    activation,
+    rope_scaling_of,
+    rotary_dim_of,
+    weight_map_for,
+    window_of,
+)
 
 LAYOUT = HFLayout(
     embed="gpt_neox.embed_in", final_norm="gpt_neox.final_layer_norm", lm_head="embed_out",
@@ -54,7 +62,7 @@ def _rope(raw: dict) -> tuple[float, float, str, dict | None]:
     where = "config.json: rope_parameters"
     if not isinstance(params, dict):
         raise ConfigError("rope_parameters must be an object", where=where,
-                          fix="give it as transformers writes it, e.g. {\"rope_type\": \"default\", \"rope_theta\": 10000}")
+                          fix='give it as transformers writes it, e.g. {"rope_type": "default", "rope_theta": 10000}')
     cfg = ConfigReader(params, where=where)
     theta = cfg.get("rope_theta", ConfigReader(raw).get("rotary_emb_base", 10000.0, float), float)
     fraction = cfg.get("partial_rotary_factor", ConfigReader(raw).get("rotary_pct", 0.25, float), float)

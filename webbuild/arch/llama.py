@@ -10,8 +10,17 @@ from __future__ import annotations
 
 from ..errors import ConfigError
 from .base import Architecture, BuildOptions, ConfigReader
-from .transformer import (HFLayout, TransformerConfig, TransformerLM, activation, heads_geometry, rope_scaling_of,
-                          rope_setting, weight_map_for, window_of)
+from .transformer import (
+    HFLayout,
+    TransformerConfig,
+    TransformerLM,
+    activation,
+    heads_geometry,
+    rope_scaling_of,
+    rope_setting,
+    weight_map_for,
+    window_of,
+)
 
 LAYOUT = HFLayout(
     embed="model.embed_tokens", final_norm="model.norm", lm_head="lm_head", layer="model.layers.{i}.",

@@ -13,8 +13,15 @@ from __future__ import annotations
 from ..errors import ConfigError
 from .base import Architecture, BuildOptions, ConfigReader
 from .llama import llama_config
-from .transformer import (HFLayout, TransformerConfig, TransformerLM, rope_scaling_of, rope_setting, rotary_dim_of,
-                          weight_map_for)
+from .transformer import (
+    HFLayout,
+    TransformerConfig,
+    TransformerLM,
+    rope_scaling_of,
+    rope_setting,
+    rotary_dim_of,
+    weight_map_for,
+)
 
 LAYOUT = HFLayout(
     embed="model.embed_tokens", final_norm="model.norm", lm_head="lm_head", layer="model.layers.{i}.",

@@ -11,9 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from tvm import relax as rx
-from tvm import tirx
-from tvm.relax.frontend import nn
+from tvm import relax as rx, tirx
 from tvm.relax.frontend.nn import Object, Tensor, op
 from tvm.script import tirx as T
 
@@ -80,7 +78,7 @@ class RNNState(Object):
 
     @staticmethod
     def create(num_layers: int, vectors: list[StateVector], max_batch_size: tirx.Var,
-               max_history: tirx.Var) -> "RNNState":
+               max_history: tirx.Var) -> RNNState:
         bb = rx.BlockBuilder.current()
         def add(func, name: str):
             return bb.add_func(func.with_attr("global_symbol", name), name)
@@ -101,7 +99,7 @@ class RNNState(Object):
             "vm.builtin.rnn_state_get", [self._expr, rx.prim_value(layer_id), rx.prim_value(state_id)],
             out_ty=rx.TensorType((batch, size), dtype))))
 
-    def set(self, layer_id: int, state_id: int, value: Tensor) -> "RNNState":
+    def set(self, layer_id: int, state_id: int, value: Tensor) -> RNNState:
         """Store a (batch, size) vector as the state after this forward; returns the state."""
         return RNNState(
             _expr=rx.call_pure_packed("vm.builtin.rnn_state_set", self._expr, rx.prim_value(layer_id),

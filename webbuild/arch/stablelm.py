@@ -14,8 +14,15 @@ from dataclasses import replace
 from ..errors import ConfigError
 from .base import Architecture, BuildOptions, ConfigReader
 from .llama import llama_config
-from .transformer import (HFLayout, TransformerConfig, TransformerLM, rope_setting, rotary_dim_of,
-                          weight_map_for, window_of)
+from .transformer import (
+    HFLayout,
+    TransformerConfig,
+    TransformerLM,
+    rope_setting,
+    rotary_dim_of,
+    weight_map_for,
+    window_of,
+)
 
 LAYOUT = HFLayout(
     embed="model.embed_tokens", final_norm="model.norm", lm_head="lm_head", layer="model.layers.{i}.",

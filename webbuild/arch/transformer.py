@@ -17,8 +17,9 @@ keep the separate norm and activation ops.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable, Literal
+from typing import Literal
 
 import numpy as np
 from tvm.relax.frontend import nn
@@ -189,7 +190,8 @@ def rope_scaling_of(raw: dict, where: str = "config.json: rope_scaling") -> dict
     if scaling is None:
         return None
     if not isinstance(scaling, dict):
-        raise ConfigError("rope_scaling must be an object", where=where, fix="remove it or give it as in the original config")
+        raise ConfigError("rope_scaling must be an object", where=where,
+                          fix="remove it or give it as in the original config")
     if scaling.get("rope_type", scaling.get("type")) == "default":
         return None
     return scaling
@@ -236,7 +238,8 @@ class Attention(nn.Module):
         rows = (self.heads + 2 * self.kv_heads) * self.head_dim
         self.qkv = layers.linear(c.hidden_size, rows, scheme, bias=c.qkv_bias)
         self.o = layers.linear(self.heads * self.head_dim, c.hidden_size, scheme, bias=c.o_bias)
-        self.q_norm = self.k_norm = None
+        self.q_norm: HeadNorm | None = None
+        self.k_norm: HeadNorm | None = None
         if c.qk_norm:
             self.q_norm = HeadNorm(self.heads, self.head_dim, c.norm_eps, c.qk_norm_bias, scheme.dtype)
             self.k_norm = HeadNorm(self.kv_heads, self.head_dim, c.norm_eps, c.qk_norm_bias, scheme.dtype)
@@ -248,7 +251,7 @@ class Attention(nn.Module):
         """(b, s, (heads + 2 kv_heads) * head_dim) projections -> (b, s, heads * head_dim) attention."""
         b, s, _ = qkv.shape
         qkv = op.reshape(qkv, (b, s, self.heads + 2 * self.kv_heads, self.head_dim))
-        if self.q_norm is not None:
+        if self.q_norm is not None and self.k_norm is not None:
             q, k, v = op.split(qkv, [self.heads, self.heads + self.kv_heads], axis=2)
             qkv = op.concat([self.q_norm(q), self.k_norm(k), v], dim=2)  # (b, s, heads + 2 kv_heads, head_dim)
         out = cache.attention_with_fused_qkv(layer_id, qkv, self.heads, sm_scale=self.head_dim**-0.5)
@@ -284,6 +287,7 @@ class Block(nn.Module):
         h = self.attn_norm(x)  # (b, s, hidden)
         attn = self.attn(h, cache, layer_id)
         if self.residual == "sequential":
+            assert self.mlp_norm is not None  # only "parallel_shared" blocks have none
             x = x + attn
             return x + self.mlp(self.mlp_norm(x))
         return x + attn + self.mlp(h if self.mlp_norm is None else self.mlp_norm(x))
@@ -468,7 +472,9 @@ def weight_map_for(c: TransformerConfig, layout: HFLayout, head_norm_sources: Ca
         add_linear(dst + "mlp.up", tuple(src + p for p in layout.mlp_in), c.mlp_bias)
         add_linear(dst + "mlp.down", (src + layout.down,), c.mlp_bias)
         if c.qk_norm:
-            for part, heads, path in (("q", c.num_attention_heads, layout.q_norm), ("k", c.num_key_value_heads, layout.k_norm)):
+            for part, heads, path in (("q", c.num_attention_heads, layout.q_norm),
+                                      ("k", c.num_key_value_heads, layout.k_norm)):
+                assert path is not None  # the layouts of qk_norm architectures name both norms
                 sources = (head_norm_sources(src + path, heads) if head_norm_sources else (src + path + ".weight",))
                 add(f"{dst}attn.{part}_norm.weight", sources, _head_norm_combine(heads, layout))
                 if c.qk_norm_bias:

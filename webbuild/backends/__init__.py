@@ -17,8 +17,9 @@ only as a fallback) and "cpu" (this machine through LLVM: model.so, for the Pyth
 from __future__ import annotations
 
 import importlib
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING
 
 from ..errors import ConfigError
 
@@ -31,7 +32,7 @@ class BackendEntry:
     """What the registry knows about a backend without importing it."""
 
     name: str
-    factory: Callable[[], "Backend"]
+    factory: Callable[[], Backend]
     folder_suffix: str  # appended to a build folder's name ("" for the default target)
     fallbacks: tuple[str, ...] = ()  # backends also built into the folder (unless turned off)
     selectable: bool = True  # offered as `webbuild build --target`
@@ -40,8 +41,8 @@ class BackendEntry:
 _REGISTRY: dict[str, BackendEntry] = {}
 
 
-def _lazy(module: str, attr: str) -> Callable[[], "Backend"]:
-    def make() -> "Backend":
+def _lazy(module: str, attr: str) -> Callable[[], Backend]:
+    def make() -> Backend:
         return getattr(importlib.import_module(module, __name__), attr)()
 
     return make
@@ -77,7 +78,7 @@ def check_target(name: str) -> BackendEntry:
     return _REGISTRY[name]
 
 
-def get_backend(name: str) -> "Backend":
+def get_backend(name: str) -> Backend:
     """A fresh backend object for `name` (imports TVM)."""
     return backend_entry(name).factory()
 

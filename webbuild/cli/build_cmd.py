@@ -26,7 +26,8 @@ def register(sub) -> None:
     p.add_argument("--prefill-chunk", type=int, default=512, help="max tokens per prefill call")
     p.add_argument("--link-opt", default="O1", help="emscripten link optimisation: O1 fast, O3 release")
     p.add_argument("--no-cpu-fallback", dest="cpu_fallback", action="store_false",
-                   help="skip the target's fallback modules (webgpu: model-cpu.wasm, the WebAssembly CPU module used where WebGPU is missing)")
+                   help="skip the target's fallback modules "
+                   "(webgpu: model-cpu.wasm, the WebAssembly CPU module used where WebGPU is missing)")
     p.add_argument("--shard-mb", type=int, default=DEFAULT_SHARD_BYTES >> 20, help="max shard size in MiB")
     p.set_defaults(run=run)
 

@@ -17,13 +17,14 @@ import os
 import subprocess
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from webbuild.compile.wasm_runtime import (
     EMSCRIPTEN_FIX,
-    Progress,
     THREADS_CFLAGS,
+    Progress,
     RuntimeObjects,
     _tail,
     build_runtime,
@@ -137,7 +138,8 @@ def _make_fcompile(opt_level: str, progress: Progress | None, info: dict, runtim
             info["threads"] = link_wasm(threads[0], objects, opt_level=opt_level, progress=progress,
                                         runtime=threads[1], extra_flags=THREADS_LINK_FLAGS)
 
-    fcompile.object_format = "o"  # wasm object files, not LLVM bitcode
+    # wasm object files, not LLVM bitcode; TVM's export_library reads this attribute off the function
+    fcompile.object_format = "o"  # type: ignore[attr-defined]
     return fcompile
 
 
@@ -159,8 +161,8 @@ def export_wasm(executable, out_path, opt_level: str = "O1", progress: Progress 
     threads = (Path(threads_path), build_runtime(THREADS_CFLAGS, progress=progress)) if threads_path else None
     with tempfile.TemporaryDirectory(prefix="webbuild-export-") as workspace:
         try:
-            executable.export_library(str(out_path), fcompile=_make_fcompile(opt_level, progress, info, runtime, threads),
-                                      workspace_dir=workspace)
+            fcompile = _make_fcompile(opt_level, progress, info, runtime, threads)
+            executable.export_library(str(out_path), fcompile=fcompile, workspace_dir=workspace)
         except ToolchainError:
             raise
         except Exception as exc:  # TVM raises plain errors when writing objects fails

@@ -24,9 +24,9 @@ import shutil
 import subprocess
 import tempfile
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
 
 from webbuild.errors import ToolchainError
 from webbuild.tvm_patches.runtime_sources import apply_source_patches, source_patches

@@ -166,7 +166,8 @@ def gemm_int4_func(x_shape, rows: int, cols: int, group_size: int) -> tirx.PrimF
 
     xp = te.compute((*lead, blocks, TOKEN_BLOCK, groups, WORD, LANES), padded_x, name=GEMM_X)
     wt = te.compute((rows, groups, WORD, LANES),
-                    lambda n, g, kk, lane: _dequantized_value(q_weight, q_scale, n, col(g, kk, lane), group_size, "float32"),
+                    lambda n, g, kk, lane: _dequantized_value(q_weight, q_scale, n, col(g, kk, lane), group_size,
+                                                              "float32"),
                     name=GEMM_W)
     g = te.reduce_axis((0, groups), name="g")
     kk = te.reduce_axis((0, WORD), name="kk")
@@ -176,7 +177,8 @@ def gemm_int4_func(x_shape, rows: int, cols: int, group_size: int) -> tirx.PrimF
                       name=GEMM_PART)
     lane = te.reduce_axis((0, LANES), name="l")
     out = te.compute((*lead, seq, rows),
-                     lambda *i: te.sum(part[(*i[:-2], i[-2] // TOKEN_BLOCK, i[-2] % TOKEN_BLOCK, i[-1], lane)], axis=lane),
+                     lambda *i: te.sum(part[(*i[:-2], i[-2] // TOKEN_BLOCK, i[-2] % TOKEN_BLOCK, i[-1], lane)],
+                                       axis=lane),
                      name=GEMM_BLOCK)
     return te.create_prim_func([x, q_weight, q_scale, out], index_dtype_override="int64")
 

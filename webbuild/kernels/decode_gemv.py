@@ -109,7 +109,7 @@ def threads_for(cols: int) -> int:
     return threads
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def gemv_func(spec: GemvSpec, threads: int | None = None, rows_per_group: int = ROWS) -> tirx.PrimFunc:
     """The scheduled PrimFunc of `spec`. Parameters, in order: x (1, 1, input_size); W as
     q_weight (rows, cols / 8) uint32 and q_scale (rows, cols / group), or weight (rows, cols);
@@ -191,7 +191,7 @@ def gemv_func(spec: GemvSpec, threads: int | None = None, rows_per_group: int = 
                         j: T.let[T.int32] = c * nthreads + tx  # the chunk (packed word) this thread takes
                         if not ragged or j < chunks:
                             for e in T.unroll(CHUNK):
-                                kk: T.let[T.int32] = j * CHUNK + e
+                                kk: T.let[T.int32] = j * CHUNK + e  # type: ignore[no-redef]  # a new TIR let
                                 if not short_chunk or kk < k:
                                     if prologue == "none":
                                         xv[e] = T.Cast(f32, X[0, 0, kk])

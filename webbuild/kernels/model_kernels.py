@@ -8,8 +8,8 @@ build's backend (webbuild.backends).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 from tvm import tirx
 from tvm.relax.frontend.nn import Tensor, op

@@ -58,7 +58,7 @@ def create_kv_cache(spec: KVCacheSpec, dtype: str, max_batch_size, max_total_seq
     attention kernel (webbuild.kernels.decode_attention, hooked in by
     webbuild.tvm_patches.fused_decode_entry) where it computes the model's RoPE exactly; the
     runtime uses it for decode calls on plain MHA layers."""
-    attn_kind = "mha"
+    attn_kind: str | list[str] = "mha"
     window_kwargs = {}
     if spec.sliding_layers:
         attn_kind = ["mha_sliding" if i in spec.sliding_layers else "mha" for i in range(spec.num_layers)]

@@ -21,8 +21,9 @@ def wkv_func(size: int) -> tirx.PrimFunc:
     buffers: WebGPU guarantees only eight storage buffers per kernel."""
 
     @T.prim_func(s_tir=True)
-    def wkv(var_k: T.handle, var_v: T.handle, wu: T.Buffer((2, size), "float32"), var_state: T.handle,
-            var_out: T.handle, var_new_state: T.handle):
+    def wkv(var_k: T.handle, var_v: T.handle,
+            wu: T.Buffer((2, size), "float32"),  # type: ignore[valid-type]  # TVMScript's buffer annotation
+            var_state: T.handle, var_out: T.handle, var_new_state: T.handle):
         T.func_attr({"tirx.noalias": True})
         batch, seq = T.int64(), T.int64()
         k = T.match_buffer(var_k, (batch, seq, size), "float32")
@@ -41,7 +42,8 @@ def wkv_func(size: int) -> tirx.PrimFunc:
                 for t in range(seq):
                     acc[3] = k[vb, t, vc]
                     acc[4] = T.max(acc[2], acc[3] + wu[1, vc])  # stabiliser of this output
-                    out[vb, t, vc] = (T.exp(acc[2] - acc[4]) * acc[0] + T.exp(acc[3] + wu[1, vc] - acc[4]) * v[vb, t, vc]) / (
+                    out[vb, t, vc] = (
+                        T.exp(acc[2] - acc[4]) * acc[0] + T.exp(acc[3] + wu[1, vc] - acc[4]) * v[vb, t, vc]) / (
                         T.exp(acc[2] - acc[4]) * acc[1] + T.exp(acc[3] + wu[1, vc] - acc[4]))
                     acc[5] = T.max(acc[2] + wu[0, vc], acc[3])  # stabiliser of the decayed state
                     acc[0] = T.exp(acc[2] + wu[0, vc] - acc[5]) * acc[0] + T.exp(acc[3] - acc[5]) * v[vb, t, vc]

@@ -12,7 +12,7 @@ import json
 import struct
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, overload
 
 import numpy as np
 from safetensors import SafetensorError, safe_open
@@ -55,6 +55,14 @@ def _read_json(path: Path, required: bool, fix: str) -> Any:
         return json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise CorruptFileError(f"not valid JSON: {exc}", where=str(path), fix=fix) from exc
+
+
+@overload
+def _read_json_object(path: Path, required: Literal[True], fix: str) -> dict: ...
+
+
+@overload
+def _read_json_object(path: Path, required: bool, fix: str) -> dict | None: ...
 
 
 def _read_json_object(path: Path, required: bool, fix: str) -> dict | None:

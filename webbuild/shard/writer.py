@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import BinaryIO
 
 import numpy as np
 
@@ -27,8 +28,8 @@ SHARD_PATTERN = "params_shard_{}.bin"
 class _OpenShard:
     index: int
     path: Path
-    handle: object
-    digest: "hashlib._Hash" = field(default_factory=hashlib.sha256)
+    handle: BinaryIO
+    digest: hashlib._Hash = field(default_factory=hashlib.sha256)
     nbytes: int = 0
 
 
@@ -56,7 +57,7 @@ class ShardWriter:
         self._write(b"\0" * (-self.offset % ALIGN))
         self.records.append({"name": name, "shape": list(array.shape), "dtype": str(array.dtype),
                              "byte_offset": self.offset, "nbytes": int(array.nbytes)})
-        self._write(memoryview(array).cast("B"))
+        self._write(array.data.cast("B"))
 
     def _write(self, data) -> None:
         data = memoryview(data)
@@ -70,7 +71,7 @@ class ShardWriter:
             self.offset += len(piece)
             data = data[len(piece):]
             if shard.nbytes == self.shard_bytes:
-                self._close()
+                self._close(shard)
 
     def _open(self) -> _OpenShard:
         index = len(self.shards)
@@ -82,8 +83,7 @@ class ShardWriter:
         self.shards.append({})
         return self._current
 
-    def _close(self) -> None:
-        shard = self._current
+    def _close(self, shard: _OpenShard) -> None:
         shard.handle.close()
         self.shards[shard.index] = {"file": shard.path.name, "nbytes": shard.nbytes,
                                     "sha256": shard.digest.hexdigest()}
@@ -93,7 +93,7 @@ class ShardWriter:
     def finish(self, metadata: dict) -> dict:
         """Close the last shard and write tensor-cache.json."""
         if self._current is not None:
-            self._close()
+            self._close(self._current)
         cache = {"format": FORMAT, "metadata": metadata, "total_bytes": self.offset,
                  "shards": self.shards, "records": self.records}
         (self.out_dir / "tensor-cache.json").write_text(json.dumps(cache, indent=1))

@@ -99,7 +99,7 @@ _FUSED_DECODE_METHOD = """  /*! \\brief webbuild: one-token attention in one ker
     return true;
   }
 
-"""
+"""  # noqa: E501 (C++ spliced verbatim into the wasm runtime, whose cache key hashes the patched source)
 
 #: {staged source path: {exact TVM 0.27 text: replacement}} for webbuild's wasm runtime.
 RUNTIME_PATCHES = {

@@ -18,6 +18,7 @@ from tvm import tirx
 from ..errors import ToolchainError
 from .pinned import UPGRADE_FIX
 
+
 def _rope_freq_llama3_inline(s, d, d_range: int, theta: float, dtype: str, factor: float, low_freq_factor: float,
                              high_freq_factor: float, original_max_position_embeddings: float):
     """TVM's ``rope_freq_llama3`` (cos, sin, let-bindings) with the frequency written out in full:

@@ -55,7 +55,8 @@ def merge_state_kernel(dtype: str) -> tirx.PrimFunc:
                         for d in T.serial(D):
                             V[(bx * _THREADS + tx) // H, (bx * _THREADS + tx) % H, d] = T.Cast(
                                 dtype,
-                                (T.Cast("float32", V[(bx * _THREADS + tx) // H, (bx * _THREADS + tx) % H, d]) * w_self[0]
+                                (T.Cast("float32", V[(bx * _THREADS + tx) // H, (bx * _THREADS + tx) % H, d])
+                                 * w_self[0]
                                  + T.Cast("float32", V_other[(bx * _THREADS + tx) // H, (bx * _THREADS + tx) % H, d])
                                  * w_other[0]) / (w_self[0] + w_other[0]))
                         S[(bx * _THREADS + tx) // H, (bx * _THREADS + tx) % H] = T.log2(w_self[0] + w_other[0]) + top[0]

@@ -20,6 +20,7 @@ import threading
 import numpy as np
 from tvm import tirx
 
+
 def _split_bits(value: float, bits: int) -> float:
     """``value`` truncated to its leading ``bits`` significant bits (exact in float32)."""
     mantissa, exponent = math.frexp(value)
