@@ -7,7 +7,7 @@ APT_PACKAGES := emscripten chromium
 MODELS := out/models
 DEFAULT_MODEL := smollm2-135m-instruct
 
-.PHONY: deps deps-apt deps-py deps-js deps-bench runtime model serve test bench clean
+.PHONY: deps deps-apt deps-py deps-js deps-bench runtime model serve lint test bench clean
 
 deps: deps-apt deps-py deps-js
 
@@ -47,9 +47,15 @@ serve: deps runtime
 	@[ -f $(MODELS)/$(DEFAULT_MODEL)-q4f32_1/chat-config.json ] || $(PY) -m webbuild build $(DEFAULT_MODEL) --out $(MODELS)
 	$(PY) -m webbuild serve --models $(MODELS)
 
-# The whole test suite: TypeScript gates (tsc --noEmit, eslint), JS unit tests, then pytest (Python,
-# numerical parity, node and browser tests).
+# Python gates: ruff (webbuild/, tests/, bench/) and mypy (webbuild/); configured in pyproject.toml.
+lint: deps-py
+	$(PY) -m ruff check webbuild tests bench
+	$(PY) -m mypy webbuild
+
+# The whole test suite: Python gates (make lint), TypeScript gates (tsc --noEmit, eslint), JS unit
+# tests, then pytest (Python, numerical parity, node and browser tests).
 test: deps runtime
+	$(MAKE) lint
 	npm run check:ts
 	npm run test:js
 	$(PY) -m pytest -q tests
