@@ -75,9 +75,9 @@ STOP_JS = """async ([url, options, request, trigger, delay]) => {
 }""".replace("ENGINE", ENGINE_JS)
 
 # Abort as soon as the stream's first chunk (the role, sent before the prefill) arrives: the
-# prefill is under way. The same prompt again then finds only the tokens prefilled before the stop
-# in the KV cache.
-PREFILL_JS = """async ([url, options, messages]) => {
+# prefill is under way. A prompt starting the same then finds only the tokens prefilled before the
+# stop in the KV cache.
+PREFILL_JS = """async ([url, options, messages, nextMessages]) => {
   const engine = await (ENGINE)([url, options]);
   await engine.resetChat();
   const ctl = new AbortController();
@@ -90,8 +90,8 @@ PREFILL_JS = """async ([url, options, messages]) => {
     usage = chunk.usage ?? usage;
   }
   const latency = performance.now() - abortAt;
-  const next = await engine.chat.completions.create({messages, max_tokens: 4, temperature: 0});
-  return {latency, finish, tokens: usage.completion_tokens, prompt: usage.prompt_tokens,
+  const next = await engine.chat.completions.create({messages: nextMessages, max_tokens: 4, temperature: 0});
+  return {latency, finish, tokens: usage.completion_tokens, prompt: next.usage.prompt_tokens,
           next: {finish: next.choices[0].finish_reason, tokens: next.usage.completion_tokens,
                  cached: next.usage.prompt_tokens_details.cached_tokens}};
 }""".replace("ENGINE", ENGINE_JS)
@@ -111,6 +111,12 @@ TIMER_JS = """async ([url, options, request]) => {
 }""".replace("ENGINE", ENGINE_JS)
 
 REPORT: list[str] = []
+
+
+def report(line: str) -> None:
+    """A measured number: printed now (pytest -s) and again after the module's tests."""
+    REPORT.append(line)
+    print(line, flush=True)
 
 
 @pytest.fixture(scope="module")
@@ -156,10 +162,12 @@ def test_stop_ends_generation_within_100_ms(backend, worker, engine_page, server
         for stream in (True, False):
             result = engine_page.evaluate(STOP_JS, [f"{server}models/tiny/", options, _request(stream), trigger, 20])
             where = f"{backend} {'worker' if worker else 'main'} {trigger} {'stream' if stream else 'await'}"
-            REPORT.append(f"stop latency {where}: {result['latency']:.1f} ms after {result['tokens']} tokens")
+            report(f"stop latency {where}: {result['latency']:.1f} ms after {result['tokens']} tokens")
             assert result["backend"] == options["backend"] and result["threads"] == options.get("threads", 1)
             assert result["latency"] is not None, where
-            assert result["finish"] == "abort" and 0 < result["tokens"] < MAX_TOKENS, (where, result)
+            # (not streaming, the abort may come before the first token: WebGPU prefill is slow on SwiftShader)
+            assert result["finish"] == "abort" and result["tokens"] < MAX_TOKENS, (where, result)
+            assert result["tokens"] > 0 or not stream, (where, result)
             assert result["latency"] <= STOP_MS, (where, result)
             assert result["next"]["finish"] == "length" and result["next"]["tokens"] == 8, (where, result)
             assert result["next"]["text"].strip(), where
@@ -169,11 +177,14 @@ def test_stop_ends_generation_within_100_ms(backend, worker, engine_page, server
 @pytest.mark.parametrize("backend", list(BACKENDS))
 def test_abort_during_prefill(backend, worker, engine_page, server):
     # a prompt of ~1500 tokens takes several prefill calls (the first one 16 tokens)
-    messages = [{"role": "user", "content": " ".join(f"w{3 + i % 300}" for i in range(1500))}]
+    words = [f"w{3 + i % 300}" for i in range(1500)]
+    # then the first words again (fewer on WebGPU, whose prefill is slow on SwiftShader)
+    again = words if backend.startswith("wasm") else words[:64]
+    messages, next_messages = ([{"role": "user", "content": " ".join(w)}] for w in (words, again))
     options = {**BACKENDS[backend], "worker": worker}
-    result = engine_page.evaluate(PREFILL_JS, [f"{server}models/tiny/", options, messages])
-    REPORT.append(f"prefill stop latency {backend} {'worker' if worker else 'main'}: {result['latency']:.1f} ms, "
-                  f"{result['next']['cached']} of {result['prompt']} prompt tokens prefilled")
+    result = engine_page.evaluate(PREFILL_JS, [f"{server}models/tiny/", options, messages, next_messages])
+    report(f"prefill stop latency {backend} {'worker' if worker else 'main'}: {result['latency']:.1f} ms, "
+                  f"{result['next']['cached']} prompt tokens prefilled")
     assert result["finish"] == "abort" and result["tokens"] == 0, result
     assert result["latency"] <= STOP_MS, result
     assert 0 < result["next"]["cached"] < result["prompt"] - 1, "stopped between two prefill calls"
@@ -185,22 +196,22 @@ def test_a_timer_keeps_firing_while_the_main_thread_generates(backend, engine_pa
     tokens = 600 if backend.startswith("wasm") else 150
     request = {"messages": [{"role": "user", "content": PROMPT}], "temperature": 0, "max_tokens": tokens}
     result = engine_page.evaluate(TIMER_JS, [f"{server}models/tiny/", {**BACKENDS[backend], "worker": False}, request])
-    REPORT.append(f"main thread {backend}: largest timer gap {result['maxGap']:.1f} ms over {result['ms']:.0f} ms "
+    report(f"main thread {backend}: largest timer gap {result['maxGap']:.1f} ms over {result['ms']:.0f} ms "
                   f"({result['ticks']} ticks, {result['tokens']} tokens)")
     assert result["tokens"] == tokens
     assert result["maxGap"] <= TIMER_GAP_MS, result
 
 
-def _page_stop(page, prompt: str) -> dict:
-    """Send `prompt` on the chat page, click Stop once the answer has begun; the stop's latency."""
+def _page_stop(page, prompt: str, turn: int) -> dict:
+    """Send `prompt` on the chat page; Stop is clicked (from a timer, set once the answer has three
+    words: on WebGPU the decode kernel's first call compiles its pipeline) and the answer ends."""
+    page.evaluate("window.__armed = true")
     page.fill("#prompt", prompt)
     page.press("#prompt", "Enter")
-    page.wait_for_function("[...document.querySelectorAll('#messages li.assistant')].at(-1)?.textContent.length > 0",
+    page.wait_for_function("document.body.dataset.state === 'ready' && "
+                           f"document.querySelectorAll('#messages li.assistant[data-done]').length === {turn}",
                            timeout=LOAD_TIMEOUT_MS)
-    page.click("#stop")
-    page.wait_for_function("document.body.dataset.state === 'ready' && __doneAt.length === __stopAt.length",
-                           timeout=60_000)
-    return page.evaluate("""() => ({latency: window.__doneAt.at(-1) - window.__stopAt.at(-1),
+    return page.evaluate("""() => ({latency: __doneAt.at(-1) - __stopAt.at(-1), clicks: __stopAt.length,
       words: [...document.querySelectorAll('#messages li.assistant')].at(-1).textContent.trim().split(/\\s+/).length,
       stats: document.getElementById('stats').textContent, error: document.getElementById('error').hidden})""")
 
@@ -218,7 +229,8 @@ def test_chat_page_stop_button(backend, worker, browser, server):
         page.goto(server + query)
         page.wait_for_function("['ready','error'].includes(document.body.dataset.state)", timeout=LOAD_TIMEOUT_MS)
         assert page.evaluate("document.body.dataset.state") == "ready", page.inner_text("#error")
-        # the click's time (capture phase: before the page's own handler) and when the answer is done
+        # the click's time (capture phase: before the page's own handler), when the answer is done;
+        # the click itself comes from a timer: the tiny model answers faster than a driven click
         page.evaluate("""() => {
           window.__stopAt = []; window.__doneAt = [];
           window.addEventListener('click', (e) => {
@@ -229,13 +241,21 @@ def test_chat_page_stop_button(backend, worker, browser, server):
               window.__doneAt.push(performance.now());
             }
           }).observe(document.body, {attributes: true, attributeFilter: ['data-state']});
+          window.__armed = false;
+          new MutationObserver(() => {
+            const answer = [...document.querySelectorAll('#messages li.assistant')].at(-1);
+            if (window.__armed && answer?.textContent.trim().split(/\\s+/).length >= 3) {
+              window.__armed = false;
+              setTimeout(() => document.getElementById('stop').click(), 0);
+            }
+          }).observe(document.getElementById('messages'), {childList: true, subtree: true, characterData: true});
         }""")
         for turn in (1, 2):  # the second turn: the next request after a stop answers (and stops) too
-            result = _page_stop(page, PROMPT)
-            REPORT.append(f"chat page Stop {backend} {'worker' if worker else 'main'} turn {turn}: "
+            result = _page_stop(page, PROMPT, turn)
+            report(f"chat page Stop {backend} {'worker' if worker else 'main'} turn {turn}: "
                           f"{result['latency']:.1f} ms ({result['stats']})")
             assert result["error"], page.inner_text("#error")
-            assert 0 < result["words"] < MAX_TOKENS, result
+            assert result["clicks"] == turn and 0 < result["words"] < MAX_TOKENS, result
             assert result["latency"] <= STOP_MS, result
         assert page.evaluate("document.body.dataset.backend") == options["backend"]
     finally:

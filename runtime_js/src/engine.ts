@@ -37,10 +37,15 @@ export interface EngineOptions extends LoadOptions {
    * about 0.1 ms; more wakes faster, but spinning takes a core from other work). */
   threadSpins?: number;
   /** Tuning: a generation gives the event loop a turn (timers, input, Stop, a worker's abort
-   * message) between two model calls once this many ms have passed since its last turn. Default 0:
-   * after every call. Infinity never yields: the page freezes and Stop waits for the answer. */
+   * message) between two model calls once this many ms have passed since its last turn. Default 4
+   * (0: after every call, which costs a fast model's decode speed; Infinity: never, the page
+   * freezes and Stop waits for the answer). */
   yieldIntervalMs?: number;
 }
+
+/** A turn costs ~0.05-0.4 ms (more on a loaded machine): after every call it slows a model whose
+ * decode step takes under a millisecond; every 4 ms it is lost in the noise. */
+const DEFAULT_YIELD_INTERVAL_MS = 4;
 
 export type CreateRequest = ChatCompletionRequest & { signal?: AbortSignal };
 
@@ -105,7 +110,7 @@ export class LocalEngine implements ChatEngine {
       await runtime.loadParams(shards.tensors(), artifacts.baseUrl + "tensor-cache.json", chosen.moduleFile);
       const tokenizer = new Tokenizer(artifacts.tokenizerJson, artifacts.tokenizerConfig, config);
       const pipeline = new LLMChatPipeline(runtime, config, tokenizer, { backend: chosen.kind, threads: chosen.threads },
-                                           options.yieldIntervalMs ?? 0);
+                                           options.yieldIntervalMs ?? DEFAULT_YIELD_INTERVAL_MS);
       await runtime.sync();
       shards.progress.emit("compile", chosen.moduleFile, 1, 1, { backend: chosen.kind });
       shards.progress.emit("ready", null as unknown as string, 1, 1,

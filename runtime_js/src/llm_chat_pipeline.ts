@@ -74,14 +74,14 @@ const SINGLE_CALL_DECAY = 0.9;
 
 /**
  * Tokens the next prefill call takes: what `msPerToken` (null: not measured yet) says fits in
- * PREFILL_CALL_MS, at least 1, at most 4x the previous call of this prefill (`previous`, 0 for
+ * PREFILL_CALL_MS, at least 1, at most twice the previous call of this prefill (`previous`, 0 for
  * none; small calls overstate the cost per token on a GPU) and never more than callSize() allows.
  */
 export function prefillCallSize(rule: ChunkRule, cached: number, msPerToken: number | null, previous: number): number {
   const cap = callSize(rule, cached);
   if (msPerToken === null) return Math.min(cap, FIRST_PREFILL_CALL);
   const fits = msPerToken > 0 ? Math.floor(PREFILL_CALL_MS / msPerToken) : cap;
-  return Math.max(1, Math.min(cap, previous > 0 ? 4 * previous : cap, fits));
+  return Math.max(1, Math.min(cap, previous > 0 ? 2 * previous : cap, fits));
 }
 
 /** Tokens in the KV cache, for reuse by the next request of the same conversation. */

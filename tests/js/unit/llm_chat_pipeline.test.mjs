@@ -26,7 +26,7 @@ test("prefillCallSize: the first call takes FIRST_PREFILL_CALL tokens, later one
   assert.equal(prefillCallSize({ ...rule, prefillChunk: 4 }, 0, null, 0), 4);
   assert.equal(prefillCallSize(rule, 16, PREFILL_CALL_MS / 10, 16), 10, "a slow model: 10 tokens fit");
   assert.equal(prefillCallSize(rule, 16, PREFILL_CALL_MS * 3, 16), 1, "at least one token");
-  assert.equal(prefillCallSize(rule, 16, 0.0001, 16), 64, "at most 4x the previous call");
+  assert.equal(prefillCallSize(rule, 16, 0.0001, 16), 32, "at most twice the previous call");
   assert.equal(prefillCallSize(rule, 64, 0, 256), 512, "never above the prefill chunk");
   assert.equal(prefillCallSize(rule, 0, PREFILL_CALL_MS / 100, 0), 100, "a new prefill: what fits, at once");
   assert.equal(prefillCallSize({ ...rule, slidingWindow: 5 }, 0, 0, 64), 4, "nor above window - 1");
