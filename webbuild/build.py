@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -22,6 +23,7 @@ from .errors import ConfigError, UnsupportedQuantizationError, WebbuildError
 from .loaders import load_checkpoint, synthetic
 from .progress import ProgressFn, event, silent
 from .quant.convert import convert_params, float_shapes
+from .quant.exact_plan import PlannedWeight, plan_formats, read_planned
 from .quant.scheme import get_scheme
 from .shard.writer import DEFAULT_SHARD_BYTES, write_shards
 from .weights import check_coverage, float_reader
@@ -88,6 +90,9 @@ def build(req: BuildRequest, progress: ProgressFn = silent) -> BuildResult:
     if checkpoint.param_generator is None:
         wmap = arch.weight_map(config)
         check_coverage(checkpoint, wmap)
+    plan = _exact_plan(scheme, checkpoint, wmap)
+    if plan:
+        scheme = dataclasses.replace(scheme, formats={name: planned.fmt for name, planned in plan.items()})
 
     out_root = Path(req.out)
     out_root.mkdir(parents=True, exist_ok=True)
@@ -99,7 +104,7 @@ def build(req: BuildRequest, progress: ProgressFn = silent) -> BuildResult:
         model_lib = libs[req.target]
 
         names = [name for name, _, _ in lowered.params]
-        shapes = float_shapes(lowered.params)
+        shapes = float_shapes(lowered.params, scheme.formats)
         param_count = sum(math.prod(s) for s in shapes.values())
 
         def arrays():
@@ -107,14 +112,16 @@ def build(req: BuildRequest, progress: ProgressFn = silent) -> BuildResult:
                 return ((name, checkpoint.param_generator(name, shape, dtype)) for name, shape, dtype in lowered.params)
             dtypes = {name: dtype for name, _, dtype in lowered.params}
             assert wmap is not None  # mapped above for every checkpoint without a param_generator
-            return convert_params(names, float_reader(checkpoint, wmap, shapes), scheme, dtypes)
+            return convert_params(names, float_reader(checkpoint, wmap, shapes), scheme, dtypes,
+                                  read_exact=_exact_reader(checkpoint, wmap, plan, shapes))
 
         def tensors():
             for i, (name, array) in enumerate(arrays()):
                 progress(event("weights", name, i + 1, len(names)))
                 yield name, array
 
-        metadata = {"quantization": scheme.name, "param_count": param_count}
+        metadata = {"quantization": scheme.name, "param_count": param_count,
+                    "weight_formats": {name: fmt.name for name, fmt in scheme.formats.items()}}
         cache = write_shards(tmp, tensors(), metadata, req.shard_bytes, progress)
         bits = cache["total_bytes"] * 8 / max(param_count, 1)
         for fname, data in checkpoint.tokenizer_files.items():
@@ -130,6 +137,30 @@ def build(req: BuildRequest, progress: ProgressFn = silent) -> BuildResult:
     files = {p.name: p.stat().st_size for p in sorted(final.iterdir())}
     progress(event("done", str(final)))
     return BuildResult(final, files, bits, param_count, time.monotonic() - started)
+
+
+def _exact_plan(scheme, checkpoint, wmap) -> dict[str, PlannedWeight]:
+    """`--quantization source`: which weights keep their source type's exact container."""
+    if not scheme.from_source:
+        return {}
+    if checkpoint.exact is None or wmap is None:
+        raise UnsupportedQuantizationError(
+            f"--quantization {scheme.name} keeps a quantized source's own weights, and "
+            f"{checkpoint.source} has none", where="--quantization",
+            fix="use it with a GGUF file; for float checkpoints pick q0f32, q0f16, q4f32_1 or q4f16_1")
+    return plan_formats(wmap, checkpoint.exact.format_of, checkpoint.exact.shape_of)
+
+
+def _exact_reader(checkpoint, wmap, plan: dict[str, PlannedWeight], shapes: dict[str, tuple[int, ...]]):
+    """Model weight name -> its container arrays, read from the source (None without a plan)."""
+    if not plan:
+        return None
+
+    def read(name: str) -> dict:
+        return read_planned(name, plan[name], wmap.weights[name].sources, checkpoint.exact.read,
+                            shapes[name], where=f"{checkpoint.source}: {wmap.weights[name].sources[0]}")
+
+    return read
 
 
 def _write_modules(req: BuildRequest, arch, config, scheme, folder: Path, progress: ProgressFn) -> dict:

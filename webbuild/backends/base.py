@@ -21,6 +21,7 @@ from ..kernels.kv_page import KV_PAGE_SIZE
 from ..kernels.model_kernels import ModelKernels
 from ..kernels.wkv import wkv_func
 from ..progress import ProgressFn, silent
+from ..quant.exact_plan import apply_formats
 from ..tvm_patches.llama3_rope import install_let_free_llama3_rope
 
 
@@ -44,6 +45,8 @@ class Backend:
         """The architecture's nn.Module for this target, exported to Relax: (module, named params)."""
         install_let_free_llama3_rope()  # before export: the KV-cache kernels are made there
         model = arch.build_model(config, scheme, self.model_kernels())
+        if scheme.formats:  # --quantization source: planned layers take their exact containers
+            apply_formats(model, dict(scheme.formats), scheme.dtype)
         return model.export_tvm(spec=model.get_default_spec())
 
     def runtime_metadata(self) -> dict:

@@ -280,6 +280,42 @@ def _weight_parts(layer: nn.Module) -> tuple[int, int, bool, int, list[Tensor], 
     raise TypeError(f"no fused decode GEMV for {type(layer).__name__}")
 
 
+def _kernel_reads(layer: nn.Module) -> bool:
+    """Whether the fused kernel reads this layer's weight: float, or int4 with 8 codes per word
+    centred on OFFSET and no min (today's layout; other `formats` containers are not fused yet)."""
+    fmt = getattr(layer, "fmt", None)
+    return fmt is None or (fmt.bits == 4 and not fmt.has_min and fmt.group_size % CHUNK == 0)
+
+
+def _activation(kind: str, x: Tensor) -> Tensor:
+    if kind == "silu":
+        return op.silu(x)
+    if kind == "relu":
+        return op.relu(x)
+    if kind in ("gelu", "gelu_tanh"):
+        return op.gelu(x, approximate="tanh" if kind == "gelu_tanh" else None)
+    raise ValueError(f"unknown activation {kind!r}")
+
+
+def _unfused(x: Tensor, layer: nn.Module, norm: nn.Module | None, act: str | None, gated: bool,
+             residual: Tensor | None, out_dtype: str | None) -> Tensor:
+    """`fused_linear`'s result as separate operators, for weights the kernel does not read."""
+    if norm is not None:
+        x = norm(x)
+    if act is not None:
+        if gated:
+            gate, up = op.split(x, 2, axis=-1)  # (1, 1, cols) each
+            x = _activation(act, gate) * up
+        else:
+            x = _activation(act, x)
+    y = layer.lm_head_forward(x) if isinstance(layer, GroupQuantEmbedding) else layer(x)  # (1, 1, rows)
+    if residual is not None:
+        y = y + residual
+    if out_dtype is not None and out_dtype != y.dtype:
+        y = y.astype(out_dtype)
+    return y
+
+
 def fused_linear(x: Tensor, layer: nn.Module, norm: nn.Module | None = None, act: str | None = None,
                  gated: bool = False, residual: Tensor | None = None, out_dtype: str | None = None) -> Tensor:
     """One decode token through `layer` in one kernel: (1, 1, in) -> (1, 1, rows).
@@ -288,6 +324,8 @@ def fused_linear(x: Tensor, layer: nn.Module, norm: nn.Module | None = None, act
     (with `gated`: x is [gate; up], and act(gate) * up is multiplied); the layer's bias and
     `residual` (1, 1, rows) are added; the result is cast to `out_dtype` (default: x's dtype).
     """
+    if not _kernel_reads(layer):
+        return _unfused(x, layer, norm, act, gated, residual, out_dtype)
     rows, cols, quantized, group, weights, bias = _weight_parts(layer)
     prologue, eps, norm_params = _norm_parts(norm)
     if act is not None:

@@ -5,8 +5,24 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+
+
+@dataclass(frozen=True)
+class ExactSource:
+    """A quantized source's own weights (GGUF), for `--quantization source`, by HF tensor name.
+
+    format_of: the exact container (`quant.formats.WeightFormat`) of a tensor's stored type, or
+        None when it has none (float tensors, types without a container).
+    shape_of: the tensor's shape (rows, cols), without reading it.
+    read: the tensor as a `quant.gguf_exact.ExactWeight` (rows in Hugging Face order).
+    """
+
+    format_of: Callable[[str], Any]
+    shape_of: Callable[[str], tuple[int, ...]]
+    read: Callable[[str], Any]
 
 
 @dataclass
@@ -24,6 +40,7 @@ class Checkpoint:
         parameter directly, `(name, shape, dtype) -> array`, instead of float source tensors.
     context_window: the default context window when the build does not set one (None: the
         model's own limit).
+    exact: the source's own quantized weights, when it has them (GGUF); None otherwise.
     """
 
     source: Path
@@ -35,3 +52,4 @@ class Checkpoint:
     generation_config: dict = field(default_factory=dict)
     param_generator: Callable[[str, tuple[int, ...], str], np.ndarray] | None = None
     context_window: int | None = None
+    exact: ExactSource | None = None

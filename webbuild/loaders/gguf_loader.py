@@ -29,8 +29,9 @@ from webbuild.errors import (
     UnsupportedTensorTypeError,
     WeightMappingError,
 )
-from webbuild.loaders.checkpoint import Checkpoint
+from webbuild.loaders.checkpoint import Checkpoint, ExactSource
 from webbuild.loaders.gguf_tokenizer import tokenizer_files_from_gguf
+from webbuild.quant.gguf_exact import ExactWeight, convert_exact, exact_format
 
 GGUF_MAGIC = b"GGUF"
 MAX_DIMS = 4
@@ -385,18 +386,38 @@ def _name_map(gguf_file: GGUFFile) -> dict[str, str]:
 def _make_reader(gguf_file: GGUFFile, config: dict, mapping: dict[str, str]):
     heads = {"attn_q": config["num_attention_heads"], "attn_k": config["num_key_value_heads"]}
 
-    def read_tensor(hf_name: str) -> np.ndarray:
+    def gguf_name_of(hf_name: str) -> str:
         if hf_name not in mapping:
             raise WeightMappingError(f"no tensor named {hf_name!r}", where=str(gguf_file.path),
                                      fix="ask for one of Checkpoint.tensor_names")
-        gguf_name = mapping[hf_name]
-        values = gguf_file.dequantize(gguf_name)  # (out, in) or (n,)
-        kind = gguf_name.split(".")[-2]
-        if kind in heads:
-            values = np.ascontiguousarray(unpermute_rows(values, heads[kind]))
-        return values
+        return mapping[hf_name]
 
-    return read_tensor
+    def unpermute(gguf_name: str, rows: np.ndarray) -> np.ndarray:
+        """llama.cpp stores attn_q / attn_k rows permuted; rows convert independently, so the same
+        row order fixes the float tensor and each (rows, ...) array of its exact container."""
+        kind = gguf_name.split(".")[-2]
+        return np.ascontiguousarray(unpermute_rows(rows, heads[kind])) if kind in heads else rows
+
+    def read_tensor(hf_name: str) -> np.ndarray:
+        gguf_name = gguf_name_of(hf_name)
+        return unpermute(gguf_name, gguf_file.dequantize(gguf_name))  # (out, in) or (n,)
+
+    def source_format(hf_name: str):
+        info = gguf_file.tensors[gguf_name_of(hf_name)]
+        return exact_format(info.type_id) if len(info.shape) == 2 else None
+
+    def source_shape(hf_name: str) -> tuple[int, ...]:
+        return gguf_file.tensors[gguf_name_of(hf_name)].shape
+
+    def read_exact(hf_name: str) -> ExactWeight:
+        gguf_name = gguf_name_of(hf_name)
+        info = gguf_file.tensors[gguf_name]
+        w = convert_exact(gguf_file.raw_bytes(gguf_name), info.type_id, info.shape,
+                          where=f"{gguf_file.path}: {gguf_name}")
+        q_min = None if w.q_min is None else unpermute(gguf_name, w.q_min)
+        return ExactWeight(w.fmt, unpermute(gguf_name, w.q_weight), unpermute(gguf_name, w.q_scale), q_min)
+
+    return read_tensor, source_format, source_shape, read_exact
 
 
 def load_gguf(path: str | Path) -> Checkpoint:
@@ -404,6 +425,7 @@ def load_gguf(path: str | Path) -> Checkpoint:
     gguf_file = read_gguf(path)
     config = gguf_config(gguf_file)
     mapping = _name_map(gguf_file)
+    read_tensor, source_format, source_shape, read_exact = _make_reader(gguf_file, config, mapping)
     tokenizer_files = tokenizer_files_from_gguf(
         gguf_file.metadata, where=str(gguf_file.path),
         model_max_length=config["max_position_embeddings"])
@@ -411,7 +433,8 @@ def load_gguf(path: str | Path) -> Checkpoint:
         source=gguf_file.path,
         config=config,
         tensor_names=list(mapping),
-        read_tensor=_make_reader(gguf_file, config, mapping),
+        read_tensor=read_tensor,
+        exact=ExactSource(source_format, source_shape, read_exact),
         tokenizer_files=tokenizer_files,
         chat_template=gguf_file.metadata.get("tokenizer.chat_template"),
         generation_config=_special_ids(gguf_file.metadata),

@@ -19,7 +19,7 @@ from tvm import te, tirx
 from tvm.relax.frontend import nn
 from tvm.relax.frontend.nn import Tensor, op
 
-from .formats import pack_words, unpack_words
+from .formats import WeightFormat, pack_words, unpack_words
 
 VALUES_PER_WORD = 8
 OFFSET = 8  # stored nibble = signed value + OFFSET
@@ -50,37 +50,70 @@ def dequantize_int4(q_weight: np.ndarray, q_scale: np.ndarray, group_size: int) 
     return values * scale
 
 
-def _dequantized_value(q_weight: te.Tensor, q_scale: te.Tensor, row, j, group_size: int, dtype: str):
-    """W[row, j] from its packed word and its group's scale."""
-    word = q_weight[row, j // VALUES_PER_WORD]
-    shift = (j % VALUES_PER_WORD * 4).astype("uint32")
-    nibble = tirx.bitwise_and(tirx.shift_right(word, shift), tirx.const(0xF, "uint32"))
-    return (nibble.astype(dtype) - tirx.const(OFFSET, dtype)) * q_scale[row, j // group_size]
+def _code(q_weight: te.Tensor, row, j, bits: int):
+    """The unsigned code of W[row, j]: `bits` wide, 32 // bits per packed word."""
+    per_word = 32 // bits
+    word = q_weight[row, j // per_word]
+    shift = (j % per_word * bits).astype("uint32")
+    return tirx.bitwise_and(tirx.shift_right(word, shift), tirx.const((1 << bits) - 1, "uint32"))
 
 
-def _dequantize_te(q_weight: te.Tensor, q_scale: te.Tensor, cols: int, group_size: int, dtype: str):
+def _dequantized_value(q_weight: te.Tensor, q_scale: te.Tensor, row, j, group_size: int, dtype: str,
+                       fmt: WeightFormat | None = None, q_min: te.Tensor | None = None):
+    """W[row, j] from its packed word and its group's scale (and min): today's symmetric int4
+    when `fmt` is None, else scale * (code - offset) [+ min] in `fmt`, in the order of
+    `formats.dequantize` (so a GGUF source's values are reproduced exactly)."""
+    if fmt is None:
+        code, offset = _code(q_weight, row, j, 4), OFFSET
+    else:
+        code, offset = _code(q_weight, row, j, fmt.bits), fmt.offset
+    value = (code.astype(dtype) - tirx.const(offset, dtype)) * q_scale[row, j // group_size]
+    if q_min is not None:
+        value = value + q_min[row, j // group_size]
+    return value
+
+
+def _dequantize_te(q_weight: te.Tensor, q_scale: te.Tensor, cols: int, group_size: int, dtype: str,
+                   fmt: WeightFormat | None = None, q_min: te.Tensor | None = None):
     """TE compute of the dequantized (rows, cols) matrix; inlined into its consumer by fusion."""
     rows = q_weight.shape[0]
-    return te.compute((rows, cols), lambda i, j: _dequantized_value(q_weight, q_scale, i, j, group_size, dtype),
+    return te.compute((rows, cols),
+                      lambda i, j: _dequantized_value(q_weight, q_scale, i, j, group_size, dtype, fmt, q_min),
                       name="dequantize")
 
 
 def _dequantize_matmul_te(x: te.Tensor, q_weight: te.Tensor, q_scale: te.Tensor, cols: int, group_size: int,
-                         dtype: str):
+                         dtype: str, fmt: WeightFormat | None = None, q_min: te.Tensor | None = None):
     """x @ dequantize(W)^T as one TE function: a dequantize stage feeding a reduction stage.
 
     Being one PrimFunc, the GPU schedules (dlight GEMV / Matmul) inline the dequantize stage into
     the reduction, so each weight element is decoded in registers as the matmul reads it.
     """
-    w = _dequantize_te(q_weight, q_scale, cols, group_size, dtype)  # (rows, cols)
+    w = _dequantize_te(q_weight, q_scale, cols, group_size, dtype, fmt, q_min)  # (rows, cols)
     k = te.reduce_axis((0, cols), name="k")
     out_shape = (*x.shape[:-1], q_weight.shape[0])  # (..., rows)
     return te.compute(out_shape, lambda *i: te.sum(x[(*i[:-1], k)] * w[i[-1], k], axis=k), name="matmul")
 
 
+def _weights(layer) -> list[Tensor]:
+    return [layer.q_weight, layer.q_scale] + ([layer.q_min] if layer.q_min is not None else [])
+
+
+def _format_matmul(x: Tensor, layer, cols: int) -> Tensor:
+    """(..., cols) x the layer's quantized (rows, cols) weight -> (..., rows), dequantizing inside the kernel."""
+    if layer.fmt is None:
+        return dequantize_matmul(x, layer.q_weight, layer.q_scale, cols, layer.group_size, layer.dtype)
+    return op.tensor_expr_op(
+        lambda xx, qw, qs, *qm: _dequantize_matmul_te(xx, qw, qs, cols, layer.group_size, layer.dtype, layer.fmt,
+                                                      qm[0] if qm else None),
+        "dequantize_matmul",
+        args=[x, *_weights(layer)],
+    )
+
+
 def dequantize_matmul(x: Tensor, q_weight: Tensor, q_scale: Tensor, cols: int, group_size: int,
                       dtype: str) -> Tensor:
-    """(..., cols) x quantized (rows, cols) -> (..., rows), dequantizing inside the kernel."""
+    """(..., cols) x int4-quantized (rows, cols) -> (..., rows), dequantizing inside the kernel."""
     return op.tensor_expr_op(
         lambda xx, qw, qs: _dequantize_matmul_te(xx, qw, qs, cols, group_size, dtype),
         "dequantize_matmul",
@@ -89,52 +122,66 @@ def dequantize_matmul(x: Tensor, q_weight: Tensor, q_scale: Tensor, cols: int, g
 
 
 def _embedding_rows_te(q_weight: te.Tensor, q_scale: te.Tensor, ids: te.Tensor, cols: int, group_size: int,
-                       dtype: str):
+                       dtype: str, fmt: WeightFormat | None = None, q_min: te.Tensor | None = None):
     """Dequantized rows `ids` (seq,) of a quantized (num, cols) table: (seq, cols)."""
     return te.compute((ids.shape[0], cols),
-                      lambda s, j: _dequantized_value(q_weight, q_scale, ids[s], j, group_size, dtype),
+                      lambda s, j: _dequantized_value(q_weight, q_scale, ids[s], j, group_size, dtype, fmt, q_min),
                       name="embedding_rows")
 
 
-class GroupQuantLinear(nn.Module):
-    """y = x W^T (+ b) with W stored int4-group-quantized; same call signature as nn.Linear."""
+def _declare(layer, rows: int, cols: int, dtype: str, group_size: int, fmt: WeightFormat | None) -> None:
+    """q_weight / q_scale (/ q_min) parameters of a (rows, cols) weight: today's int4 with scales in
+    `dtype` when `fmt` is None; else `fmt`'s codes with float32 scales and mins (exact containers)."""
+    layer.fmt = fmt
+    layer.group_size = fmt.group_size if fmt is not None else group_size
+    per_word = fmt.values_per_word if fmt is not None else VALUES_PER_WORD
+    scale_dtype = "float32" if fmt is not None else dtype
+    layer.q_weight = nn.Parameter((rows, cols // per_word), "uint32")
+    layer.q_scale = nn.Parameter((rows, cols // layer.group_size), scale_dtype)
+    layer.q_min = nn.Parameter((rows, cols // layer.group_size), scale_dtype) if fmt is not None and fmt.has_min \
+        else None
 
-    def __init__(self, in_features: int, out_features: int, bias: bool, dtype: str, group_size: int):
+
+class GroupQuantLinear(nn.Module):
+    """y = x W^T (+ b) with W stored group-quantized (today's int4, or a `formats` container when
+    `fmt` is given); same call signature as nn.Linear."""
+
+    def __init__(self, in_features: int, out_features: int, bias: bool, dtype: str, group_size: int,
+                 fmt: WeightFormat | None = None):
         self.in_features = in_features
         self.out_features = out_features
-        self.group_size = group_size
         self.dtype = dtype
-        self.q_weight = nn.Parameter((out_features, in_features // VALUES_PER_WORD), "uint32")
-        self.q_scale = nn.Parameter((out_features, in_features // group_size), dtype)
+        _declare(self, out_features, in_features, dtype, group_size, fmt)
         self.bias = nn.Parameter((out_features,), dtype) if bias else None
 
     def forward(self, x: Tensor) -> Tensor:
         # (..., in_features) -> (..., out_features)
-        y = dequantize_matmul(x, self.q_weight, self.q_scale, self.in_features, self.group_size, self.dtype)
+        y = _format_matmul(x, self, self.in_features)
         if self.bias is not None:
             y = y + self.bias
         return y
 
 
 class GroupQuantEmbedding(nn.Module):
-    """Token embedding stored int4-group-quantized; `lm_head_forward` reuses it as a tied head."""
+    """Token embedding stored group-quantized (as GroupQuantLinear); `lm_head_forward` reuses it as
+    a tied head."""
 
-    def __init__(self, num: int, dim: int, dtype: str, group_size: int):
+    def __init__(self, num: int, dim: int, dtype: str, group_size: int, fmt: WeightFormat | None = None):
         self.num = num
         self.dim = dim
-        self.group_size = group_size
         self.dtype = dtype
-        self.q_weight = nn.Parameter((num, dim // VALUES_PER_WORD), "uint32")
-        self.q_scale = nn.Parameter((num, dim // group_size), dtype)
+        _declare(self, num, dim, dtype, group_size, fmt)
 
     def forward(self, ids: Tensor) -> Tensor:
         # ids: (seq,) -> the rows of those tokens, gathered and dequantized in one kernel: (seq, dim)
+        fmt, group, dtype = self.fmt, self.group_size, self.dtype
         return op.tensor_expr_op(
-            lambda qw, qs, i: _embedding_rows_te(qw, qs, i, self.dim, self.group_size, self.dtype),
+            lambda qw, qs, *rest: _embedding_rows_te(qw, qs, rest[-1], self.dim, group, dtype, fmt,
+                                                     rest[0] if len(rest) > 1 else None),
             "embedding_rows",
-            args=[self.q_weight, self.q_scale, ids],
+            args=[*_weights(self), ids],
         )
 
     def lm_head_forward(self, x: Tensor) -> Tensor:
         # (..., dim) -> (..., num)
-        return dequantize_matmul(x, self.q_weight, self.q_scale, self.dim, self.group_size, self.dtype)
+        return _format_matmul(x, self, self.dim)

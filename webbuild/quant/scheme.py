@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
 
 from ..errors import UnsupportedQuantizationError
 
@@ -14,12 +16,17 @@ class QuantScheme:
     weight_bits: 0 = unquantized (weights kept in `dtype`), 4 = int4 group quantization.
     dtype: the activation / unquantized-weight / scale dtype ("float32" or "float16").
     group_size: how many consecutive input-dim weights share one scale.
+    from_source: keep each weight in its source type's exact container (`--quantization source`,
+        GGUF sources): the build fills `formats` (model weight name -> `formats.WeightFormat`)
+        from the file; weights without one stay float in `dtype`.
     """
 
     name: str
     weight_bits: int
     dtype: str
     group_size: int = 32
+    from_source: bool = False
+    formats: Mapping[str, Any] = field(default_factory=dict, compare=False, hash=False)
 
     @property
     def quantized(self) -> bool:
@@ -35,6 +42,7 @@ SCHEMES: dict[str, QuantScheme] = {
     "q0f16": QuantScheme("q0f16", 0, "float16"),
     "q4f32_1": QuantScheme("q4f32_1", 4, "float32"),
     "q4f16_1": QuantScheme("q4f16_1", 4, "float16"),
+    "source": QuantScheme("source", 0, "float32", from_source=True),
 }
 
 

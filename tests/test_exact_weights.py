@@ -1,0 +1,122 @@
+"""`--quantization source`: a GGUF's own blocks kept exactly, against the file's dequantized model.
+
+The reference is the `q0f32` build of the same file: its weights are `gguf.quants.dequantize` of
+the stored blocks (independent of webbuild's containers), and its forward pass is proven against
+transformers elsewhere. The `source` build must give the same logits (float32 rounding only).
+"""
+
+from __future__ import annotations
+
+import json
+
+import gguf
+import numpy as np
+import pytest
+from gguf import GGMLQuantizationType as T
+
+from synthetic_gguf import F16_FIELDS, add_tiny_tokenizer, random_blocks, random_f16
+from webbuild.build import BuildRequest, build
+from webbuild.errors import UnsupportedQuantizationError
+from webbuild.runner import CpuModel
+
+PROMPT = [1, 5, 9, 3, 11, 12, 4, 2, 7]
+DECODE = [8, 13, 6, 14, 10]
+TOL = 1e-4
+
+
+def _small_blocks(ggml_type, shape, rng) -> np.ndarray:
+    """Random valid blocks whose float16 scales are small (2^-9..2^-7), so activations stay O(1)."""
+    raw = random_blocks(ggml_type, shape, rng)
+    if ggml_type in F16_FIELDS:
+        rows = raw.shape[0]
+        _, type_size = gguf.GGML_QUANT_SIZES[ggml_type]
+        blocks = raw.reshape(-1, type_size).copy()  # (n_blocks, type_size)
+        for at in F16_FIELDS[ggml_type]:
+            d = np.abs(random_f16(rng, blocks.shape[0]).astype(np.float32)) * np.float32(2.0 ** -6)
+            d = np.clip(d, 2.0 ** -9, 2.0 ** -7).astype(np.float16)
+            blocks[:, at:at + 2] = d.view(np.uint8).reshape(-1, 2)
+        raw = blocks.reshape(rows, -1)
+    return raw
+
+
+def _write(path, hidden: int, ffn: int, types: dict[str, T], seed: int = 0):
+    """A 2-layer llama GGUF (4 heads, 2 KV heads) with each tensor in the given ggml type."""
+    rng = np.random.default_rng(seed)
+    writer = gguf.GGUFWriter(path, "llama")
+    writer.add_block_count(2)
+    writer.add_context_length(64)
+    writer.add_embedding_length(hidden)
+    writer.add_feed_forward_length(ffn)
+    writer.add_head_count(4)
+    writer.add_head_count_kv(2)
+    writer.add_rope_dimension_count(hidden // 4)
+    writer.add_layer_norm_rms_eps(1e-5)
+    add_tiny_tokenizer(writer)
+    vocab = 16
+    shapes = {"token_embd": (vocab, hidden), "output": (vocab, hidden), "attn_q": (hidden, hidden),
+              "attn_k": (hidden // 2, hidden), "attn_v": (hidden // 2, hidden), "attn_output": (hidden, hidden),
+              "ffn_gate": (ffn, hidden), "ffn_up": (ffn, hidden), "ffn_down": (hidden, ffn)}
+    for name in ("token_embd", "output"):
+        raw = _small_blocks(types[name], shapes[name], rng)
+        writer.add_tensor(f"{name}.weight", raw, raw_dtype=types[name])
+    writer.add_tensor("output_norm.weight", np.ones(hidden, np.float32))
+    for layer in range(2):
+        writer.add_tensor(f"blk.{layer}.attn_norm.weight", (1 + 0.1 * rng.standard_normal(hidden)).astype(np.float32))
+        writer.add_tensor(f"blk.{layer}.ffn_norm.weight", (1 + 0.1 * rng.standard_normal(hidden)).astype(np.float32))
+        for name in ("attn_q", "attn_k", "attn_v", "attn_output", "ffn_gate", "ffn_up", "ffn_down"):
+            raw = _small_blocks(types[name], shapes[name], rng)
+            writer.add_tensor(f"blk.{layer}.{name}.weight", raw, raw_dtype=types[name])
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    return path
+
+
+LEGACY = {"token_embd": T.Q8_0, "output": T.Q5_1, "attn_q": T.Q4_1, "attn_k": T.Q4_1, "attn_v": T.Q4_1,
+          "attn_output": T.Q4_0, "ffn_gate": T.Q4_1, "ffn_up": T.Q4_1, "ffn_down": T.Q5_0}
+K_QUANTS = {"token_embd": T.Q6_K, "output": T.Q8_0, "attn_q": T.Q4_K, "attn_k": T.Q4_K, "attn_v": T.Q6_K,
+            "attn_output": T.Q3_K, "ffn_gate": T.Q5_K, "ffn_up": T.Q2_K, "ffn_down": T.Q6_K}
+CASES = {"legacy": (64, 128, LEGACY), "k_quants": (256, 256, K_QUANTS)}
+
+
+def _run(folder) -> list[np.ndarray]:
+    model = CpuModel(folder)
+    out = [model.prefill(PROMPT)]
+    out += [model.decode(t) for t in DECODE]
+    return out
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_source_build_answers_like_the_files_dequantized_model(case, tmp_path):
+    hidden, ffn, types = CASES[case]
+    path = _write(tmp_path / f"{case}.gguf", hidden, ffn, types)
+    exact = build(BuildRequest(str(path), "source", tmp_path / "out", target="cpu", name="exact")).folder
+    floats = build(BuildRequest(str(path), "q0f32", tmp_path / "out", target="cpu", name="float")).folder
+
+    ours, ref = _run(exact), _run(floats)
+    for step, (a, b) in enumerate(zip(ours, ref)):
+        assert np.abs(a - b).max() <= TOL * max(1.0, float(np.abs(b).max())), f"step {step}"
+    assert max(float(np.abs(r).max()) for r in ref) > 0.1  # not a comparison of near-zero logits
+
+    cache = json.loads((exact / "tensor-cache.json").read_text())
+    formats = cache["metadata"]["weight_formats"]
+    assert formats["tok_embed.weight"] == ("int8_g32" if case == "legacy" else "int8_g16")
+    assert formats["layers.0.mlp.down.weight"] == ("int8_g32" if case == "legacy" else "int8_g16")
+    assert formats["layers.0.attn.o.weight"] == ("int4_g32" if case == "legacy" else "int4_g16")
+    if case == "legacy":
+        assert formats["layers.0.attn.qkv.weight"] == "int4_g32_min"
+        assert formats["layers.0.mlp.up.weight"] == "int4_g32_min"
+    else:  # Q4_K q/k with Q6_K v, Q5_K gate with Q2_K up: min and symmetric do not join
+        assert "layers.0.attn.qkv.weight" not in formats
+        assert formats["layers.0.mlp.up.weight"] == "int8_g16_min"
+    exact_bytes = sum(p.stat().st_size for p in exact.glob("*.bin"))
+    float_bytes = sum(p.stat().st_size for p in floats.glob("*.bin"))
+    assert exact_bytes < float_bytes
+
+
+def test_source_needs_a_quantized_source(tiny_llama_dirs, tmp_path):
+    folder, _ = tiny_llama_dirs["untied"]
+    with pytest.raises(UnsupportedQuantizationError):
+        build(BuildRequest(str(folder), "source", tmp_path, target="cpu"))
+    assert list(tmp_path.iterdir()) == []
