@@ -7,7 +7,7 @@ APT_PACKAGES := emscripten chromium
 MODELS := out/models
 DEFAULT_MODEL := smollm2-135m-instruct
 
-.PHONY: deps deps-apt deps-py deps-js deps-bench runtime model serve lint test bench clean
+.PHONY: deps deps-apt deps-py deps-js deps-bench runtime model serve lint test test-quick bench clean
 
 deps: deps-apt deps-py deps-js
 
@@ -51,6 +51,14 @@ serve: deps runtime
 lint: deps-py
 	$(PY) -m ruff check webbuild tests bench
 	$(PY) -m mypy webbuild
+
+# The quick lane (< 3 min on two cores): Python and TypeScript gates, JS unit tests, then the pytest
+# unit tests and a CPU parity case per kind of model (QUICK in tests/conftest.py).
+test-quick: deps runtime
+	$(MAKE) lint
+	npm run check:ts
+	npm run test:js
+	$(PY) -m pytest -q -m quick tests
 
 # The whole test suite: Python gates (make lint), TypeScript gates (tsc --noEmit, eslint), JS unit
 # tests, then pytest (Python, numerical parity, node and browser tests).

@@ -77,3 +77,51 @@ def smollm():
     from webbuild.loaders import load_checkpoint
 
     return load_checkpoint(resolve_source("smollm2-135m-instruct"))
+
+
+# ----------------------------------------------------------------------------- the quick lane
+# `make test-quick` runs `pytest -m quick`: the unit tests and a CPU parity case per kind of model,
+# in under 3 minutes on two cores. A file maps to None (all its tests) or to the test ids it
+# contributes (parametrized ids in full). The whole suite (`make test`) still runs everything.
+QUICK = {
+    "test_backends.py": None,
+    "test_tvm_patches.py": None,
+    "test_cpu_kernels.py": None,
+    "test_tokenizer.py": None,
+    "test_shards.py": None,
+    "test_weight_formats.py": None,
+    "test_chat_config_schema.py": None,
+    "test_loaders.py": None,
+    "test_decode_kernels.py": {"test_fused_gemv_kernels_match_float64"},
+    "test_llama_parity.py": {"test_q0f32_matches_transformers_prefill_and_decode[untied]"},
+    "test_arch_parity.py": {f"test_q0f32_matches_transformers[{case}]" for case in ("gemma", "rwkv")},
+    "test_exact_weights.py": {"test_source_build_answers_like_the_files_dequantized_model[legacy]",
+                              "test_source_needs_a_quantized_source"},
+}
+#: Tests of QUICK's whole files left to the full suite (each takes tens of seconds).
+QUICK_EXCLUDED = {"test_loaders.py::test_truncated_real_gguf_is_corrupt",
+                  "test_loaders.py::test_gguf_file_mirrors_gguf_reader",
+                  "test_backends.py::test_a_fourth_target_is_one_registration"}
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "quick: part of `make test-quick` (see QUICK in tests/conftest.py)")
+
+
+def pytest_collection_modifyitems(config, items):
+    seen: dict[str, set[str]] = {}
+    for item in items:
+        seen.setdefault(item.path.name, set()).add(item.name)
+        chosen = QUICK.get(item.path.name, ())
+        excluded = f"{item.path.name}::{item.name}" in QUICK_EXCLUDED
+        if (chosen is None and not excluded) or (chosen and item.name in chosen):
+            item.add_marker(pytest.mark.quick)
+    if config.option.markexpr != "quick" or config.option.keyword:
+        return  # check the list only for the lane itself (`-m quick` over whole files)
+    stale = sorted(f"{f}::{t}" for f, ids in QUICK.items() if ids and f in seen for t in ids - seen[f])
+    for excluded in sorted(QUICK_EXCLUDED):
+        file, test = excluded.split("::")
+        if file in seen and test not in seen[file]:
+            stale.append(excluded)
+    if stale:
+        raise pytest.UsageError(f"QUICK in tests/conftest.py names tests that do not exist: {', '.join(stale)}")

@@ -15,14 +15,12 @@ import numpy as np
 import pytest
 
 from node_harness import run_model, run_toy
-from webbuild.shard.writer import write_shards
-
 from webbuild.arch.kv_model import kv_model_spec
-from webbuild.kernels.paged_kv_cache import KVCacheSpec, create_kv_cache
 from webbuild.compile import wasm_link, wasm_runtime
-from webbuild.tvm_patches.merge_state import replace_racy_merge_state
 from webbuild.errors import ToolchainError
-
+from webbuild.kernels.paged_kv_cache import KVCacheSpec, create_kv_cache
+from webbuild.shard.writer import write_shards
+from webbuild.tvm_patches.merge_state import replace_racy_merge_state
 
 
 def _target():
@@ -352,8 +350,7 @@ def test_runtime_support_matches_pinned_tvm(runtime, tmp_path):
     import json
 
     import tvm
-    from tvm.script import ir as I
-    from tvm.script import relax as R
+    from tvm.script import ir as I, relax as R
 
     rng = np.random.default_rng(0)
     arrays = {"w.f16": rng.standard_normal((3, 5)).astype("float16"), "b": np.arange(7, dtype="int64"),
