@@ -120,3 +120,24 @@ def test_source_needs_a_quantized_source(tiny_llama_dirs, tmp_path):
     with pytest.raises(UnsupportedQuantizationError):
         build(BuildRequest(str(folder), "source", tmp_path, target="cpu"))
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("module", ["webgpu", "wasm-cpu"])
+def test_browser_modules_of_a_source_build_match_its_cpu_build(module, tmp_path_factory):
+    """model.wasm (WebGPU, Dawn + SwiftShader in node) and model-cpu.wasm read the same exact
+    containers: their logits and greedy tokens are the CPU build's."""
+    from node_harness import run_model
+
+    root = tmp_path_factory.mktemp("exact_web")
+    hidden, ffn, types = CASES["legacy"]
+    path = _write(root / "legacy.gguf", hidden, ffn, types)
+    web = build(BuildRequest(str(path), "source", root / "out", target="webgpu", name="web")).folder
+    native = CpuModel(build(BuildRequest(str(path), "source", root / "out", target="cpu", name="cpu",
+                                         prefill_chunk=8)).folder)
+    options = {"device": "cpu", "wasm": "model-cpu.wasm"} if module == "wasm-cpu" else {"no_prefetch_shaders": True}
+    result = run_model(web, PROMPT, decode=len(DECODE), packed_params=True, prefill_chunk=8, **options)
+    expected = native.prefill(PROMPT)
+    got = np.asarray(result["logits"], np.float32).reshape(-1)
+    assert np.abs(got - expected).max() <= TOL * max(1.0, float(np.abs(expected).max()))
+    native.reset()
+    assert result["tokens"] == native.greedy(PROMPT, len(DECODE))
