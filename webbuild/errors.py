@@ -63,4 +63,5 @@ class ToolchainError(WebbuildError):
 
 
 class ServerStartError(WebbuildError):
-    """The server could not listen on the requested host and port."""
+    """The server could not start: it cannot listen on the requested host and port, or a
+    WEBBUILD_SERVE_* setting (timeouts, log level) is invalid."""
