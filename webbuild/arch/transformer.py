@@ -28,6 +28,7 @@ from tvm.relax.frontend.nn.llm.kv_cache import PagedKVCache, RopeMode
 
 from ..errors import ConfigError
 from ..kernels import decode_gemv
+from ..kernels.kv_page import KV_PAGE_SIZE
 from ..kernels.model_kernels import ModelKernels
 from ..kernels.paged_kv_cache import KVCacheSpec
 from ..quant import layers
@@ -127,8 +128,9 @@ class TransformerConfig:
         """What the runtimes must know about this model's KV state."""
         return {"kv_state": "paged_kv_cache", "sliding_window": self.sliding_window}
 
-    def state_bytes(self, dsize: int, page_size: int = 16) -> tuple[int, int]:
-        """(bytes per layer, bytes in all) of a KV cache for the whole context window."""
+    def state_bytes(self, dsize: int, page_size: int = KV_PAGE_SIZE) -> tuple[int, int]:
+        """(bytes per layer, bytes in all) of a KV cache for the whole context window, in pages of
+        the backends' KV page size."""
         pages = -(-self.context_window // page_size)
         per_layer = 2 * self.num_key_value_heads * self.head_dim * pages * page_size * dsize
         return per_layer, per_layer * self.num_hidden_layers
