@@ -79,6 +79,19 @@ def smollm():
     return load_checkpoint(resolve_source("smollm2-135m-instruct"))
 
 
+
+@pytest.fixture(scope="module")
+def browser():
+    """Headless chromium (tests/browser_support.launch_chromium), one per test module."""
+    from playwright.sync_api import sync_playwright
+
+    from browser_support import launch_chromium
+
+    with sync_playwright() as p:
+        b = launch_chromium(p)
+        yield b
+        b.close()
+
 # ----------------------------------------------------------------------------- the quick lane
 # `make test-quick` runs `pytest -m quick`: the unit tests and a CPU parity case per kind of model,
 # in under 3 minutes on two cores. A file maps to None (all its tests) or to the test ids it

@@ -10,7 +10,6 @@ from pathlib import Path
 
 import pytest
 from jinja2.sandbox import ImmutableSandboxedEnvironment
-from playwright.sync_api import sync_playwright
 from tokenizers import Tokenizer
 
 from browser_support import (
@@ -18,7 +17,6 @@ from browser_support import (
     CHROMIUM_FLAGS,
     REPO,
     cpu_greedy_text,
-    launch_chromium,
     run_engine,
     webbuild_server,
 )
@@ -74,14 +72,6 @@ def server(models):
         subprocess.run(["npm", "run", "build"], cwd=REPO, check=True)
     with webbuild_server(models) as url:
         yield url
-
-
-@pytest.fixture(scope="module")
-def browser():
-    with sync_playwright() as p:
-        b = launch_chromium(p)
-        yield b
-        b.close()
 
 
 @pytest.fixture()

@@ -14,9 +14,8 @@ import os
 import shutil
 
 import pytest
-from playwright.sync_api import sync_playwright
 
-from browser_support import launch_chromium, webbuild_server
+from browser_support import webbuild_server
 from tiny_models import save_tiny_llama
 
 PROMPT = "w5 w9 w33 w100 w7"
@@ -130,11 +129,9 @@ def server(tmp_path_factory, model_build):
 
 
 @pytest.fixture(scope="module")
-def browser():
-    with sync_playwright() as p:
-        b = launch_chromium(p)
-        yield b
-        b.close()
+def browser(browser):
+    """conftest's chromium; the measured stop latencies are printed when the module is done."""
+    yield browser
     if REPORT:
         print("\n" + "\n".join(REPORT) + f"\nload average: {os.getloadavg()}")
 
