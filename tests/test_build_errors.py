@@ -168,3 +168,46 @@ def test_cli_build_prints_summary(tiny_llama_dirs, tmp_path):
         ["chat-config.json", "model.so", "params_shard_0.bin", "tensor-cache.json", "tokenizer.json",
          "tokenizer_config.json"])
     assert [p.name for p in out.iterdir()] == [folder.name]  # no temp folders left
+
+
+@pytest.mark.parametrize("options", [{"shard_bytes": 0}, {"shard_bytes": -1 << 20}, {"name": "../x"},
+                                     {"name": "a/b"}, {"name": ".."}, {"name": ""}, {"context_window": 0},
+                                     {"context_window": 10 ** 12}, {"prefill_chunk": 0}])
+def test_options_are_checked_before_any_work(options, hf_copy, tmp_path):
+    _expect(ConfigError, hf_copy, tmp_path, **options)
+    assert [p.name for p in tmp_path.iterdir()] == ["model"]  # nothing written outside --out either
+
+
+def test_out_naming_a_file(hf_copy, tmp_path):
+    out = tmp_path / "a-file"
+    out.write_text("x")
+    with pytest.raises(ConfigError):
+        build(BuildRequest(str(hf_copy), "q0f32", out, target="cpu"))
+    assert out.read_text() == "x"
+
+
+def test_nan_in_generation_config_is_a_clear_error(hf_copy, tmp_path):
+    gen = hf_copy / "generation_config.json"
+    doc = json.loads(gen.read_text()) if gen.exists() else {}
+    gen.write_text(json.dumps({**doc, "temperature": float("nan")}))
+    _expect(ConfigError, hf_copy, tmp_path)
+
+
+def test_sigterm_during_a_build_leaves_nothing(hf_copy, tmp_path):
+    import signal
+    import time
+
+    out = tmp_path / "out"
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    proc = subprocess.Popen([sys.executable, "-m", "webbuild", "build", str(hf_copy), "--target", "cpu",
+                             "--quantization", "q0f32", "--out", str(out)], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and not (out.exists() and any(out.iterdir())):
+        time.sleep(0.05)
+    assert out.exists() and any(out.iterdir()), "the build never started writing"
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 128 + signal.SIGTERM, err[-2000:]
+    assert "Traceback" not in err
+    _assert_clean(out)

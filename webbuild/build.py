@@ -62,10 +62,45 @@ def model_folder_name(model_id: str, quantization: str, target: str) -> str:
     return f"{model_id}-{quantization}{backend_entry(target).folder_suffix}"
 
 
+MIN_SHARD_BYTES, MAX_SHARD_BYTES = 1 << 20, 1 << 31  # 1 MiB .. 2 GiB
+MAX_TOKENS = 1 << 24  # far above any real context window; guards sizes before anything is allocated
+
+
+def _positive_int(value, where: str, limit: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= limit:
+        raise ConfigError(f"{value!r} is not a whole number from 1 to {limit}", where=where,
+                          fix=f"pass a whole number from 1 to {limit}")
+
+
 def _validate(req: BuildRequest) -> None:
+    """Every option checked before any work (and before anything is written)."""
     check_target(req.target)
     if req.link_opt not in ("O0", "O1", "O2", "O3", "Os", "Oz"):
         raise ConfigError(f"unknown link optimisation {req.link_opt!r}", where="--link-opt", fix="use O1 or O3")
+    if isinstance(req.shard_bytes, bool) or not isinstance(req.shard_bytes, int) \
+            or not MIN_SHARD_BYTES <= req.shard_bytes <= MAX_SHARD_BYTES:
+        raise ConfigError(f"shard size {req.shard_bytes!r} bytes is outside 1 MiB .. 2 GiB", where="--shard-mb",
+                          fix="pass a shard size from 1 to 2048 MiB (default 32)")
+    if req.context_window is not None:
+        _positive_int(req.context_window, "--context-window", MAX_TOKENS)
+    _positive_int(req.prefill_chunk, "--prefill-chunk", MAX_TOKENS)
+    if req.name is not None and (not req.name or req.name in (".", "..") or req.name.startswith(".")
+                                 or any(c in req.name for c in "/\\\0") or req.name != req.name.strip()):
+        raise ConfigError(f"model name {req.name!r} is not a plain folder name", where="--name",
+                          fix="use letters, digits, '-', '_' or '.', with no path separators")
+    out = Path(req.out)
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"{out} exists and is not a folder", where="--out",
+                          fix="name a folder (it is created when missing)")
+
+
+def _json_text(doc: dict, file_name: str) -> str:
+    """Strict JSON (no NaN / Infinity, which JSON.parse rejects): a ConfigError names the file."""
+    try:
+        return json.dumps(doc, indent=1, allow_nan=False)
+    except ValueError as exc:
+        raise ConfigError(f"{file_name} would hold a NaN or infinite number ({exc})", where=file_name,
+                          fix="check the source's config.json / generation_config.json for NaN or inf values") from exc
 
 
 def build(req: BuildRequest, progress: ProgressFn = silent) -> BuildResult:
@@ -129,7 +164,7 @@ def build(req: BuildRequest, progress: ProgressFn = silent) -> BuildResult:
         chat = make_chat_config(model_id=req.name or model_id, arch_name=arch.name, config=config, scheme=scheme,
                                 target=req.target, checkpoint=checkpoint, cache=cache, bits_per_param=bits,
                                 source=str(source_path), model_lib=model_lib, model_libs=libs)
-        (tmp / "chat-config.json").write_text(json.dumps(chat, indent=1))
+        (tmp / "chat-config.json").write_text(_json_text(chat, "chat-config.json"))
         _replace(tmp, final)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import signal
 
 from ..backends import targets
 from ..quant.scheme import SCHEMES
@@ -22,7 +23,8 @@ def register(sub) -> None:
     p.add_argument("--target", choices=targets(), default=targets()[0],
                    help="webgpu: model.wasm for the browser; cpu: model.so for Python checks")
     p.add_argument("--name", default=None, help="model id (default: catalog name or source file name)")
-    p.add_argument("--context-window", type=int, default=None, help="max tokens (default: model's, capped 4096)")
+    p.add_argument("--context-window", type=int, default=None,
+                   help="max tokens (default and upper limit: the model's own context length)")
     p.add_argument("--prefill-chunk", type=int, default=512, help="max tokens per prefill call")
     p.add_argument("--link-opt", default="O1", help="emscripten link optimisation: O1 fast, O3 release")
     p.add_argument("--no-cpu-fallback", dest="cpu_fallback", action="store_false",
@@ -30,6 +32,10 @@ def register(sub) -> None:
                    "(webgpu: model-cpu.wasm, the WebAssembly CPU module used where WebGPU is missing)")
     p.add_argument("--shard-mb", type=int, default=DEFAULT_SHARD_BYTES >> 20, help="max shard size in MiB")
     p.set_defaults(run=run)
+
+
+def _terminate(signum, _frame) -> None:
+    raise SystemExit(128 + signum)
 
 
 def run(args) -> int:
@@ -40,9 +46,11 @@ def run(args) -> int:
                        name=args.name, context_window=args.context_window, prefill_chunk=args.prefill_chunk,
                        link_opt=args.link_opt, shard_bytes=args.shard_mb << 20, cpu_fallback=args.cpu_fallback)
     progress = TerminalProgress()
+    previous = signal.signal(signal.SIGTERM, _terminate)  # SIGTERM unwinds like Ctrl-C: the temp folder goes
     try:
         result = build(req, progress)
     finally:
+        signal.signal(signal.SIGTERM, previous)
         progress.close()
     total = sum(result.files.values())
     print(f"wrote {result.folder}")
