@@ -66,8 +66,13 @@ MIN_SHARD_BYTES, MAX_SHARD_BYTES = 1 << 20, 1 << 31  # 1 MiB .. 2 GiB
 MAX_TOKENS = 1 << 24  # far above any real context window; guards sizes before anything is allocated
 
 
-def _positive_int(value, where: str, limit: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= limit:
+def _whole(value: object) -> bool:
+    """An int that is not a bool (the API is typed, but callers may pass anything)."""
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _positive_int(value: object, where: str, limit: int) -> None:
+    if not _whole(value) or not 1 <= value <= limit:  # type: ignore[operator]  # _whole: an int
         raise ConfigError(f"{value!r} is not a whole number from 1 to {limit}", where=where,
                           fix=f"pass a whole number from 1 to {limit}")
 
@@ -77,8 +82,7 @@ def _validate(req: BuildRequest) -> None:
     check_target(req.target)
     if req.link_opt not in ("O0", "O1", "O2", "O3", "Os", "Oz"):
         raise ConfigError(f"unknown link optimisation {req.link_opt!r}", where="--link-opt", fix="use O1 or O3")
-    if isinstance(req.shard_bytes, bool) or not isinstance(req.shard_bytes, int) \
-            or not MIN_SHARD_BYTES <= req.shard_bytes <= MAX_SHARD_BYTES:
+    if not _whole(req.shard_bytes) or not MIN_SHARD_BYTES <= req.shard_bytes <= MAX_SHARD_BYTES:
         raise ConfigError(f"shard size {req.shard_bytes!r} bytes is outside 1 MiB .. 2 GiB", where="--shard-mb",
                           fix="pass a shard size from 1 to 2048 MiB (default 32)")
     if req.context_window is not None:
