@@ -211,3 +211,20 @@ def test_sigterm_during_a_build_leaves_nothing(hf_copy, tmp_path):
     assert proc.returncode == 128 + signal.SIGTERM, err[-2000:]
     assert "Traceback" not in err
     _assert_clean(out)
+
+
+@pytest.mark.parametrize("field, value", [("tie_word_embeddings", "false"), ("attention_bias", "no"),
+                                          ("rms_norm_eps", float("nan")), ("rms_norm_eps", float("inf")),
+                                          ("num_hidden_layers", 2 ** 31), ("num_hidden_layers", 100_000),
+                                          ("vocab_size", 2 ** 40)])
+def test_config_values_that_would_build_a_wrong_or_endless_model(field, value, hf_copy, tmp_path):
+    config = json.loads((hf_copy / "config.json").read_text())
+    (hf_copy / "config.json").write_text(json.dumps({**config, field: value}))
+    error = _expect(ConfigError, hf_copy, tmp_path)
+    assert field in (error.where or "")
+
+
+def test_gguf_block_count_too_large_is_a_config_error(tmp_path):
+    path = tmp_path / "huge.gguf"
+    write_gguf(path, extra={"llama.block_count": 2 ** 31})
+    _expect(ConfigError, path, tmp_path)

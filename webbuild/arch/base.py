@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -58,6 +59,24 @@ class BuildOptions:
     prefill_chunk: int = 512
 
 
+#: The largest whole number a config field may hold (sizes beyond it would overflow int32 indexing).
+MAX_CONFIG_INT = (1 << 31) - 1
+#: Tighter limits where a huge value would make the build allocate without end before failing.
+FIELD_LIMITS = {"num_hidden_layers": 1024, "n_layer": 1024, "num_layers": 1024}
+
+
+def flag(raw: dict, key: str, default: bool, where: str = "config.json") -> bool:
+    """A true/false config field: JSON true or false (null or absent: `default`), else ConfigError
+    (a string "false" must not read as true)."""
+    value = raw.get(key)
+    if value is None:
+        return default
+    if not isinstance(value, bool):
+        raise ConfigError(f"field {key!r} should be true or false, got {value!r}", where=f"{where}: {key}",
+                          fix=f"set {key!r} to true or false (JSON booleans, not strings)")
+    return value
+
+
 @dataclass
 class ConfigReader:
     """Reads fields of a config dict with typed errors that name the file and field."""
@@ -90,6 +109,13 @@ class ConfigReader:
                 where=f"{self.where}: {key}",
                 fix=f"set {key!r} to a {kind.__name__}",
             )
+        if kind is float and not math.isfinite(value):
+            raise ConfigError(f"field {key!r} must be a finite number, got {value!r}", where=f"{self.where}: {key}",
+                              fix=f"set {key!r} to the model's real value")
+        limit = FIELD_LIMITS.get(key, MAX_CONFIG_INT)
+        if kind is int and value > limit:
+            raise ConfigError(f"field {key!r} is {value}, more than webbuild accepts ({limit})",
+                              where=f"{self.where}: {key}", fix=f"check {key!r}: no real model has that many")
         if (kind in (int, float) and isinstance(value, (int, float)) and value <= 0
                 and key not in ("bos_token_id", "eos_token_id")):
             raise ConfigError(

@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 from ..errors import ConfigError
-from .base import Architecture, BuildOptions
+from .base import Architecture, BuildOptions, flag
 from .llama import LAYOUT as LLAMA_LAYOUT, llama_config
 from .transformer import TransformerConfig, TransformerLM, activation, weight_map_for
 
@@ -37,9 +37,9 @@ def parse_config(raw: dict, options: BuildOptions) -> TransformerConfig:
                           where="config.json: use_bidirectional_attention",
                           fix="webbuild builds causal language models; use a causal Gemma checkpoint")
     act_key, act = _activation(raw)
-    attention_bias = bool(raw.get("attention_bias", False))
+    attention_bias = flag(raw, "attention_bias", False)
     config = llama_config(raw, options, act_key=act_key, hidden_act=act,
-                          tie_word_embeddings=bool(raw.get("tie_word_embeddings", True)),
+                          tie_word_embeddings=flag(raw, "tie_word_embeddings", True),
                           qkv_bias=attention_bias, o_bias=attention_bias)
     return replace(config, embed_scale=float(config.hidden_size) ** 0.5)
 

@@ -10,7 +10,7 @@ The original `chatglm` checkpoints (fused `query_key_value`, remote code) are a 
 
 from __future__ import annotations
 
-from .base import Architecture, BuildOptions, ConfigReader
+from .base import Architecture, BuildOptions, ConfigReader, flag
 from .llama import llama_config
 from .transformer import (
     HFLayout,
@@ -41,7 +41,7 @@ def parse_config(raw: dict, options: BuildOptions) -> TransformerConfig:
     return llama_config(
         raw, options,
         norm_eps=cfg.get("rms_norm_eps", 1.5625e-07, float),
-        qkv_bias=bool(raw.get("attention_bias", True)),
+        qkv_bias=flag(raw, "attention_bias", True),
         rope_theta=rope_setting(raw, "rope_theta", 10000.0),
         rotary_dim=rotary_dim_of(head_dim, fraction, "config.json: partial_rotary_factor"),
         rotary_interleaved=True,

@@ -15,7 +15,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import ConfigError
-from .base import Architecture, BuildOptions, ConfigReader
+from .base import Architecture, BuildOptions, ConfigReader, flag
 from .transformer import HFLayout, TransformerConfig, TransformerLM, activation, weight_map_for, window_of
 
 
@@ -93,7 +93,7 @@ def parse_config(raw: dict, options: BuildOptions) -> TransformerConfig:
         o_bias=True,
         mlp_bias=True,
         rope=False,
-        tie_word_embeddings=bool(raw.get("tie_word_embeddings", True)),
+        tie_word_embeddings=flag(raw, "tie_word_embeddings", True),
     )
 
 

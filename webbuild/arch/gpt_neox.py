@@ -18,7 +18,7 @@ from dataclasses import replace
 import numpy as np
 
 from ..errors import ConfigError
-from .base import Architecture, BuildOptions, ConfigReader
+from .base import Architecture, BuildOptions, ConfigReader, flag
 from .transformer import (
     HFLayout,
     TransformerConfig,
@@ -128,7 +128,7 @@ def parse_config(raw: dict, options: BuildOptions) -> TransformerConfig:
         rope_theta=theta,
         rope_scaling=scaling,
         rotary_dim=rotary_dim_of(head_dim, fraction, fraction_where),
-        tie_word_embeddings=bool(raw.get("tie_word_embeddings", False)),
+        tie_word_embeddings=flag(raw, "tie_word_embeddings", False),
     )
 
 

@@ -9,7 +9,7 @@ or separate output head, optional attention / MLP biases. The model is the share
 from __future__ import annotations
 
 from ..errors import ConfigError
-from .base import Architecture, BuildOptions, ConfigReader
+from .base import Architecture, BuildOptions, ConfigReader, flag
 from .transformer import (
     HFLayout,
     TransformerConfig,
@@ -58,7 +58,7 @@ def llama_config(raw: dict, options: BuildOptions, *, act_key: str = "hidden_act
         prefill_chunk=chunk,
         rope_theta=rope_setting(raw, "rope_theta", 10000.0),
         rope_scaling=rope_scaling_of(raw),
-        tie_word_embeddings=bool(raw.get("tie_word_embeddings", False)),
+        tie_word_embeddings=flag(raw, "tie_word_embeddings", False),
     )
     fields.update(overrides)
     return TransformerConfig(**fields)
@@ -72,9 +72,9 @@ def parse_config(raw: dict, options: BuildOptions) -> TransformerConfig:
             where="config.json: hidden_act",
             fix="the Llama family uses 'silu'; check that model_type is right",
         )
-    attention_bias = bool(raw.get("attention_bias", False))
+    attention_bias = flag(raw, "attention_bias", False)
     return llama_config(raw, options, qkv_bias=attention_bias, o_bias=attention_bias,
-                        mlp_bias=bool(raw.get("mlp_bias", False)))
+                        mlp_bias=flag(raw, "mlp_bias", False))
 
 
 ARCH = Architecture(

@@ -11,7 +11,7 @@ map tiles each shared row over the heads. The model is the shared `TransformerLM
 from __future__ import annotations
 
 from ..errors import ConfigError
-from .base import Architecture, BuildOptions, ConfigReader
+from .base import Architecture, BuildOptions, ConfigReader, flag
 from .transformer import (
     HFLayout,
     TransformerConfig,
@@ -53,7 +53,7 @@ def parse_config(raw: dict, options: BuildOptions) -> TransformerConfig:
         raise ConfigError("tied input/output embeddings are not supported for phi",
                           where="config.json: tie_word_embeddings",
                           fix="Phi's lm_head has its own weight and bias; set tie_word_embeddings to false")
-    qk_norm = bool(raw.get("qk_layernorm", False))
+    qk_norm = flag(raw, "qk_layernorm", False)
     if qk_norm and head_dim != hidden // heads:
         raise ConfigError(f"qk_layernorm normalizes hidden_size // num_attention_heads ({hidden // heads}) dims, "
                           f"but head_dim is {head_dim}", where="config.json: head_dim",

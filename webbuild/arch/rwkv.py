@@ -23,7 +23,7 @@ from tvm.relax.frontend.nn import Tensor, op
 from ..kernels.model_kernels import ModelKernels
 from ..quant import layers
 from ..quant.scheme import QuantScheme
-from .base import Architecture, BuildOptions, ConfigReader, WeightMap, WeightSource
+from .base import Architecture, BuildOptions, ConfigReader, WeightMap, WeightSource, flag
 from .kv_model import last_token
 from .rnn_model import RNNState, StateVector, rnn_model_spec
 
@@ -81,7 +81,7 @@ def parse_config(raw: dict, options: BuildOptions) -> RwkvConfig:
         vocab_size=cfg.require("vocab_size"),
         layer_norm_epsilon=cfg.get("layer_norm_epsilon", 1e-5, float),
         rescale_every=rescale if isinstance(rescale, int) and not isinstance(rescale, bool) and rescale > 0 else 0,
-        tie_word_embeddings=bool(raw.get("tie_word_embeddings", False)),
+        tie_word_embeddings=flag(raw, "tie_word_embeddings", False),
         context_window=context,
         prefill_chunk=min(options.prefill_chunk, context),
     )

@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 from ..errors import ConfigError
-from .base import Architecture, BuildOptions, ConfigReader
+from .base import Architecture, BuildOptions, ConfigReader, flag
 from .llama import llama_config
 from .transformer import (
     HFLayout,
@@ -53,8 +53,8 @@ def parse_config(raw: dict, options: BuildOptions) -> TransformerConfig:
         norm="layer",
         norm_eps=cfg.get("layer_norm_eps", 1e-5, float),
         residual="parallel_shared" if raw.get("use_parallel_residual", False) else "sequential",
-        qkv_bias=bool(raw.get("use_qkv_bias", False)),
-        qk_norm=bool(raw.get("qk_layernorm", False)),
+        qkv_bias=flag(raw, "use_qkv_bias", False),
+        qk_norm=flag(raw, "qk_layernorm", False),
         rope_theta=rope_setting(raw, "rope_theta", 10000.0),
         rotary_dim=rotary_dim_of(head_dim, fraction, "config.json: partial_rotary_factor"),
         max_position_embeddings=max_pos,
