@@ -109,11 +109,11 @@ class ConfigReader:
                 where=f"{self.where}: {key}",
                 fix=f"set {key!r} to a {kind.__name__}",
             )
-        if kind is float and not math.isfinite(value):
+        if isinstance(value, float) and not math.isfinite(value):
             raise ConfigError(f"field {key!r} must be a finite number, got {value!r}", where=f"{self.where}: {key}",
                               fix=f"set {key!r} to the model's real value")
         limit = FIELD_LIMITS.get(key, MAX_CONFIG_INT)
-        if kind is int and value > limit:
+        if isinstance(value, int) and kind is int and value > limit:
             raise ConfigError(f"field {key!r} is {value}, more than webbuild accepts ({limit})",
                               where=f"{self.where}: {key}", fix=f"check {key!r}: no real model has that many")
         if (kind in (int, float) and isinstance(value, (int, float)) and value <= 0
