@@ -42,12 +42,9 @@ class CpuModel:
         arrays = read_params(folder)
         self.params = [tvm.runtime.tensor(arrays[p["name"]], self.device) for p in self.metadata["params"]]
         self.context_window = self.metadata["context_window"]
+        # The build caps it below a sliding window (window - 1: see arch/transformer.py); read, not re-derived.
         self.prefill_chunk = self.metadata["prefill_chunk"]
-        # With a sliding window one forward call may append at most window - 1 tokens, or the
-        # window kernels stop matching transformers (see arch/kv_model.py; builds cap it already).
         self.sliding_window = self.metadata.get("sliding_window")
-        if self.sliding_window:
-            self.prefill_chunk = min(self.prefill_chunk, self.sliding_window - 1)
         self.single_token_past_window = self.metadata["single_token_past_window"]
         self._kv_add = tvm.get_global_func("vm.builtin.kv_state_add_sequence")
         self._kv_begin = tvm.get_global_func("vm.builtin.kv_state_begin_forward")

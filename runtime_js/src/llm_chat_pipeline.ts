@@ -40,7 +40,7 @@ export interface GenerationResult {
 
 /** How the prompt is cut into calls. */
 export interface ChunkRule {
-  /** The most tokens one call takes (chat-config.json prefill_chunk_size). */
+  /** The most tokens one call takes (`_metadata.prefill_chunk`, within the context window). */
   prefillChunk: number;
   /** The attention window, or null. */
   slidingWindow: number | null;
@@ -49,18 +49,16 @@ export interface ChunkRule {
 }
 
 /**
- * Tokens the next call may take when `cached` tokens are in the KV cache. A sliding-window model
- * takes at most window - 1 tokens per call: TVM's window kernels match transformers only then
- * (webbuild/arch/kv_model.py). The cache keeps every token, so popping tokens across turns is
- * unaffected. A module whose metadata says `single_token_past_window` takes one token per call
- * once `window` tokens are cached (TVM 0.27's CPU window prefill kernel misreads its running max
- * there: webbuild/runner.py).
+ * Tokens the next call may take when `cached` tokens are in the KV cache: the module's prefill
+ * chunk (`_metadata.prefill_chunk`, which the build keeps below a sliding window: TVM's window
+ * kernels match transformers only for calls of at most window - 1 tokens). A module whose
+ * metadata says `single_token_past_window` takes one token per call once `window` tokens are
+ * cached (TVM 0.27's CPU window prefill kernel misreads its running max there: webbuild/runner.py).
  */
 export function callSize(rule: ChunkRule, cached: number): number {
   const window = rule.slidingWindow;
-  if (!window) return rule.prefillChunk;
-  if (rule.singleTokenPastWindow && cached >= window) return 1;
-  return Math.min(rule.prefillChunk, window - 1);
+  if (window && rule.singleTokenPastWindow && cached >= window) return 1;
+  return rule.prefillChunk;
 }
 
 /** The first prefill call of an engine takes at most this many tokens; later calls are sized from
@@ -105,7 +103,7 @@ export class LLMChatPipeline {
               private readonly tokenizer: ChatTokenizer, private readonly placement: Placement,
               private readonly yieldIntervalMs = 0) {
     this.chunks = {
-      prefillChunk: config.prefill_chunk_size,
+      prefillChunk: Math.min(runtime.metadata.prefill_chunk, config.context_window_size),
       slidingWindow: config.state.sliding_window,
       singleTokenPastWindow: runtime.metadata.single_token_past_window,
     };

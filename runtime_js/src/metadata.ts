@@ -11,6 +11,8 @@ export interface ModelMetadata {
   kv_page_size: number;
   /** With a sliding window: once `window` tokens are cached, each call takes one token only. */
   single_token_past_window: boolean;
+  /** The most tokens one call may take: the build's prefill chunk, already below a sliding window. */
+  prefill_chunk: number;
   [extra: string]: unknown;
 }
 
@@ -43,6 +45,10 @@ export function parseModelMetadata(text: string, url: string): ModelMetadata {
   const pageSize = required(meta, "kv_page_size", url);
   if (typeof pageSize !== "number" || !Number.isSafeInteger(pageSize) || pageSize < 1) {
     invalid(url, `_metadata.kv_page_size must be a positive integer, got ${JSON.stringify(pageSize)}`);
+  }
+  const chunk = required(meta, "prefill_chunk", url);
+  if (typeof chunk !== "number" || !Number.isSafeInteger(chunk) || chunk < 1) {
+    invalid(url, `_metadata.prefill_chunk must be a positive integer, got ${JSON.stringify(chunk)}`);
   }
   const singleToken = required(meta, "single_token_past_window", url);
   if (typeof singleToken !== "boolean") {

@@ -6,15 +6,15 @@ import {
 } from "../../../dist/modules/llm_chat_pipeline.js";
 import { validateRequest } from "../../../dist/modules/protocol.js";
 
-test("callSize: the prefill chunk without a window, window - 1 with one", () => {
+test("callSize: the module's prefill chunk (the build writes it below a sliding window)", () => {
   assert.equal(callSize({ prefillChunk: 8, slidingWindow: null, singleTokenPastWindow: true }, 100), 8);
-  assert.equal(callSize({ prefillChunk: 8, slidingWindow: 5, singleTokenPastWindow: false }, 0), 4);
-  assert.equal(callSize({ prefillChunk: 8, slidingWindow: 5, singleTokenPastWindow: false }, 100), 4);
+  assert.equal(callSize({ prefillChunk: 4, slidingWindow: 5, singleTokenPastWindow: false }, 0), 4);
+  assert.equal(callSize({ prefillChunk: 4, slidingWindow: 5, singleTokenPastWindow: false }, 100), 4);
   assert.equal(callSize({ prefillChunk: 3, slidingWindow: 5, singleTokenPastWindow: false }, 0), 3);
 });
 
 test("callSize: one token per call once `window` tokens are cached, only where _metadata says so", () => {
-  const rule = { prefillChunk: 8, slidingWindow: 5, singleTokenPastWindow: true };
+  const rule = { prefillChunk: 4, slidingWindow: 5, singleTokenPastWindow: true };
   assert.equal(callSize(rule, 4), 4);
   assert.equal(callSize(rule, 5), 1);
   assert.equal(callSize(rule, 50), 1);
@@ -29,13 +29,13 @@ test("prefillCallSize: the first call takes FIRST_PREFILL_CALL tokens, later one
   assert.equal(prefillCallSize(rule, 16, 0.0001, 16), 32, "at most twice the previous call");
   assert.equal(prefillCallSize(rule, 64, 0, 256), 512, "never above the prefill chunk");
   assert.equal(prefillCallSize(rule, 0, PREFILL_CALL_MS / 100, 0), 100, "a new prefill: what fits, at once");
-  assert.equal(prefillCallSize({ ...rule, slidingWindow: 5 }, 0, 0, 64), 4, "nor above window - 1");
 });
 
 /** A model runtime whose logits read back "predict" the tokens of `script` in turn (argmax or logits). */
 class FakeRuntime {
-  constructor({ script, singleTokenPastWindow = false, hasArgmax = true, vocab = 128 }) {
-    this.metadata = { params: [], kv_page_size: 16, single_token_past_window: singleTokenPastWindow };
+  constructor({ script, singleTokenPastWindow = false, hasArgmax = true, vocab = 128, chunk = 4 }) {
+    this.metadata = { params: [], kv_page_size: 16, single_token_past_window: singleTokenPastWindow,
+                      prefill_chunk: chunk };
     this.hasArgmax = hasArgmax;
     this.script = script;
     this.vocab = vocab;
@@ -92,10 +92,13 @@ async function run(pipeline, req, stopped = () => false) {
   return { ...result, chunks, text };
 }
 
-test("the pipeline creates the state from chat-config: context window and prefill chunk", () => {
-  const runtime = new FakeRuntime({ script: [] });
+test("the pipeline creates the state from chat-config's context window and _metadata's prefill chunk", () => {
+  const runtime = new FakeRuntime({ script: [], chunk: 4 });
   new LLMChatPipeline(runtime, config({ chunk: 4 }), tokenizer, { backend: "webgpu", threads: 1 });
   assert.deepEqual(runtime.state, { kind: "paged_kv_cache", contextWindow: 64, prefillChunk: 4 });
+  const wide = new FakeRuntime({ script: [], chunk: 512 });  // a context window (64) below the module's chunk
+  new LLMChatPipeline(wide, config({ chunk: 64 }), tokenizer, { backend: "webgpu", threads: 1 });
+  assert.deepEqual(wide.state, { kind: "paged_kv_cache", contextWindow: 64, prefillChunk: 64 });
 });
 
 test("prefill in chunks, then one token per decode call until max_tokens; greedy reads the device argmax", async () => {
@@ -147,6 +150,7 @@ test("stopped() ends the generation with finish_reason abort", async () => {
 
 test("the next turn reuses the cached prefix: only the rest is prefilled, the divergent tail popped", async () => {
   const runtime = new FakeRuntime({ script: ids("XYZ") });
+  runtime.metadata.prefill_chunk = 16;
   const pipeline = new LLMChatPipeline(runtime, config({ chunk: 16 }), tokenizer, { backend: "webgpu", threads: 1 });
   await run(pipeline, request("abcdef", { max_tokens: 2 }));  // caches abcdef + X
   runtime.calls = [];
@@ -176,8 +180,9 @@ test("an RNN state cannot roll back: a divergent prompt starts the sequence agai
 test("sliding window: calls of window - 1, then one token per call where _metadata says single_token_past_window", async () => {
   const prompt = "abcdefg";
   const sizes = async (singleTokenPastWindow) => {
-    const runtime = new FakeRuntime({ script: ids("zz"), singleTokenPastWindow });
-    const pipeline = new LLMChatPipeline(runtime, config({ chunk: 8, window: 3 }), tokenizer, { backend: "wasm", threads: 1 });
+    // a window of 3: the build writes prefill_chunk 2 (window - 1) into _metadata and chat-config
+    const runtime = new FakeRuntime({ script: ids("zz"), singleTokenPastWindow, chunk: 2 });
+    const pipeline = new LLMChatPipeline(runtime, config({ chunk: 2, window: 3 }), tokenizer, { backend: "wasm", threads: 1 });
     await run(pipeline, request(prompt, { max_tokens: 1 }));
     return runtime.calls.map((c) => c.length);
   };

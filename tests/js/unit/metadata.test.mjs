@@ -5,13 +5,14 @@ import { ModelLoadError } from "../../../dist/modules/errors.js";
 import { parseModelMetadata } from "../../../dist/modules/metadata.js";
 
 const URL_ = "http://x/models/m/model-cpu.wasm";
-const META = { params: [{ name: "embed.weight" }], kv_page_size: 16, single_token_past_window: true, context_window_size: 64 };
+const META = { params: [{ name: "embed.weight" }], kv_page_size: 16, single_token_past_window: true, prefill_chunk: 8,
+               context_window_size: 64 };
 
-test("_metadata with kv_page_size and single_token_past_window parses to the same object", () => {
+test("_metadata with kv_page_size, single_token_past_window and prefill_chunk parses to the same object", () => {
   assert.deepEqual(parseModelMetadata(JSON.stringify(META), URL_), META);
 });
 
-for (const key of ["kv_page_size", "single_token_past_window", "params"]) {
+for (const key of ["kv_page_size", "single_token_past_window", "prefill_chunk", "params"]) {
   test(`_metadata without ${key} is a model-load error that says to rebuild with the current webbuild`, () => {
     const { [key]: _dropped, ...rest } = META;
     assert.throws(() => parseModelMetadata(JSON.stringify(rest), URL_), (err) => {
@@ -27,7 +28,8 @@ for (const key of ["kv_page_size", "single_token_past_window", "params"]) {
 }
 
 for (const [key, value] of [["kv_page_size", 0], ["kv_page_size", 16.5], ["kv_page_size", "16"],
-                            ["single_token_past_window", 1], ["single_token_past_window", null], ["params", {}]]) {
+                            ["single_token_past_window", 1], ["single_token_past_window", null],
+                            ["prefill_chunk", 0], ["prefill_chunk", 2.5], ["params", {}]]) {
   test(`_metadata with ${key} = ${JSON.stringify(value)} is a model-load error`, () => {
     assert.throws(() => parseModelMetadata(JSON.stringify({ ...META, [key]: value }), URL_),
       (err) => err instanceof ModelLoadError && err.message.includes(key));
