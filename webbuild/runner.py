@@ -19,7 +19,6 @@ from .errors import ConfigError, SourceNotFoundError
 from .shard.reader import read_params
 
 RUNTIME_KEYS = ("kv_page_size", "single_token_past_window")  # written by every backend (webbuild.backends)
-RNN_HISTORY = 2  # RNN state slots per sequence: each forward reads one and writes the other
 
 
 class CpuModel:
@@ -54,7 +53,10 @@ class CpuModel:
     def reset(self) -> None:
         """Forget the conversation: a fresh KV cache (or RNN state) with one empty sequence."""
         if self.metadata["kv_state"] == "rnn_state":
-            self.kv = self.vm["create_rnn_state"](ShapeTuple([1]), ShapeTuple([RNN_HISTORY]))
+            if "rnn_history" not in self.metadata:
+                raise ConfigError("model.so's _metadata lacks rnn_history", where=str(self.folder),
+                                  fix="rebuild the folder with this webbuild (`webbuild build ... --target cpu`)")
+            self.kv = self.vm["create_rnn_state"](ShapeTuple([1]), ShapeTuple([self.metadata["rnn_history"]]))
         else:
             self.kv = self.vm["create_paged_kv_cache"](
                 ShapeTuple([1]), ShapeTuple([self.context_window]), ShapeTuple([self.prefill_chunk]),

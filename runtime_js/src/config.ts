@@ -31,6 +31,8 @@ export interface StateConfig {
   kv_state: "paged_kv_cache" | "rnn_state";
   /** Attention window in tokens (paged KV cache only); null when attention sees the whole context. */
   sliding_window: number | null;
+  /** RNN state slots per sequence (RNN state only; the runtime reads it from `_metadata`). */
+  rnn_history?: number;
 }
 
 /** chat-config.json as the build writes it (the schema's `written` definition); parseChatConfig

@@ -13,6 +13,8 @@ export interface ModelMetadata {
   single_token_past_window: boolean;
   /** The most tokens one call may take: the build's prefill chunk, already below a sliding window. */
   prefill_chunk: number;
+  /** RNN state slots per sequence (required when kv_state is "rnn_state"). */
+  rnn_history?: number;
   [extra: string]: unknown;
 }
 
@@ -49,6 +51,12 @@ export function parseModelMetadata(text: string, url: string): ModelMetadata {
   const chunk = required(meta, "prefill_chunk", url);
   if (typeof chunk !== "number" || !Number.isSafeInteger(chunk) || chunk < 1) {
     invalid(url, `_metadata.prefill_chunk must be a positive integer, got ${JSON.stringify(chunk)}`);
+  }
+  if (meta.kv_state === "rnn_state") {
+    const history = required(meta, "rnn_history", url);
+    if (typeof history !== "number" || !Number.isSafeInteger(history) || history < 1) {
+      invalid(url, `_metadata.rnn_history must be a positive integer, got ${JSON.stringify(history)}`);
+    }
   }
   const singleToken = required(meta, "single_token_past_window", url);
   if (typeof singleToken !== "boolean") {

@@ -155,15 +155,24 @@ export class TvmRuntime {
     }
   }
 
-  /** Create the sequence state and its one sequence; the paged KV cache's page size comes from `_metadata`. */
+  /** RNN state slots per sequence, from `_metadata` (parseModelMetadata requires it for RNN-state modules). */
+  private rnnHistory(): number {
+    const history = this.metadata.rnn_history;
+    if (history === undefined) {
+      throw new ModelLoadError("_metadata", "an RNN-state module without rnn_history",
+                               "rebuild the model with the current webbuild (python -m webbuild build)");
+    }
+    return history;
+  }
+
+  /** Create the sequence state and its one sequence; the page size and RNN history come from `_metadata`. */
   createState(spec: StateSpec): void {
     const { tvm, vm } = this;
     const shape = (n: number) => tvm.makeShapeTuple([n]);
     tvm.beginScope();
     try {
       const state: unknown = spec.kind === "rnn_state"
-        // max_history 2: each forward reads one slot and writes the other
-        ? vm.getFunction("create_rnn_state")(shape(1), shape(2))
+        ? vm.getFunction("create_rnn_state")(shape(1), shape(this.rnnHistory()))
         : vm.getFunction("create_paged_kv_cache")(shape(1), shape(spec.contextWindow), shape(spec.prefillChunk),
                                                   shape(this.metadata.kv_page_size), shape(0));
       this.state = tvm.detachFromCurrentScope(state as tvmjs.TVMObject);

@@ -17,6 +17,10 @@ from tvm.script import tirx as T
 
 from .kv_model import model_spec
 
+#: RNN state slots per sequence, written into `_metadata` (rnn_history) for the runtimes that create
+#: the state: each forward reads one slot and writes the other.
+RNN_HISTORY = 2
+
 
 @dataclass(frozen=True)
 class StateVector:

@@ -25,7 +25,7 @@ from ..quant import layers
 from ..quant.scheme import QuantScheme
 from .base import Architecture, BuildOptions, ConfigReader, WeightMap, WeightSource, flag
 from .kv_model import last_token
-from .rnn_model import RNNState, StateVector, rnn_model_spec
+from .rnn_model import RNN_HISTORY, RNNState, StateVector, rnn_model_spec
 
 FINAL_NORM_EPS = 1e-5  # transformers' ln_out uses LayerNorm's default eps, not layer_norm_epsilon
 FFN_X, ATT_X, WKV = range(3)  # the state vectors of a layer
@@ -48,7 +48,7 @@ class RwkvConfig:
 
     @property
     def state_metadata(self) -> dict:
-        return {"kv_state": "rnn_state", "sliding_window": None}
+        return {"kv_state": "rnn_state", "sliding_window": None, "rnn_history": RNN_HISTORY}
 
     @property
     def state_vectors(self) -> list[StateVector]:
@@ -56,7 +56,7 @@ class RwkvConfig:
         # channel-mix input, time-mix input, then WKV numerator, denominator (0) and running max (-inf)
         return [StateVector(((h, 0.0),)), StateVector(((h, 0.0),)), StateVector(((2 * a, 0.0), (a, -1e38)))]
 
-    def state_bytes(self, dsize: int, max_history: int = 2) -> tuple[int, int]:
+    def state_bytes(self, dsize: int, max_history: int = RNN_HISTORY) -> tuple[int, int]:
         """(bytes per layer, bytes in all) of one sequence's RNN state (f32 vectors)."""
         per_layer = sum(v.size for v in self.state_vectors) * 4 * max_history
         return per_layer, per_layer * self.num_hidden_layers

@@ -41,3 +41,12 @@ test("_metadata that is not a JSON object is a model-load error", () => {
     assert.throws(() => parseModelMetadata(text, URL_), ModelLoadError);
   }
 });
+
+test("an RNN-state module's _metadata must carry rnn_history, a positive integer", () => {
+  const rnn = { ...META, kv_state: "rnn_state", rnn_history: 2 };
+  assert.deepEqual(parseModelMetadata(JSON.stringify(rnn), URL_), rnn);
+  for (const bad of [{ ...rnn, rnn_history: undefined }, { ...rnn, rnn_history: 0 }, { ...rnn, rnn_history: "2" }]) {
+    assert.throws(() => parseModelMetadata(JSON.stringify(bad), URL_),
+      (err) => err instanceof ModelLoadError && err.message.includes("rnn_history"));
+  }
+});
