@@ -22,14 +22,16 @@ from .compile.relax_build import lower
 from .errors import ConfigError, UnsupportedQuantizationError, WebbuildError
 from .loaders import load_checkpoint, synthetic
 from .progress import ProgressFn, event, silent
-from .quant.convert import convert_params, float_shapes
+from .quant.convert import convert_params, float_shapes, format_summary
 from .quant.exact_plan import PlannedWeight, plan_formats, read_planned
-from .quant.scheme import get_scheme
+from .quant.formats import WeightFormat
+from .quant.layers import float_plan
+from .quant.scheme import QuantScheme, get_scheme
 from .shard.writer import DEFAULT_SHARD_BYTES, write_shards
 from .weights import check_coverage, float_reader
 
 DEFAULT_QUANTIZATION = "q4f32_1"
-
+EMBEDDING_BITS = (4, 8)  # --embedding-bits: the scheme's own 4-bit container, or int8 symmetric
 
 
 @dataclass
@@ -46,6 +48,7 @@ class BuildRequest:
     link_opt: str = "O1"
     shard_bytes: int = DEFAULT_SHARD_BYTES
     cpu_fallback: bool = True  # also build the target's fallbacks (webgpu: model-cpu.wasm, for browsers without WebGPU)
+    embedding_bits: int | None = None  # 8: token embedding and output head in int8 groups of 32
 
 
 @dataclass
@@ -55,6 +58,8 @@ class BuildResult:
     bits_per_param: float
     param_count: int
     seconds: float
+    # format name -> {"params", "bits_per_param"} of what was written (`convert.format_summary`)
+    weight_formats: dict[str, dict] = dataclasses.field(default_factory=dict)
 
 
 def model_folder_name(model_id: str, quantization: str, target: str) -> str:
@@ -88,6 +93,9 @@ def _validate(req: BuildRequest) -> None:
     if req.context_window is not None:
         _positive_int(req.context_window, "--context-window", MAX_TOKENS)
     _positive_int(req.prefill_chunk, "--prefill-chunk", MAX_TOKENS)
+    if req.embedding_bits is not None and (not _whole(req.embedding_bits) or req.embedding_bits not in EMBEDDING_BITS):
+        raise ConfigError(f"{req.embedding_bits!r} embedding bits is not one of {EMBEDDING_BITS}",
+                          where="--embedding-bits", fix="pass 8 (int8 embedding and output head) or 4 (the default)")
     if req.name is not None and (not req.name or req.name in (".", "..") or req.name.startswith(".")
                                  or any(c in req.name for c in "/\\\0") or req.name != req.name.strip()):
         raise ConfigError(f"model name {req.name!r} is not a plain folder name", where="--name",
@@ -132,6 +140,7 @@ def build(req: BuildRequest, progress: ProgressFn = silent) -> BuildResult:
     plan = _exact_plan(scheme, checkpoint, wmap)
     if plan:
         scheme = dataclasses.replace(scheme, formats={name: planned.fmt for name, planned in plan.items()})
+    scheme = _planned_scheme(req, arch, config, scheme)
 
     out_root = Path(req.out)
     out_root.mkdir(parents=True, exist_ok=True)
@@ -163,11 +172,13 @@ def build(req: BuildRequest, progress: ProgressFn = silent) -> BuildResult:
                     "weight_formats": {name: fmt.name for name, fmt in scheme.formats.items()}}
         cache = write_shards(tmp, tensors(), metadata, req.shard_bytes, progress)
         bits = cache["total_bytes"] * 8 / max(param_count, 1)
+        weight_formats = format_summary(cache["records"], scheme.formats, scheme.group_size)
         for fname, data in checkpoint.tokenizer_files.items():
             (tmp / fname).write_bytes(data)
         chat = make_chat_config(model_id=req.name or model_id, arch_name=arch.name, config=config, scheme=scheme,
                                 target=req.target, checkpoint=checkpoint, cache=cache, bits_per_param=bits,
-                                source=str(source_path), model_lib=model_lib, model_libs=libs)
+                                source=str(source_path), model_lib=model_lib, model_libs=libs,
+                                weight_formats=weight_formats)
         (tmp / "chat-config.json").write_text(_json_text(chat, "chat-config.json"))
         _replace(tmp, final)
     except BaseException:
@@ -175,7 +186,24 @@ def build(req: BuildRequest, progress: ProgressFn = silent) -> BuildResult:
         raise
     files = {p.name: p.stat().st_size for p in sorted(final.iterdir())}
     progress(event("done", str(final)))
-    return BuildResult(final, files, bits, param_count, time.monotonic() - started)
+    return BuildResult(final, files, bits, param_count, time.monotonic() - started, weight_formats)
+
+
+def _planned_scheme(req: BuildRequest, arch, config, scheme: QuantScheme) -> QuantScheme:
+    """A float scheme's plan (`q4f32_min`, or `--embedding-bits 8`): every weight the int4 layer
+    factories would quantize gets its container in `scheme.formats`; the scheme unchanged otherwise."""
+    eight = req.embedding_bits == 8
+    if not (scheme.planned or eight):
+        return scheme
+    if eight and (not scheme.quantized or scheme.from_source or scheme.dtype != "float32"):
+        raise UnsupportedQuantizationError(
+            f"--embedding-bits 8 needs a 4-bit float32 scheme, not {scheme.name}", where="--embedding-bits",
+            fix="use it with --quantization q4f32_1 or q4f32_min")
+    unplanned = dataclasses.replace(scheme, planned=False, formats={})
+    model = arch.build_model(config, unplanned, get_backend(req.target).model_kernels())
+    body = WeightFormat(bits=4, group_size=scheme.group_size, has_min=scheme.has_min)
+    head = WeightFormat(bits=8, group_size=scheme.group_size, has_min=False) if eight else body
+    return dataclasses.replace(scheme, planned=True, formats=float_plan(model, body, head))
 
 
 def _exact_plan(scheme, checkpoint, wmap) -> dict[str, PlannedWeight]:

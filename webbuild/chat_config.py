@@ -135,8 +135,9 @@ def webgpu_requirements(scheme: QuantScheme, memory: dict) -> dict:
 
 def make_chat_config(*, model_id: str, arch_name: str, config, scheme: QuantScheme, target: str,
                      checkpoint: Checkpoint, cache: dict, bits_per_param: float, source: str,
-                     model_lib: str, model_libs: dict[str, str]) -> dict:
-    """The full chat-config.json document, validated against the schema."""
+                     model_lib: str, model_libs: dict[str, str], weight_formats: dict | None = None) -> dict:
+    """The full chat-config.json document, validated against the schema; `weight_formats`: format
+    name -> {"params", "bits_per_param"} of the written weights (`convert.format_summary`)."""
     largest = max((r["nbytes"] for r in cache["records"]), default=0)
     memory = memory_estimate(config, scheme, cache["total_bytes"], largest)
     return validate_chat_config({
@@ -160,5 +161,5 @@ def make_chat_config(*, model_id: str, arch_name: str, config, scheme: QuantSche
         "webgpu": webgpu_requirements(scheme, memory),
         "memory": memory,
         "build": {"webbuild_version": __version__, "tvm_version": tvm.__version__, "source": source,
-                  "bits_per_param": round(bits_per_param, 3)},
+                  "bits_per_param": round(bits_per_param, 3), "weight_formats": weight_formats or {}},
     })

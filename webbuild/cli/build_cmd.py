@@ -30,6 +30,9 @@ def register(sub) -> None:
     p.add_argument("--no-cpu-fallback", dest="cpu_fallback", action="store_false",
                    help="skip the target's fallback modules "
                    "(webgpu: model-cpu.wasm, the WebAssembly CPU module used where WebGPU is missing)")
+    p.add_argument("--embedding-bits", type=int, default=None,
+                   help="8: keep the token embedding and output head in int8 (groups of 32) with a 4-bit "
+                   "float32 scheme; 4 (default): the scheme's own container")
     p.add_argument("--shard-mb", type=int, default=DEFAULT_SHARD_BYTES >> 20, help="max shard size in MiB")
     p.set_defaults(run=run)
 
@@ -44,7 +47,8 @@ def run(args) -> int:
 
     req = BuildRequest(source=args.source, quantization=args.quantization, out=args.out, target=args.target,
                        name=args.name, context_window=args.context_window, prefill_chunk=args.prefill_chunk,
-                       link_opt=args.link_opt, shard_bytes=args.shard_mb << 20, cpu_fallback=args.cpu_fallback)
+                       link_opt=args.link_opt, shard_bytes=args.shard_mb << 20, cpu_fallback=args.cpu_fallback,
+                       embedding_bits=args.embedding_bits)
     progress = TerminalProgress()
     previous = signal.signal(signal.SIGTERM, _terminate)  # SIGTERM unwinds like Ctrl-C: the temp folder goes
     try:
@@ -59,4 +63,6 @@ def run(args) -> int:
     print(f"  {'total':32s} {total / 1e6:10.2f} MB")
     print(f"{result.param_count / 1e6:.1f}M parameters, {result.bits_per_param:.2f} bits per parameter, "
           f"{result.seconds:.1f} s")
+    for fmt, row in result.weight_formats.items():
+        print(f"  {fmt:32s} {row['params'] / 1e6:10.3f}M parameters, {row['bits_per_param']:.3f} bits per parameter")
     return 0

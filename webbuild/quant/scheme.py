@@ -19,6 +19,10 @@ class QuantScheme:
     from_source: keep each weight in its source type's exact container (`--quantization source`,
         GGUF sources): the build fills `formats` (model weight name -> `formats.WeightFormat`)
         from the file; weights without one stay float in `dtype`.
+    has_min: int4 codes with a per-group min (value = scale * code + min, `q4f32_min`) instead of
+        the symmetric scale * (code - 8).
+    planned: the layer factories make float layers and the build's `formats` plan (filled for
+        every weight the scheme quantizes, see `float_plan`) swaps in the container layers.
     """
 
     name: str
@@ -26,6 +30,8 @@ class QuantScheme:
     dtype: str
     group_size: int = 32
     from_source: bool = False
+    has_min: bool = False
+    planned: bool = False
     formats: Mapping[str, Any] = field(default_factory=dict, compare=False, hash=False)
 
     @property
@@ -42,6 +48,7 @@ SCHEMES: dict[str, QuantScheme] = {
     "q0f16": QuantScheme("q0f16", 0, "float16"),
     "q4f32_1": QuantScheme("q4f32_1", 4, "float32"),
     "q4f16_1": QuantScheme("q4f16_1", 4, "float16"),
+    "q4f32_min": QuantScheme("q4f32_min", 4, "float32", has_min=True, planned=True),
     "source": QuantScheme("source", 0, "float32", from_source=True),
 }
 
