@@ -110,6 +110,10 @@ QUICK = {
     "test_arch_parity.py": {f"test_q0f32_matches_transformers[{case}]" for case in ("gemma", "rwkv")},
     "test_exact_weights.py": {"test_source_build_answers_like_the_files_dequantized_model[legacy]",
                               "test_source_needs_a_quantized_source"},
+    "test_float_schemes.py": {"test_min_quantizer_matches_the_reference_and_beats_plain_min_max",
+                              "test_constant_groups_are_exact_and_symmetric_int4_is_q4f32_1",
+                              "test_bad_embedding_bits_are_a_config_error_naming_the_option[2]",
+                              "test_the_cli_takes_embedding_bits"},
 }
 #: Tests of QUICK's whole files left to the full suite (each takes tens of seconds).
 QUICK_EXCLUDED = {"test_loaders.py::test_truncated_real_gguf_is_corrupt",
