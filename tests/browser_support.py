@@ -8,6 +8,7 @@ import subprocess
 import sys
 import threading
 from collections import deque
+from collections.abc import Callable, Mapping
 from contextlib import contextmanager, suppress
 from pathlib import Path
 
@@ -66,6 +67,22 @@ def webbuild_server(models: Path, site: Path | None = None):
 
 def launch_chromium(playwright):
     return playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS, headless=True)
+
+
+@contextmanager
+def page_at(browser, url: str, *, on: Mapping[str, Callable] | None = None, **context_options):
+    """A page in a new browser context (`context_options` go to `browser.new_context`), navigated to
+    `url`; `on`: page event handlers (event name: callback), attached before the navigation.
+    The context is closed on the way out."""
+    context = browser.new_context(**context_options)
+    try:
+        page = context.new_page()
+        for event, handler in (on or {}).items():
+            page.on(event, handler)
+        page.goto(url)
+        yield page
+    finally:
+        context.close()
 
 
 ENGINE_JS = """async ([url, options, request]) => {

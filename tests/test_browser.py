@@ -17,6 +17,7 @@ from browser_support import (
     CHROMIUM_FLAGS,
     REPO,
     cpu_greedy_text,
+    page_at,
     run_engine,
     webbuild_server,
 )
@@ -76,11 +77,8 @@ def server(models):
 
 @pytest.fixture()
 def page(browser, server):
-    context = browser.new_context()
-    pg = context.new_page()
-    pg.goto(server)
-    yield pg
-    context.close()
+    with page_at(browser, server) as pg:
+        yield pg
 
 
 def test_chat_page_answers_the_capital_of_france(page, server):
@@ -150,20 +148,17 @@ def test_worker_mode_matches_main_thread(page, server):
 
 @pytest.mark.parametrize("store", ["cache", "indexeddb", "opfs"])
 def test_second_load_reads_shards_from_the_cache(store, browser, server):
-    context = browser.new_context()
-    page = context.new_page()
     shard_requests = []
-    page.on("request", lambda r: "params_shard_" in r.url and shard_requests.append(r.url))
-    page.goto(server)
-    request = {"messages": TINY_MESSAGES, "max_tokens": 2, "temperature": 0}
-    first = run_engine(page, server, "tiny-q0f32", request, cache=store)
-    assert shard_requests, "the first load fetches the shards"
-    shard_requests.clear()
-    page.reload()
-    second = run_engine(page, server, "tiny-q0f32", request, cache=store)
-    assert shard_requests == []
-    assert second["text"] == first["text"]
-    context.close()
+    on_request = {"request": lambda r: "params_shard_" in r.url and shard_requests.append(r.url)}
+    with page_at(browser, server, on=on_request) as page:
+        request = {"messages": TINY_MESSAGES, "max_tokens": 2, "temperature": 0}
+        first = run_engine(page, server, "tiny-q0f32", request, cache=store)
+        assert shard_requests, "the first load fetches the shards"
+        shard_requests.clear()
+        page.reload()
+        second = run_engine(page, server, "tiny-q0f32", request, cache=store)
+        assert shard_requests == []
+        assert second["text"] == first["text"]
 
 
 def test_corrupted_shard_gives_integrity_error(page, server):
@@ -229,12 +224,8 @@ def test_npm_pack_tarball_runs_in_a_scratch_page(browser, models, tmp_path):
       await engine.unload();
       return {plain: plain.choices[0].message.content, streamed};
     }"""
-    with webbuild_server(models, site=app) as url:
-        context = browser.new_context()
-        page = context.new_page()
-        page.goto(url)
+    with webbuild_server(models, site=app) as url, page_at(browser, url) as page:
         result = page.evaluate(script, [f"{url}models/tiny-q4f32_1/"])
-        context.close()
     assert result["plain"] and result["plain"] == result["streamed"]
 
 
@@ -265,10 +256,12 @@ def test_context_window_exceeded_is_a_typed_error(page, server):
 def test_forcing_webgpu_without_webgpu_is_a_typed_error_with_a_fix(browser, server):
     flags = [f for f in CHROMIUM_FLAGS if f != "--enable-unsafe-webgpu"] + ["--disable-webgpu"]
     plain = browser.browser_type.launch(executable_path=CHROMIUM, headless=True, args=flags)
-    page = plain.new_page()
-    page.goto(server)
-    error = page.evaluate(ERROR_JS, [f"{server}models/tiny-q0f32/", {"messages": TINY_MESSAGES}, {"backend": "webgpu"}])
-    plain.close()
+    try:
+        with page_at(plain, server) as page:
+            error = page.evaluate(ERROR_JS, [f"{server}models/tiny-q0f32/", {"messages": TINY_MESSAGES},
+                                             {"backend": "webgpu"}])
+    finally:
+        plain.close()
     assert error["code"] == "no-webgpu" and error["isWebbuildError"]
     assert '"wasm"' in error["fix"] and '"auto"' in error["fix"]
 

@@ -15,7 +15,7 @@ import shutil
 
 import pytest
 
-from browser_support import webbuild_server
+from browser_support import page_at, webbuild_server
 from tiny_models import save_tiny_llama
 
 PROMPT = "w5 w9 w33 w100 w7"
@@ -139,11 +139,8 @@ def browser(browser):
 @pytest.fixture(scope="module")
 def engine_page(browser, server):
     """One page for the engine tests: the engines it creates are reused."""
-    context = browser.new_context()
-    page = context.new_page()
-    page.goto(server)
-    yield page
-    context.close()
+    with page_at(browser, server) as page:
+        yield page
 
 
 def _request(stream: bool) -> dict:
@@ -220,10 +217,7 @@ def test_chat_page_stop_button(backend, worker, browser, server):
     query = f"?model=tiny&autoload=1&backend={options['backend']}&max_tokens={MAX_TOKENS}&worker={int(worker)}"
     if "threads" in options:
         query += f"&threads={options['threads']}"
-    context = browser.new_context()
-    page = context.new_page()
-    try:
-        page.goto(server + query)
+    with page_at(browser, server + query) as page:
         page.wait_for_function("['ready','error'].includes(document.body.dataset.state)", timeout=LOAD_TIMEOUT_MS)
         assert page.evaluate("document.body.dataset.state") == "ready", page.inner_text("#error")
         # the click's time (capture phase: before the page's own handler), when the answer is done;
@@ -255,5 +249,3 @@ def test_chat_page_stop_button(backend, worker, browser, server):
             assert result["clicks"] == turn and 0 < result["words"] < MAX_TOKENS, result
             assert result["latency"] <= STOP_MS, result
         assert page.evaluate("document.body.dataset.backend") == options["backend"]
-    finally:
-        context.close()
