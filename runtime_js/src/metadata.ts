@@ -4,7 +4,7 @@
 // a call may take) is read from here only, never hard-coded or inferred from the backend's name.
 import { ModelLoadError } from "./errors.js";
 
-export interface ModelMetadata {
+interface MetadataFields {
   /** The parameters, in the order the module's functions take them. */
   params: { name: string }[];
   /** Tokens per page of the paged KV cache (the TIR kernels are generated for this size). */
@@ -13,10 +13,23 @@ export interface ModelMetadata {
   single_token_past_window: boolean;
   /** The most tokens one call may take: the build's prefill chunk, already below a sliding window. */
   prefill_chunk: number;
-  /** RNN state slots per sequence (required when kv_state is "rnn_state"). */
-  rnn_history?: number;
   [extra: string]: unknown;
 }
+
+/** A module whose sequence state is a paged KV cache (`create_paged_kv_cache`). */
+export interface KvCacheMetadata extends MetadataFields {
+  kv_state?: "paged_kv_cache";
+}
+
+/** A module whose sequence state is an RNN state (`create_rnn_state`). */
+export interface RnnStateMetadata extends MetadataFields {
+  kv_state: "rnn_state";
+  /** RNN state slots per sequence. */
+  rnn_history: number;
+}
+
+/** `_metadata` as parsed: `kv_state` tells which state the module creates, and what it needs for it. */
+export type ModelMetadata = KvCacheMetadata | RnnStateMetadata;
 
 const REBUILD = "rebuild the model with the current webbuild (python -m webbuild build)";
 
@@ -51,6 +64,9 @@ export function parseModelMetadata(text: string, url: string): ModelMetadata {
   const chunk = required(meta, "prefill_chunk", url);
   if (typeof chunk !== "number" || !Number.isSafeInteger(chunk) || chunk < 1) {
     invalid(url, `_metadata.prefill_chunk must be a positive integer, got ${JSON.stringify(chunk)}`);
+  }
+  if (meta.kv_state !== undefined && meta.kv_state !== "paged_kv_cache" && meta.kv_state !== "rnn_state") {
+    invalid(url, `_metadata.kv_state must be "paged_kv_cache" or "rnn_state", got ${JSON.stringify(meta.kv_state)}`);
   }
   if (meta.kv_state === "rnn_state") {
     const history = required(meta, "rnn_history", url);

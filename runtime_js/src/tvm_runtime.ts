@@ -34,6 +34,8 @@ export interface RuntimeOptions {
 
 /** The sequence state a model keeps between calls (chat-config.json `state`). */
 export interface StateSpec {
+  /** chat-config.json `state.kv_state` (the build writes the same into `_metadata`, whose `kv_state`
+   * picks the state created: the module has that state's create function). */
   kind: "paged_kv_cache" | "rnn_state";
   /** Tokens the KV cache holds. */
   contextWindow: number;
@@ -155,26 +157,17 @@ export class TvmRuntime {
     }
   }
 
-  /** RNN state slots per sequence, from `_metadata` (parseModelMetadata requires it for RNN-state modules). */
-  private rnnHistory(): number {
-    const history = this.metadata.rnn_history;
-    if (history === undefined) {
-      throw new ModelLoadError("_metadata", "an RNN-state module without rnn_history",
-                               "rebuild the model with the current webbuild (python -m webbuild build)");
-    }
-    return history;
-  }
-
-  /** Create the sequence state and its one sequence; the page size and RNN history come from `_metadata`. */
+  /** Create the sequence state and its one sequence: the one `_metadata.kv_state` names (the module has
+   * that state's create function), with the page size or RNN history from `_metadata` too. */
   createState(spec: StateSpec): void {
-    const { tvm, vm } = this;
+    const { tvm, vm, metadata } = this;
     const shape = (n: number) => tvm.makeShapeTuple([n]);
     tvm.beginScope();
     try {
-      const state: unknown = spec.kind === "rnn_state"
-        ? vm.getFunction("create_rnn_state")(shape(1), shape(this.rnnHistory()))
+      const state: unknown = metadata.kv_state === "rnn_state"
+        ? vm.getFunction("create_rnn_state")(shape(1), shape(metadata.rnn_history))
         : vm.getFunction("create_paged_kv_cache")(shape(1), shape(spec.contextWindow), shape(spec.prefillChunk),
-                                                  shape(this.metadata.kv_page_size), shape(0));
+                                                  shape(metadata.kv_page_size), shape(0));
       this.state = tvm.detachFromCurrentScope(state as tvmjs.TVMObject);
       this.fns.addSequence(this.state, new tvmjs.Scalar(SEQUENCE, "int64"));
     } finally {
