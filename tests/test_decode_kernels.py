@@ -12,6 +12,7 @@ import pytest
 from node_harness import run_toy
 from webbuild.compile import wasm_link, wasm_runtime
 from webbuild.kernels.decode_gemv import GemvSpec, gemv_func, threads_for
+from webbuild.quant.formats import FORMATS, dequantize, pack_codes, store_groups
 from webbuild.quant.group_quant import dequantize_int4, quantize_int4
 
 WASM_TARGET_HOST = {"kind": "llvm", "mtriple": "wasm32-unknown-unknown-wasm"}
@@ -27,6 +28,18 @@ GEMV_CASES = [
     (16, 2048, True, "rms", "silu", False, False),
     (19, 72, False, "act", "gelu_tanh", True, False),
     (8, 64, True, "act", "relu", False, False),
+]
+# (format, rows, cols, prologue): every code width, min / no min, both group sizes, float32 and
+# float16-pair scales (an odd group count: a padded last word)
+FORMAT_CASES = [
+    ("int4_g32_min_f16", 20, 96, "rms"),
+    ("int8_g32_f16", 17, 64, "none"),
+    ("int8_g32_min_f16", 9, 160, "gated"),
+    ("int4_g32_f16", 8, 96, "act"),
+    ("int4_g16_min", 12, 48, "none"),
+    ("int8_g16", 11, 80, "layer"),
+    ("int4_g32", 10, 64, "none"),
+    ("int8_g32_min", 16, 64, "rms"),
 ]
 ARGMAX_VOCAB = 1000  # not a multiple of the 256 threads
 
@@ -59,7 +72,10 @@ def _case_inputs(spec: GemvSpec, rng) -> tuple[list[np.ndarray], np.ndarray]:
     x = rng.standard_normal((1, 1, spec.input_size)).astype(np.float32)
     w = rng.standard_normal((spec.rows, spec.cols)).astype(np.float32)
     args = [x]
-    if spec.quantized:
+    if spec.fmt is not None:
+        args += _format_weight(spec, rng)
+        w = dequantize(*args[1:3], args[3] if spec.fmt.has_min else None, spec.fmt)
+    elif spec.quantized:
         q_weight, q_scale = quantize_int4(w, spec.group_size, "float32")
         args += [q_weight, q_scale]
         w = dequantize_int4(q_weight, q_scale, spec.group_size)
@@ -89,6 +105,20 @@ def _case_inputs(spec: GemvSpec, rng) -> tuple[list[np.ndarray], np.ndarray]:
         args.append(residual)
         y = y + residual.reshape(-1)
     return args, y
+
+
+def _format_weight(spec: GemvSpec, rng) -> list[np.ndarray]:
+    """Random codes, float16-valued scales (some float16 subnormals) and mins in `spec.fmt`'s
+    storage: [q_weight, q_scale(, q_min)]."""
+    fmt = spec.fmt
+    codes = rng.integers(0, fmt.max_code + 1, (spec.rows, spec.cols))
+    groups = (spec.rows, spec.cols // fmt.group_size)
+    scale = (rng.standard_normal(groups) * (0.1 if fmt.bits == 4 else 0.01)).astype(np.float16)
+    scale.flat[::7] = np.float16(2.0 ** -20)  # a float16 subnormal
+    parts = [pack_codes(codes, fmt), store_groups(scale.astype(np.float32), fmt)]
+    if fmt.has_min:
+        parts.append(store_groups((rng.standard_normal(groups) * 0.5).astype(np.float16).astype(np.float32), fmt))
+    return parts
 
 
 def _toy_module(funcs: list, out_shapes: list[tuple[tuple[int, ...], str]], arg_shapes: list[list]):
@@ -135,6 +165,20 @@ def test_fused_gemv_kernels_match_float64(runtime, tmp_path):
     for spec, (_, expected), out in zip(specs, cases, outputs):
         err = np.abs(out.reshape(-1) - expected).max() / max(1.0, np.abs(expected).max())
         assert err < 2e-6, f"{spec}: relative error {err:.2e}"  # float32 rounding: measured <= 5e-7
+
+
+def test_fused_gemv_reads_every_weight_format(runtime, tmp_path):
+    rng = np.random.default_rng(2)
+    specs = [GemvSpec(rows, cols, True, group_size=FORMATS[name].group_size, fmt=FORMATS[name], prologue=prologue)
+             for name, rows, cols, prologue in FORMAT_CASES]
+    cases = [_case_inputs(spec, rng) for spec in specs]
+    mod = _toy_module([gemv_func(spec) for spec in specs], [((1, 1, s.rows), "float32") for s in specs],
+                      [[(a.shape, str(a.dtype)) for a in args] for args, _ in cases])
+    _compile(mod, tmp_path / "gemv_formats.wasm")
+    outputs = run_toy(tmp_path / "gemv_formats.wasm", "main", [a for args, _ in cases for a in args])
+    for spec, (_, expected), out in zip(specs, cases, outputs):
+        err = np.abs(out.reshape(-1) - expected).max() / max(1.0, np.abs(expected).max())
+        assert err < 1e-5, f"{spec.fmt.name}: relative error {err:.2e}"
 
 
 def test_gemv_threads_scale_with_the_reduction():

@@ -28,6 +28,7 @@ from tvm.relax.frontend.nn.llm.kv_cache import PagedKVCache, RopeMode
 
 from ..errors import ConfigError
 from ..kernels import decode_gemv
+from ..kernels.activations import activate
 from ..kernels.kv_page import KV_PAGE_SIZE
 from ..kernels.model_kernels import ModelKernels
 from ..kernels.paged_kv_cache import KVCacheSpec
@@ -205,16 +206,6 @@ def window_of(max_pos: int, options: BuildOptions) -> tuple[int, int]:
     return context, min(options.prefill_chunk, context)
 
 
-def _activate(x: Tensor, kind: str) -> Tensor:
-    if kind == "silu":
-        return op.silu(x)
-    if kind == "gelu":
-        return op.gelu(x)
-    if kind == "gelu_tanh":
-        return op.gelu(x, approximate="tanh")
-    return op.relu(x)
-
-
 def make_norm(c: TransformerConfig, dim: int, dtype: str) -> nn.Module:
     if c.norm == "rms":
         return nn.RMSNorm(dim, -1, c.norm_eps, bias=False, dtype=dtype)
@@ -273,8 +264,8 @@ class MLP(nn.Module):
         up = self.up(x)  # (b, s, 2 * intermediate) when gated, else (b, s, intermediate)
         if self.gated:
             gate, up = op.split(up, 2, axis=-1)
-            return self.down(_activate(gate, self.act) * up)
-        return self.down(_activate(up, self.act))
+            return self.down(activate(gate, self.act) * up)
+        return self.down(activate(up, self.act))
 
 
 class Block(nn.Module):

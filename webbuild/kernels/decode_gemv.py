@@ -7,8 +7,10 @@ MLP's matmuls. `gemv_func` makes one hand-scheduled kernel that does all of it:
 
     out[n] = epilogue( sum_k prologue(x)[k] * W[n, k] )
 
-- W: int4 group-quantized (`group_quant` layout: `q_weight` (n, k/8) uint32, `q_scale`
-  (n, k/group)), dequantized in registers as it is read, or plain float (n, k).
+- W: group-quantized, dequantized in registers as it is read: today's int4 (`group_quant` layout:
+  `q_weight` (n, k/8) uint32, `q_scale` (n, k/group)) or any `formats` container (int4 / int8
+  codes, with or without a per-group min, float32 or float16-pair scales widened by integer
+  operations); or plain float (n, k).
 - prologue: none; RMSNorm (x * w, the 1/rms factor applied after the sum); LayerNorm ((x - mean)
   * rstd * w + b, statistics computed first by each workgroup); gated activation act(gate) * up of
   a (2k,) input [gate; up]; activation act(x).
@@ -33,7 +35,6 @@ implementations: on SwiftShader the cost grows with invocations per workgroup (3
 from __future__ import annotations
 
 import functools
-import math
 import operator
 from dataclasses import dataclass
 
@@ -42,14 +43,15 @@ from tvm.relax.frontend import nn
 from tvm.relax.frontend.nn import Tensor, op
 from tvm.script import tirx as T
 
-from ..quant.group_quant import OFFSET, VALUES_PER_WORD, GroupQuantEmbedding, GroupQuantLinear
+from ..quant.formats import WeightFormat
+from ..quant.group_quant import OFFSET, VALUES_PER_WORD, GroupQuantEmbedding, GroupQuantLinear, group_param
+from .activations import ACTIVATIONS, activate, tir_activation
 
 ROWS = 8  # output rows per workgroup
 MIN_THREADS, MAX_THREADS = 8, 64  # threads per workgroup (>= ROWS: one thread sums each row)
 MIN_WORDS_PER_THREAD = 8
-CHUNK = VALUES_PER_WORD  # input values a thread handles at a time (one packed int4 word)
+CHUNK = VALUES_PER_WORD  # input values a thread handles at a time (one int4 word, two int8 words)
 PROLOGUES = ("none", "rms", "layer", "gated", "act")
-ACTIVATIONS = ("silu", "gelu", "gelu_tanh", "relu")
 
 
 @dataclass(frozen=True)
@@ -57,7 +59,8 @@ class GemvSpec:
     """The shape and fused operations of one decode GEMV kernel.
 
     rows, cols: W is (rows, cols); the input vector has `cols` values (2 * cols for "gated").
-    quantized: W is int4 group-quantized with `group_size`; else float in `dtype`.
+    quantized: W is group-quantized with `group_size`; else float in `dtype`. `fmt`: its
+    `formats` container (codes, min, scale storage); None: today's int4 with scales in `dtype`.
     prologue: one of PROLOGUES; `act` names the activation of "gated" / "act"; `eps` the norm's.
     bias, residual: add a (rows,) bias / a (1, 1, rows) residual to the output.
     dtype: activations, scales, norm weights, bias, residual; out_dtype: the output.
@@ -69,6 +72,7 @@ class GemvSpec:
     dtype: str = "float32"
     out_dtype: str = "float32"
     group_size: int = 32
+    fmt: WeightFormat | None = None
     prologue: str = "none"
     act: str = "silu"
     eps: float = 1e-5
@@ -82,22 +86,12 @@ class GemvSpec:
             raise ValueError(f"unknown activation {self.act!r}")
         if self.quantized and (self.cols % self.group_size or self.group_size % CHUNK):
             raise ValueError(f"cols {self.cols} is not a whole number of {self.group_size}-value groups")
+        if self.fmt is not None and (not self.quantized or self.fmt.group_size != self.group_size):
+            raise ValueError("a weight format needs a quantized spec with its group size")
 
     @property
     def input_size(self) -> int:
         return 2 * self.cols if self.prologue == "gated" else self.cols
-
-
-def _activate(v, kind: str):
-    """act(v) for a float32 TIR expression, written like TVM's legalization of the same op."""
-    if kind == "silu":
-        return v / (T.float32(1) + T.exp(-v))
-    if kind == "gelu":
-        return T.float32(0.5) * v * (T.float32(1) + T.erf(v * T.float32(1 / math.sqrt(2))))
-    if kind == "gelu_tanh":
-        inner = T.float32(math.sqrt(2 / math.pi)) * (v + T.float32(0.044715) * v * v * v)
-        return T.float32(0.5) * v * (T.float32(1) + T.tanh(inner))
-    return T.max(v, T.float32(0))
 
 
 def threads_for(cols: int) -> int:
@@ -112,7 +106,8 @@ def threads_for(cols: int) -> int:
 @functools.cache
 def gemv_func(spec: GemvSpec, threads: int | None = None, rows_per_group: int = ROWS) -> tirx.PrimFunc:
     """The scheduled PrimFunc of `spec`. Parameters, in order: x (1, 1, input_size); W as
-    q_weight (rows, cols / 8) uint32 and q_scale (rows, cols / group), or weight (rows, cols);
+    q_weight (rows, cols / codes per word) uint32, q_scale and, with a min, q_min (stored as
+    `spec.fmt` says; today's int4: (rows, cols / group) in `dtype`), or weight (rows, cols);
     norm weight (cols,) ["rms", "layer"]; norm bias (cols,) ["layer"]; bias (rows,); residual
     (1, 1, rows); out (1, 1, rows). `threads` and `rows_per_group` override the workgroup shape."""
     n, k, dtype, f32 = spec.rows, spec.cols, spec.dtype, "float32"
@@ -120,33 +115,44 @@ def gemv_func(spec: GemvSpec, threads: int | None = None, rows_per_group: int = 
     if nrows > nthreads:
         raise ValueError("a workgroup needs at least one thread per row")
     prologue, act, quantized = spec.prologue, spec.act, spec.quantized
-    chunks = -(-k // CHUNK)  # 8-value chunks of the input (packed words of a quantized row)
+    fmt = spec.fmt
+    code_bits = fmt.bits if fmt is not None else 4
+    per_word = 32 // code_bits  # codes per packed word
+    words_per_chunk = CHUNK // per_word  # 1 (int4) or 2 (int8)
+    code_offset = T.float32(fmt.offset if fmt is not None else OFFSET)
+    has_min = fmt is not None and fmt.has_min
+    chunks = -(-k // CHUNK)  # 8-value chunks of the input (1 or 2 packed words of a quantized row)
     steps = -(-chunks // nthreads)  # chunks per thread
     ragged = chunks % nthreads != 0  # the last step leaves some threads without a chunk
     short_chunk = k % CHUNK != 0  # float weights only: the last chunk has fewer than 8 values
-    words_per_scale = spec.group_size // CHUNK
+    chunks_per_group = spec.group_size // CHUNK
     workgroups = -(-n // nrows)
     ragged_rows = n % nrows != 0
     layer_norm = prologue == "layer"
     # unused buffers get shape (1,) and are dropped from the signature at the end
-    w_shape = (n, k // CHUNK) if quantized else (n, k)
-    s_shape = (n, k // spec.group_size) if quantized else (1,)
+    w_shape = (n, k // per_word) if quantized else (n, k)
+    s_shape = (fmt.group_shape(n, k) if fmt is not None else (n, k // spec.group_size)) if quantized else (1,)
+    s_dtype = fmt.group_dtype if fmt is not None else dtype
+    m_shape = s_shape if has_min else (1,)
     norm_shape = (k,) if prologue in ("rms", "layer") else (1,)
     eps, inv_k = T.float32(spec.eps), T.float32(1.0 / k)
-    zero, offset = T.float32(0), T.float32(OFFSET)
+    zero = T.float32(0)
+    mask = T.uint32((1 << code_bits) - 1)
 
-    def nibble_dot(word, xv):
-        """sum_e code_e * xv[e] over the 8 nibbles (codes 0..15) of a packed word."""
-        terms = [T.Cast(f32, (word >> T.uint32(4 * e)) & T.uint32(15)) * xv[e] for e in range(CHUNK)]
+    def code_dot(word, xv):
+        """sum_e code_e * xv[e] over the 8 codes of a chunk (its words_per_chunk packed words)."""
+        terms = [T.Cast(f32, (word[e // per_word] >> T.uint32(code_bits * (e % per_word))) & mask) * xv[e]
+                 for e in range(CHUNK)]
         return functools.reduce(operator.add, terms)
 
     @T.prim_func(s_tir=True, private=True)
-    def gemv(x_h: T.handle, w_h: T.handle, s_h: T.handle, nw_h: T.handle, nb_h: T.handle, b_h: T.handle,
-             r_h: T.handle, o_h: T.handle):
+    def gemv(x_h: T.handle, w_h: T.handle, s_h: T.handle, m_h: T.handle, nw_h: T.handle, nb_h: T.handle,
+             b_h: T.handle, r_h: T.handle, o_h: T.handle):
         T.func_attr({"tirx.is_scheduled": True, "tirx.noalias": True})
         X = T.match_buffer(x_h, (1, 1, spec.input_size), dtype)
         W = T.match_buffer(w_h, w_shape, "uint32" if quantized else dtype)
-        S = T.match_buffer(s_h, s_shape, dtype)
+        S = T.match_buffer(s_h, s_shape, s_dtype)
+        M = T.match_buffer(m_h, m_shape, s_dtype)
         NW = T.match_buffer(nw_h, norm_shape, dtype)
         NB = T.match_buffer(nb_h, norm_shape, dtype)
         B = T.match_buffer(b_h, (n,) if spec.bias else (1,), dtype)
@@ -157,11 +163,11 @@ def gemv_func(spec: GemvSpec, threads: int | None = None, rows_per_group: int = 
                 with T.sblock("gemv"):
                     acc = T.sblock_alloc_buffer((nrows,), f32, scope="local")  # row partial sums
                     xv = T.sblock_alloc_buffer((CHUNK,), f32, scope="local")  # prologue(x) of a chunk
-                    # 0: sum of the chunk's xv (int4 offset); 1: sum of squares (RMSNorm)
+                    # 0: sum of the chunk's xv (code offset, min); 1: sum of squares (RMSNorm)
                     stat = T.sblock_alloc_buffer((2,), f32, scope="local")
                     norm = T.sblock_alloc_buffer((2,), f32, scope="local")  # LayerNorm mean, rstd
                     total = T.sblock_alloc_buffer((2,), f32, scope="local")
-                    word = T.sblock_alloc_buffer((1,), "uint32", scope="local")  # a packed W word, read once
+                    word = T.sblock_alloc_buffer((words_per_chunk,), "uint32", scope="local")  # a chunk's W words
                     part = T.sblock_alloc_buffer((nrows + 1, nthreads), f32, scope="shared")
                     for r in T.unroll(nrows):
                         acc[r] = zero
@@ -204,21 +210,30 @@ def gemv_func(spec: GemvSpec, threads: int | None = None, rows_per_group: int = 
                                         xv[e] = (T.Cast(f32, X[0, 0, kk]) - norm[0]) * norm[1] * T.Cast(f32, NW[kk]) \
                                             + T.Cast(f32, NB[kk])
                                     elif prologue == "gated":
-                                        xv[e] = _activate(T.Cast(f32, X[0, 0, kk]), act) * T.Cast(f32, X[0, 0, k + kk])
+                                        xv[e] = tir_activation(T.Cast(f32, X[0, 0, kk]), act) * T.Cast(
+                                            f32, X[0, 0, k + kk])
                                     else:
-                                        xv[e] = _activate(T.Cast(f32, X[0, 0, kk]), act)
+                                        xv[e] = tir_activation(T.Cast(f32, X[0, 0, kk]), act)
                                 else:
                                     xv[e] = zero
                             if quantized:
-                                # sum_e (q_e - 8) x_e = sum_e q_e x_e - 8 sum_e x_e; all rows share the last sum
+                                # sum_e (s (q_e - o) + m) x_e = s (sum_e q_e x_e - o sum_e x_e) + m sum_e x_e;
+                                # all rows share sum_e x_e
                                 stat[0] = xv[0] + xv[1] + xv[2] + xv[3] + xv[4] + xv[5] + xv[6] + xv[7]
                             for r in T.unroll(nrows):
                                 row: T.let[T.int32] = bx * nrows + r
                                 if not ragged_rows or row < n:
                                     if quantized:
-                                        word[0] = W[row, j]
-                                        acc[r] = acc[r] + T.Cast(f32, S[row, j // words_per_scale]) * (
-                                            nibble_dot(word[0], xv) - offset * stat[0])
+                                        for w in T.unroll(words_per_chunk):
+                                            word[w] = W[row, j * words_per_chunk + w]
+                                        if has_min:
+                                            acc[r] = acc[r] + group_param(S, row, j // chunks_per_group, fmt) * \
+                                                code_dot(word, xv) + group_param(M, row, j // chunks_per_group, fmt) \
+                                                * stat[0]
+                                        else:
+                                            acc[r] = acc[r] + T.Cast(f32, group_param(S, row, j // chunks_per_group,
+                                                                                      fmt)) * (
+                                                code_dot(word, xv) - code_offset * stat[0])
                                     else:
                                         for e in T.unroll(CHUNK):
                                             if not short_chunk or j * CHUNK + e < k:
@@ -243,7 +258,7 @@ def gemv_func(spec: GemvSpec, threads: int | None = None, rows_per_group: int = 
                                 total[0] = total[0] + T.Cast(f32, R[0, 0, bx * nrows + tx])
                             O[0, 0, bx * nrows + tx] = T.Cast(spec.out_dtype, total[0])
 
-    keep = [True, True, quantized, prologue in ("rms", "layer"), layer_norm, spec.bias, spec.residual, True]
+    keep = [True, True, quantized, has_min, prologue in ("rms", "layer"), layer_norm, spec.bias, spec.residual, True]
     return _drop_params(gemv, keep)
 
 
@@ -267,11 +282,12 @@ def _norm_parts(norm: nn.Module | None) -> tuple[str, float, list[Tensor]]:
 def _weight_parts(layer: nn.Module) -> tuple[int, int, bool, int, list[Tensor], Tensor | None]:
     """(rows, cols, quantized, group size, weight tensors, bias) of a linear layer, or of a token
     embedding used as the tied output head."""
-    if isinstance(layer, GroupQuantLinear):
-        return (layer.out_features, layer.in_features, True, layer.group_size, [layer.q_weight, layer.q_scale],
-                layer.bias)
-    if isinstance(layer, GroupQuantEmbedding):
-        return layer.num, layer.dim, True, layer.group_size, [layer.q_weight, layer.q_scale], None
+    if isinstance(layer, (GroupQuantLinear, GroupQuantEmbedding)):
+        q_min = [layer.q_min] if layer.q_min is not None else []
+        weights = [layer.q_weight, layer.q_scale, *q_min]
+        if isinstance(layer, GroupQuantLinear):
+            return layer.out_features, layer.in_features, True, layer.group_size, weights, layer.bias
+        return layer.num, layer.dim, True, layer.group_size, weights, None
     if isinstance(layer, nn.Linear):
         return layer.out_features, layer.in_features, False, 32, [layer.weight], layer.bias
     if isinstance(layer, nn.Embedding):
@@ -281,20 +297,10 @@ def _weight_parts(layer: nn.Module) -> tuple[int, int, bool, int, list[Tensor], 
 
 
 def _kernel_reads(layer: nn.Module) -> bool:
-    """Whether the fused kernel reads this layer's weight: float, or int4 with 8 codes per word
-    centred on OFFSET and no min (today's layout; other `formats` containers are not fused yet)."""
+    """Whether the fused kernel reads this layer's weight: float, today's int4, or a `formats`
+    container whose groups are whole 8-value chunks (all of them today)."""
     fmt = getattr(layer, "fmt", None)
-    return fmt is None or (fmt.bits == 4 and not fmt.has_min and fmt.group_size % CHUNK == 0)
-
-
-def _activation(kind: str, x: Tensor) -> Tensor:
-    if kind == "silu":
-        return op.silu(x)
-    if kind == "relu":
-        return op.relu(x)
-    if kind in ("gelu", "gelu_tanh"):
-        return op.gelu(x, approximate="tanh" if kind == "gelu_tanh" else None)
-    raise ValueError(f"unknown activation {kind!r}")
+    return fmt is None or fmt.group_size % CHUNK == 0
 
 
 def _unfused(x: Tensor, layer: nn.Module, norm: nn.Module | None, act: str | None, gated: bool,
@@ -305,9 +311,9 @@ def _unfused(x: Tensor, layer: nn.Module, norm: nn.Module | None, act: str | Non
     if act is not None:
         if gated:
             gate, up = op.split(x, 2, axis=-1)  # (1, 1, cols) each
-            x = _activation(act, gate) * up
+            x = activate(gate, act) * up
         else:
-            x = _activation(act, x)
+            x = activate(x, act)
     y = layer.lm_head_forward(x) if isinstance(layer, GroupQuantEmbedding) else layer(x)  # (1, 1, rows)
     if residual is not None:
         y = y + residual
@@ -331,8 +337,8 @@ def fused_linear(x: Tensor, layer: nn.Module, norm: nn.Module | None = None, act
     if act is not None:
         prologue = "gated" if gated else "act"
     spec = GemvSpec(rows, cols, quantized, dtype=x.dtype, out_dtype=out_dtype or x.dtype, group_size=group,
-                    prologue=prologue, act=act or "silu", eps=eps, bias=bias is not None,
-                    residual=residual is not None)
+                    fmt=getattr(layer, "fmt", None), prologue=prologue, act=act or "silu", eps=eps,
+                    bias=bias is not None, residual=residual is not None)
     args = [x, *weights, *norm_params, *([bias] if bias is not None else []),
             *([residual] if residual is not None else [])]
     return op.tensor_ir_op(gemv_func(spec), f"decode_gemv_{prologue}", args,
