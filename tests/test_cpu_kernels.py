@@ -11,6 +11,7 @@ import tvm
 from tvm import te, tirx
 
 from webbuild.kernels import cpu_matmul as cs
+from webbuild.quant.formats import FORMATS, dequantize, pack_codes, store_groups
 from webbuild.quant.group_quant import _dequantize_matmul_te, dequantize_int4, quantize_int4
 
 ROWS, COLS, GROUP_SIZE = 24, 96, 32
@@ -37,7 +38,8 @@ def compiled(seq):
     func = group_quant_func(seq)
     match = cs._group_quant_matmul(func)
     assert match is not None
-    cols, group_size, one_token = match
+    cols, group_size, one_token, fmt = match
+    assert fmt is None
     make = cs.gemv_int4_func if one_token else cs.gemm_int4_func
     swapped = make(func.params[0].shape, ROWS, cols, group_size)
     scheduled = cs.schedule_func(swapped)
@@ -80,3 +82,74 @@ def test_prefill_tokens_independent_of_their_block(weights):
     whole = run(lib, x, q_weight, q_scale)
     for t in range(5):
         np.testing.assert_array_equal(whole[:, t:t + 1], run(lib, x[:, t:t + 1], q_weight, q_scale))
+
+
+# --- every weight format (webbuild.quant.formats) -------------------------------------------
+
+FORMAT_NAMES = ["int4_g32_min_f16", "int4_g32_f16", "int8_g32_f16", "int8_g32_min_f16", "int8_g16", "int8_g32_min",
+                "int4_g32_min"]
+
+
+def format_weights(fmt, rng):
+    """Random codes and float16-valued scales (and mins) in `fmt`'s storage, and the float64 weight."""
+    codes = rng.integers(0, fmt.max_code + 1, (ROWS, COLS))
+    groups = (ROWS, COLS // fmt.group_size)
+    scale = (rng.standard_normal(groups) * 0.05).astype(np.float16)
+    scale.flat[::5] = np.float16(2.0 ** -20)  # float16 subnormals
+    parts = [pack_codes(codes, fmt), store_groups(scale.astype(np.float32), fmt)]
+    if fmt.has_min:
+        parts.append(store_groups((rng.standard_normal(groups) * 0.5).astype(np.float16).astype(np.float32), fmt))
+    w = dequantize(parts[0], parts[1], parts[2] if fmt.has_min else None, fmt).astype(np.float64)
+    return parts, w
+
+
+def format_func(seq, fmt):
+    """group_quant's PrimFunc of a `fmt` container weight for x (1, seq, COLS)."""
+    x = te.placeholder((1, seq, COLS), "float32", name="x")
+    w = te.placeholder((ROWS, COLS // fmt.values_per_word), "uint32", name="w")
+    s = te.placeholder(fmt.group_shape(ROWS, COLS), fmt.group_dtype, name="s")
+    m = te.placeholder(fmt.group_shape(ROWS, COLS), fmt.group_dtype, name="m") if fmt.has_min else None
+    out = _dequantize_matmul_te(x, w, s, COLS, fmt.group_size, "float32", fmt, m)
+    params = [x, w, s] + ([m] if m is not None else []) + [out]
+    return te.create_prim_func(params, index_dtype_override="int64").without_attr("global_symbol")
+
+
+def compiled_format(seq, fmt):
+    func = format_func(seq, fmt)
+    match = cs._group_quant_matmul(func)
+    assert match is not None and match[3] == fmt, f"{fmt.name} not recognized"
+    cols, group_size, one_token, _ = match
+    make = cs.gemv_int4_func if one_token else cs.gemm_int4_func
+    scheduled = cs.schedule_func(make(func.params[0].shape, ROWS, cols, group_size, fmt))
+    assert scheduled is not None, "the schedule did not apply"
+    return tvm.tirx.build(tvm.IRModule({"main": scheduled.with_attr("global_symbol", "main")}),
+                          target=tvm.target.Target({"kind": "llvm"}))
+
+
+def run_parts(lib, x, parts):
+    dev = tvm.cpu()
+    out = tvm.runtime.empty((1, x.shape[1], ROWS), "float32", dev)
+    lib(*(tvm.runtime.tensor(a, dev) for a in (x, *parts)), out)
+    return out.numpy()
+
+
+@pytest.mark.parametrize("name", FORMAT_NAMES)
+def test_every_format_gemv_and_prefill(name):
+    fmt = FORMATS[name]
+    rng = np.random.default_rng(11)
+    parts, w = format_weights(fmt, rng)
+    x = rng.standard_normal((1, 1, COLS)).astype(np.float32)
+    want = x.astype(np.float64) @ w.T
+    got = run_parts(compiled_format(1, fmt), x, parts)
+    assert np.abs(got - want).max() <= 1e-5 * max(1.0, np.abs(want).max())
+    lib = compiled_format(tirx.Var("seq_len", "int64"), fmt)
+    for seq in (1, 2, 3):
+        x = rng.standard_normal((1, seq, COLS)).astype(np.float32)
+        want = x.astype(np.float64) @ w.T
+        got = run_parts(lib, x, parts)
+        assert np.abs(got - want).max() <= 1e-5 * max(1.0, np.abs(want).max()), f"seq_len {seq}"
+
+
+def test_int4_groups_of_16_are_left_to_the_generic_schedule():
+    # four int4 words hold 32 values: a group of 16 is not a whole vector, so no swap
+    assert cs._group_quant_matmul(format_func(1, FORMATS["int4_g16_min"])) is None

@@ -101,12 +101,13 @@ def test_source_build_answers_like_the_files_dequantized_model(case, tmp_path):
 
     cache = json.loads((exact / "tensor-cache.json").read_text())
     formats = cache["metadata"]["weight_formats"]
-    assert formats["tok_embed.weight"] == ("int8_g32" if case == "legacy" else "int8_g16")
-    assert formats["layers.0.mlp.down.weight"] == ("int8_g32" if case == "legacy" else "int8_g16")
-    assert formats["layers.0.attn.o.weight"] == ("int4_g32" if case == "legacy" else "int4_g16")
+    # the legacy blocks keep their float16 scales (two per uint32 word), the K-quants float32
+    assert formats["tok_embed.weight"] == ("int8_g32_f16" if case == "legacy" else "int8_g16")
+    assert formats["layers.0.mlp.down.weight"] == ("int8_g32_f16" if case == "legacy" else "int8_g16")
+    assert formats["layers.0.attn.o.weight"] == ("int4_g32_f16" if case == "legacy" else "int4_g16")
     if case == "legacy":
-        assert formats["layers.0.attn.qkv.weight"] == "int4_g32_min"
-        assert formats["layers.0.mlp.up.weight"] == "int4_g32_min"
+        assert formats["layers.0.attn.qkv.weight"] == "int4_g32_min_f16"
+        assert formats["layers.0.mlp.up.weight"] == "int4_g32_min_f16"
     else:  # Q4_K q/k with Q6_K v, Q5_K gate with Q2_K up: min and symmetric do not join
         assert "layers.0.attn.qkv.weight" not in formats
         assert formats["layers.0.mlp.up.weight"] == "int8_g16_min"
@@ -141,3 +142,48 @@ def test_browser_modules_of_a_source_build_match_its_cpu_build(module, tmp_path_
     assert np.abs(got - expected).max() <= TOL * max(1.0, float(np.abs(expected).max()))
     native.reset()
     assert result["tokens"] == native.greedy(PROMPT, len(DECODE))
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_cpu_vector_kernels_read_the_containers(case, tmp_path):
+    """No container falls back to a generic kernel where webbuild has its own: every quantized
+    matmul of the CPU modules is swapped for cpu_matmul's vector kernels (int4 groups of 16 are
+    not whole vectors and stay generic)."""
+    import dataclasses
+
+    from tvm import s_tir, tirx
+
+    from webbuild.arch import get_architecture
+    from webbuild.arch.base import BuildOptions
+    from webbuild.backends import get_backend
+    from webbuild.kernels import cpu_matmul
+    from webbuild.loaders import load_checkpoint
+    from webbuild.quant.exact_plan import plan_formats
+    from webbuild.quant.scheme import get_scheme
+
+    hidden, ffn, types = CASES[case]
+    checkpoint = load_checkpoint(_write(tmp_path / f"{case}.gguf", hidden, ffn, types))
+    arch = get_architecture(checkpoint.config["model_type"])
+    config = arch.parse_config(checkpoint.config, BuildOptions())
+    plan = plan_formats(arch.weight_map(config), checkpoint.exact.format_of, checkpoint.exact.shape_of)
+    scheme = dataclasses.replace(get_scheme("source"), formats={n: p.fmt for n, p in plan.items()})
+
+    mod, _ = get_backend("cpu").export(arch, config, scheme)
+    swapped = cpu_matmul.int4_matmul_pass()(mod)
+    kinds = {"vector": 0, "generic": 0}
+    for _, func in swapped.functions_items():
+        if not isinstance(func, tirx.PrimFunc):
+            continue
+        try:
+            names = cpu_matmul._block_names(s_tir.Schedule(func))
+        except Exception:  # noqa: BLE001  (no root block: not a TE matmul)
+            continue
+        if names & {cpu_matmul.GEMV_PART, cpu_matmul.GEMM_PART}:
+            kinds["vector"] += 1
+        elif "dequantize" in names and "matmul" in names:
+            kinds["generic"] += 1
+    # distinct kernels (layers of one shape share them): qkv, o, gate/up and down x (decode,
+    # prefill), plus the head (one token);
+    # in the K-quant case q/k/v stay float (Q4_K with Q6_K do not join) and the int4_g16 o
+    # projection (Q3_K) stays generic: four int4 words hold 32 values, not whole groups of 16
+    assert kinds == ({"vector": 9, "generic": 0} if case == "legacy" else {"vector": 5, "generic": 2})

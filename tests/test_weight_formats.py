@@ -27,13 +27,16 @@ from webbuild.quant.formats import (
     dequantize,
     format_by_name,
     pack_codes,
+    pack_halves,
+    store_groups,
     unpack_codes,
+    unpack_halves,
 )
 from webbuild.quant.gguf_exact import ExactWeight, convert_exact, exact_format
 
 CONTAINERS = {
-    T.Q4_0: "int4_g32", T.Q4_1: "int4_g32_min", T.Q5_0: "int8_g32", T.Q5_1: "int8_g32_min",
-    T.Q8_0: "int8_g32", T.Q2_K: "int4_g16_min", T.Q3_K: "int4_g16", T.Q4_K: "int4_g32_min",
+    T.Q4_0: "int4_g32_f16", T.Q4_1: "int4_g32_min_f16", T.Q5_0: "int8_g32_f16", T.Q5_1: "int8_g32_min_f16",
+    T.Q8_0: "int8_g32_f16", T.Q2_K: "int4_g16_min", T.Q3_K: "int4_g16", T.Q4_K: "int4_g32_min",
     T.Q5_K: "int8_g32_min", T.Q6_K: "int8_g16",
 }
 K_QUANTS = (T.Q2_K, T.Q3_K, T.Q4_K, T.Q5_K, T.Q6_K)
@@ -59,13 +62,14 @@ def assert_bit_equal(got: np.ndarray, want: np.ndarray) -> None:
 # --- formats ---------------------------------------------------------------------------------
 
 def test_formats_cover_every_combination():
-    assert len(FORMATS) == 8
+    assert len(FORMATS) == 16
     for name, fmt in FORMATS.items():
         assert fmt.name == name and format_by_name(name) is fmt
         assert fmt.values_per_word == 32 // fmt.bits
         assert fmt.offset == (0 if fmt.has_min else 1 << (fmt.bits - 1))
+        assert fmt.group_dtype == ("uint32" if fmt.half_scales else "float32")
     assert {fmt.name for fmt in FORMATS.values()} == {
-        f"int{b}_g{g}{m}" for b in (4, 8) for g in (16, 32) for m in ("", "_min")}
+        f"int{b}_g{g}{m}{h}" for b in (4, 8) for g in (16, 32) for m in ("", "_min") for h in ("", "_f16")}
     assert FORMATS["int4_g32"] == WeightFormat(bits=4, group_size=32, has_min=False)
     assert (FORMATS["int4_g32"].offset, FORMATS["int8_g16"].offset, FORMATS["int8_g32_min"].offset) == (8, 128, 0)
 
@@ -84,6 +88,32 @@ def test_bits_per_weight():
     assert FORMATS["int4_g32"].bits_per_weight == 5.0
     assert FORMATS["int4_g16_min"].bits_per_weight == 8.0
     assert FORMATS["int8_g32_min"].bits_per_weight == 10.0
+    assert FORMATS["int4_g32_min_f16"].bits_per_weight == 5.0
+    assert FORMATS["int8_g32_f16"].bits_per_weight == 8.5
+
+
+def test_half_scales_round_trip():
+    # zero, -0, float16 subnormals, the largest float16, odd group counts (a padded last word)
+    values = np.array([[0.0, -0.0, 2.0 ** -24, -(2.0 ** -14) * 0.5, 65504.0],
+                       [1.0, -1.5, 0.000123, 3.14, -65504.0]], dtype=np.float16).astype(np.float32)
+    words = pack_halves(values)
+    assert words.shape == (2, 3) and words.dtype == np.uint32
+    assert words[0, 0] == 0x80000000  # group 0 (+0) low, group 1 (-0) high
+    assert_bit_equal(unpack_halves(words, 5), values)
+    assert fmt_shape("int4_g32_min_f16", 2, 5 * 32) == (2, 3) and fmt_shape("int4_g32_min", 2, 160) == (2, 5)
+
+
+def fmt_shape(name: str, rows: int, cols: int) -> tuple[int, int]:
+    return FORMATS[name].group_shape(rows, cols)
+
+
+def test_half_scales_reject_inexact_values():
+    for bad in (0.1, 70000.0, np.inf, np.nan):
+        with pytest.raises(WeightMappingError):
+            pack_halves(np.array([[1.0, bad]], dtype=np.float32))
+    with pytest.raises(WeightMappingError):
+        store_groups(np.array([[0.1]], dtype=np.float32), FORMATS["int8_g32_f16"])
+    assert store_groups(np.array([[0.1]], dtype=np.float32), FORMATS["int8_g32"]).dtype == np.float32
 
 
 def test_word_layout():
@@ -122,9 +152,12 @@ def test_dequantize_formula(name):
     rng = np.random.default_rng(4)
     rows, cols = 3, 64
     codes = rng.integers(0, fmt.max_code + 1, (rows, cols))
-    scale = rng.standard_normal((rows, cols // fmt.group_size)).astype(np.float32)
-    minimum = rng.standard_normal((rows, cols // fmt.group_size)).astype(np.float32) if fmt.has_min else None
-    got = dequantize(pack_codes(codes, fmt), scale, minimum, fmt)
+    # float16-valued scales, so that the _f16 formats hold them too
+    scale = rng.standard_normal((rows, cols // fmt.group_size)).astype(np.float16).astype(np.float32)
+    minimum = rng.standard_normal((rows, cols // fmt.group_size)).astype(np.float16).astype(np.float32) \
+        if fmt.has_min else None
+    got = dequantize(pack_codes(codes, fmt), store_groups(scale, fmt),
+                     None if minimum is None else store_groups(minimum, fmt), fmt)
     want = np.empty((rows, cols), dtype=np.float32)
     for r in range(rows):
         for c in range(cols):
@@ -185,10 +218,11 @@ def test_convert_exact_is_bit_exact(kind, shape):
     fmt = weight.fmt
     assert fmt is FORMATS[CONTAINERS[kind]]
     assert weight.q_weight.shape == (rows, cols // fmt.values_per_word) and weight.q_weight.dtype == np.uint32
-    assert weight.q_scale.shape == (rows, cols // fmt.group_size) and weight.q_scale.dtype == np.float32
+    assert weight.q_scale.shape == fmt.group_shape(rows, cols) and weight.q_scale.dtype == np.dtype(fmt.group_dtype)
+    assert fmt.half_scales == (kind not in K_QUANTS)  # legacy blocks keep their float16 d (and m)
     if fmt.has_min:
         assert weight.q_min is not None and weight.q_min.shape == weight.q_scale.shape
-        assert weight.q_min.dtype == np.float32
+        assert weight.q_min.dtype == weight.q_scale.dtype
     else:
         assert weight.q_min is None
     assert_bit_equal(container_values(weight), want)
@@ -216,7 +250,7 @@ def test_codes_use_the_container_range():
     # Q8_0's int8 -128 and 127 map to codes 0 and 255; Q3_K's -4..3 to 4..11
     raw = random_blocks(T.Q8_0, (1, 32), np.random.default_rng(7))
     raw[0, 2:4] = [0x80, 0x7F]  # q = -128, 127
-    codes = unpack_codes(convert_exact(raw, T.Q8_0, (1, 32)).q_weight, FORMATS["int8_g32"])
+    codes = unpack_codes(convert_exact(raw, T.Q8_0, (1, 32)).q_weight, FORMATS["int8_g32_f16"])
     assert codes[0, :2].tolist() == [0, 255]
     codes = unpack_codes(convert_exact(random_blocks(T.Q3_K, (2, 256), np.random.default_rng(8)), T.Q3_K,
                                        (2, 256)).q_weight, FORMATS["int4_g16"])
@@ -247,7 +281,7 @@ def test_size_per_weight():
     assert gguf_bits[T.Q6_K] == 6.5625 and gguf_bits[T.Q4_K] == 4.5 and gguf_bits[T.Q4_0] == 4.5
     for kind, name in CONTAINERS.items():
         assert FORMATS[name].bits_per_weight >= gguf_bits[kind]
-    assert FORMATS[CONTAINERS[T.Q4_0]].bits_per_weight == 5.0
+    assert FORMATS[CONTAINERS[T.Q4_0]].bits_per_weight == 4.5  # as small as the GGUF type
 
 
 # --- synthetic GGUF files of each type --------------------------------------------------------

@@ -38,7 +38,8 @@ import tvm
 import tvm_ffi
 from tvm import s_tir, te, tirx
 
-from ..quant.group_quant import OFFSET, VALUES_PER_WORD, _dequantize_matmul_te, _dequantized_value
+from ..quant.formats import FORMATS, WeightFormat
+from ..quant.group_quant import OFFSET, VALUES_PER_WORD, _dequantize_matmul_te, _dequantized_value, group_param
 
 LANES = 4  # f32 lanes of a SIMD128 vector
 WORD = VALUES_PER_WORD  # int4 values per packed uint32 word
@@ -65,112 +66,160 @@ def _static(extent) -> int | None:
 
 # ------------------------------------------------------------------ 1. int4 GEMV and prefill reformulation
 
-def _group_quant_matmul(func: tirx.PrimFunc) -> tuple[int, int, bool] | None:
-    """(K, group size, one token) when `func` is exactly group_quant's dequantize-matmul in float32
-    with groups of whole vectors, x (1, ..., 1, K) (one token) or (1, ..., seq_len, K); else None."""
-    if len(func.params) != 4 or not all(isinstance(p.ty, tirx.BufferType) for p in func.params):
+def _candidates(cols: int, q_weight, q_scale, has_min: bool) -> list[WeightFormat | None]:
+    """The weight formats (None: today's int4) whose parameters have these shapes and dtypes."""
+    rows, words = int(q_weight.shape[0]), int(q_weight.shape[1])
+    found: list[WeightFormat | None] = []
+    if not has_min and q_scale.dtype == "float32" and words * WORD == cols:
+        found.append(None)
+    for fmt in FORMATS.values():
+        if (fmt.has_min == has_min and words * fmt.values_per_word == cols and fmt.group_dtype == q_scale.dtype
+                and cols % fmt.group_size == 0 and fmt.group_shape(rows, cols) == tuple(int(d) for d in q_scale.shape)):
+            found.append(fmt)
+    return found
+
+
+def _group_quant_matmul(func: tirx.PrimFunc) -> tuple[int, int, bool, WeightFormat | None] | None:
+    """(K, group size, one token, weight format) when `func` is exactly group_quant's
+    dequantize-matmul in float32 (today's int4: format None; or a `formats` container) with
+    groups of whole vectors, x (1, ..., 1, K) (one token) or (1, ..., seq_len, K); else None."""
+    if len(func.params) not in (4, 5) or not all(isinstance(p.ty, tirx.BufferType) for p in func.params):
         return None
-    x, q_weight, q_scale, _ = func.params
-    dims = [_static(d) for d in (x.shape[-1], *q_weight.shape, *q_scale.shape)]
-    if None in dims or x.dtype != "float32" or q_weight.dtype != "uint32" or q_scale.dtype != "float32":
+    x, q_weight, q_scale = func.params[:3]
+    q_min = func.params[3] if len(func.params) == 5 else None
+    weights = [q_weight, q_scale] + ([q_min] if q_min is not None else [])
+    dims = [_static(d) for d in (x.shape[-1], *(d for p in weights for d in p.shape))]
+    if None in dims or x.dtype != "float32" or q_weight.dtype != "uint32":
+        return None
+    if q_scale.dtype not in ("float32", "uint32") or (q_min is not None and q_min.dtype != q_scale.dtype):
         return None
     if len(x.shape) < 2 or any(_static(d) != 1 for d in x.shape[:-2]):
         return None
     one_token = _static(x.shape[-2]) == 1
     if not one_token and not isinstance(x.shape[-2], tirx.Var):
         return None
-    if len(q_weight.shape) != 2 or len(q_scale.shape) != 2:
+    if any(len(p.shape) != 2 for p in weights):
         return None
     cols = int(x.shape[-1])
-    if int(q_scale.shape[1]) == 0 or cols % int(q_scale.shape[1]):
-        return None
-    group_size = cols // int(q_scale.shape[1])
-    if group_size % GROUP or int(q_weight.shape[1]) * WORD != cols:
-        return None
-    xt, wt, st = (te.placeholder(p.shape, p.dtype) for p in (x, q_weight, q_scale))
-    reference = te.create_prim_func([xt, wt, st, _dequantize_matmul_te(xt, wt, st, cols, group_size, "float32")],
-                                    index_dtype_override="int64").without_attr("global_symbol")
-    if not tvm_ffi.structural_equal(func.without_attr("op_pattern"), reference, map_free_vars=True):
-        return None
-    return cols, group_size, one_token
+    for fmt in _candidates(cols, q_weight, q_scale, q_min is not None):
+        group_size = fmt.group_size if fmt is not None else cols // max(int(q_scale.shape[1]), 1)
+        if int(q_scale.shape[1]) == 0 or group_size % _vector_group(fmt) or cols % group_size:
+            continue
+        tensors = [te.placeholder(p.shape, p.dtype) for p in (x, *weights)]
+        result = _dequantize_matmul_te(tensors[0], tensors[1], tensors[2], cols, group_size, "float32", fmt,
+                                       tensors[3] if q_min is not None else None)
+        reference = te.create_prim_func([*tensors, result], index_dtype_override="int64").without_attr("global_symbol")
+        if tvm_ffi.structural_equal(func.without_attr("op_pattern"), reference, map_free_vars=True):
+            return cols, group_size, one_token, fmt
+    return None
 
 
-def gemv_int4_func(x_shape, rows: int, cols: int, group_size: int) -> tirx.PrimFunc:
-    """x (..., cols) @ dequantize(q_weight (rows, cols/8), q_scale (rows, cols/group))^T in the
-    order described in the module docstring; same parameters as group_quant's PrimFunc."""
+def _code_bits(fmt: WeightFormat | None) -> int:
+    return fmt.bits if fmt is not None else 4
+
+
+def _vector_group(fmt: WeightFormat | None) -> int:
+    """Values in the LANES packed words one vector load reads: 32 (int4) or 16 (int8)."""
+    return LANES * (32 // _code_bits(fmt))
+
+
+def gemv_int4_func(x_shape, rows: int, cols: int, group_size: int, fmt: WeightFormat | None = None) -> tirx.PrimFunc:
+    """x (..., cols) @ dequantize(q_weight (rows, cols / codes per word), q_scale[, q_min])^T in the
+    order described in the module docstring (int8 codes: 4 per word, bytes masked in place); same
+    parameters as group_quant's PrimFunc of today's int4 (fmt None) or of container `fmt`."""
     lead = tuple(x_shape[:-1])
-    groups = cols // GROUP
+    bits = _code_bits(fmt)
+    word_values = 32 // bits  # codes per packed word
+    vector = _vector_group(fmt)  # values of one 4-word vector load
+    groups = cols // vector
+    has_min = fmt is not None and fmt.has_min
+    offset = fmt.offset if fmt is not None else OFFSET
     x = te.placeholder((*lead, cols), "float32", name="x")
-    q_weight = te.placeholder((rows, cols // WORD), "uint32", name="q_weight")
-    q_scale = te.placeholder((rows, cols // group_size), "float32", name="q_scale")
-    last = WORD - 1  # the top nibble is shifted down instead of masked (a masked one is >= 2^31)
+    q_weight = te.placeholder((rows, cols // word_values), "uint32", name="q_weight")
+    group_shape = fmt.group_shape(rows, cols) if fmt is not None else (rows, cols // group_size)
+    group_dtype = fmt.group_dtype if fmt is not None else "float32"
+    q_scale = te.placeholder(group_shape, group_dtype, name="q_scale")
+    q_min = te.placeholder(group_shape, group_dtype, name="q_min") if has_min else None
+    last = word_values - 1  # the top code is shifted down instead of masked (a masked one can be >= 2^31)
 
     def col(g, kk, lane):
-        return g * GROUP + lane * WORD + kk
+        return g * vector + lane * word_values + kk
 
-    def pow2(kk):  # 2^-4kk (1 for the top nibble)
+    def pow2(kk):  # 2^-(bits kk) (1 for the top code)
         factor = tirx.const(1, "float32")
         for j in range(last):
-            factor = tirx.Select(kk == j, tirx.const(2.0 ** (-4 * j), "float32"), factor)
+            factor = tirx.Select(kk == j, tirx.const(2.0 ** (-bits * j), "float32"), factor)
         return factor
 
-    def nibble_in_place(word, kk):  # nibble kk of word, times 2^4kk (times 1 for the top nibble)
-        top = tirx.shift_right(word, tirx.const(4 * last, "uint32"))
-        mask = tirx.shift_left(tirx.const(0xF, "uint32"), (kk * 4).astype("uint32"))
+    def code_in_place(word, kk):  # code kk of word, times 2^(bits kk) (times 1 for the top code)
+        top = tirx.shift_right(word, tirx.const(bits * last, "uint32"))
+        mask = tirx.shift_left(tirx.const((1 << bits) - 1, "uint32"), (kk * bits).astype("uint32"))
         return tirx.Select(kk == last, top, tirx.bitwise_and(word, mask)).astype("int32").astype("float32")
 
-    # xq[..., g, kk, l] = x[..., col] * 2^-4kk
-    xq = te.compute((*lead, groups, WORD, LANES),
+    # xq[..., g, kk, l] = x[..., col] * 2^-(bits kk)
+    xq = te.compute((*lead, groups, word_values, LANES),
                     lambda *i: x[(*i[:-3], col(*i[-3:]))] * pow2(i[-2]), name="gemv_x")
-    kk = te.reduce_axis((0, WORD), name="kk")
-    # xs[..., g, l] = OFFSET * sum_kk x[..., col]
+    kk = te.reduce_axis((0, word_values), name="kk")
+    # xs[..., g, l] = offset * sum_kk x[..., col] (symmetric) or sum_kk x[..., col] (with a min)
+    xs_factor = tirx.const(1 if has_min else offset, "float32")
     xs = te.compute((*lead, groups, LANES),
-                    lambda *i: te.sum(x[(*i[:-2], col(i[-2], kk, i[-1]))] * tirx.const(OFFSET, "float32"), axis=kk),
+                    lambda *i: te.sum(x[(*i[:-2], col(i[-2], kk, i[-1]))] * xs_factor, axis=kk),
                     name="gemv_xsum")
-    kk = te.reduce_axis((0, WORD), name="kk")
-    # part[..., n, g, l] = sum_kk x[..., col] * nibble   (nibble = stored value, 0..15)
+    kk = te.reduce_axis((0, word_values), name="kk")
+    # part[..., n, g, l] = sum_kk x[..., col] * code   (code = stored value)
     part = te.compute(
         (*lead, rows, groups, LANES),
         lambda *i: te.sum(xq[(*i[:-3], i[-2], kk, i[-1])]
-                          * nibble_in_place(q_weight[i[-3], i[-2] * LANES + i[-1]], kk), axis=kk),
+                          * code_in_place(q_weight[i[-3], i[-2] * LANES + i[-1]], kk), axis=kk),
         name=GEMV_PART)
     g = te.reduce_axis((0, groups), name="g")
     lane = te.reduce_axis((0, LANES), name="l")
-    out = te.compute(
-        (*lead, rows),
-        lambda *i: te.sum((part[(*i, g, lane)] - xs[(*i[:-1], g, lane)]) * q_scale[i[-1], g * GROUP // group_size],
-                          axis=[g, lane]),
-        name=GEMV_BLOCK)
-    return te.create_prim_func([x, q_weight, q_scale, out], index_dtype_override="int64")
+
+    def group_term(i):  # one (group, lane) partial sum, scaled: s (part - o xs) or s part + m xs
+        n, group = i[-1], g * vector // group_size
+        scale = group_param(q_scale, n, group, fmt)
+        if q_min is not None:
+            return part[(*i, g, lane)] * scale + xs[(*i[:-1], g, lane)] * group_param(q_min, n, group, fmt)
+        return (part[(*i, g, lane)] - xs[(*i[:-1], g, lane)]) * scale
+
+    out = te.compute((*lead, rows), lambda *i: te.sum(group_term(i), axis=[g, lane]), name=GEMV_BLOCK)
+    weights = [q_weight, q_scale] + ([q_min] if q_min is not None else [])
+    return te.create_prim_func([x, *weights, out], index_dtype_override="int64")
 
 
-def gemm_int4_func(x_shape, rows: int, cols: int, group_size: int) -> tirx.PrimFunc:
-    """Prefill: x (..., seq_len, cols) @ dequantize(q_weight, q_scale)^T with the tokens in blocks of
-    TOKEN_BLOCK (x copied into gemm_x (..., block, token, g, kk, l), the last block padded with zeros)
-    so that its micro-kernel reuses each weight vector for TOKEN_BLOCK tokens with no bounds test.
-    Sums in the same order as `schedule_gemm_int4`'s kernel; same parameters as group_quant's PrimFunc."""
+def gemm_int4_func(x_shape, rows: int, cols: int, group_size: int, fmt: WeightFormat | None = None) -> tirx.PrimFunc:
+    """Prefill: x (..., seq_len, cols) @ dequantize(q_weight, q_scale[, q_min])^T with the tokens in
+    blocks of TOKEN_BLOCK (x copied into gemm_x (..., block, token, g, kk, l), the last block padded
+    with zeros) so that its micro-kernel reuses each weight vector for TOKEN_BLOCK tokens with no
+    bounds test. Sums in the same order as `schedule_gemm_int4`'s kernel; same parameters as
+    group_quant's PrimFunc of today's int4 (fmt None) or of container `fmt`."""
     *lead, seq = x_shape[:-1]
     lead = tuple(lead)
     blocks = (seq - 1) // TOKEN_BLOCK + 1  # this form (not a ceiling division) lets TVM prove the cover
-    groups = cols // GROUP
+    word_values = 32 // _code_bits(fmt)
+    vector = _vector_group(fmt)
+    groups = cols // vector
     x = te.placeholder((*lead, seq, cols), "float32", name="x")
-    q_weight = te.placeholder((rows, cols // WORD), "uint32", name="q_weight")
-    q_scale = te.placeholder((rows, cols // group_size), "float32", name="q_scale")
+    q_weight = te.placeholder((rows, cols // word_values), "uint32", name="q_weight")
+    group_shape = fmt.group_shape(rows, cols) if fmt is not None else (rows, cols // group_size)
+    group_dtype = fmt.group_dtype if fmt is not None else "float32"
+    q_scale = te.placeholder(group_shape, group_dtype, name="q_scale")
+    q_min = te.placeholder(group_shape, group_dtype, name="q_min") if fmt is not None and fmt.has_min else None
 
     def col(g, kk, lane):
-        return g * GROUP + lane * WORD + kk
+        return g * vector + lane * word_values + kk
 
     def padded_x(*i):  # (..., block, token, g, kk, l)
         t = i[-5] * TOKEN_BLOCK + i[-4]
         return tirx.if_then_else(t < seq, x[(*i[:-5], tirx.min(t, seq - 1), col(*i[-3:]))], tirx.const(0, "float32"))
 
-    xp = te.compute((*lead, blocks, TOKEN_BLOCK, groups, WORD, LANES), padded_x, name=GEMM_X)
-    wt = te.compute((rows, groups, WORD, LANES),
+    xp = te.compute((*lead, blocks, TOKEN_BLOCK, groups, word_values, LANES), padded_x, name=GEMM_X)
+    wt = te.compute((rows, groups, word_values, LANES),
                     lambda n, g, kk, lane: _dequantized_value(q_weight, q_scale, n, col(g, kk, lane), group_size,
-                                                              "float32"),
+                                                              "float32", fmt, q_min),
                     name=GEMM_W)
     g = te.reduce_axis((0, groups), name="g")
-    kk = te.reduce_axis((0, WORD), name="kk")
+    kk = te.reduce_axis((0, word_values), name="kk")
     # part[..., block, token, n, l] = sum_{g, kk} x * w   (lane l: packed word 4 g + l)
     part = te.compute((*lead, blocks, TOKEN_BLOCK, rows, LANES),
                       lambda *i: te.sum(xp[(*i[:-2], g, kk, i[-1])] * wt[i[-2], g, kk, i[-1]], axis=[g, kk]),
@@ -180,7 +229,8 @@ def gemm_int4_func(x_shape, rows: int, cols: int, group_size: int) -> tirx.PrimF
                      lambda *i: te.sum(part[(*i[:-2], i[-2] // TOKEN_BLOCK, i[-2] % TOKEN_BLOCK, i[-1], lane)],
                                        axis=lane),
                      name=GEMM_BLOCK)
-    return te.create_prim_func([x, q_weight, q_scale, out], index_dtype_override="int64")
+    weights = [q_weight, q_scale] + ([q_min] if q_min is not None else [])
+    return te.create_prim_func([x, *weights, out], index_dtype_override="int64")
 
 
 def int4_matmul_pass():
@@ -196,9 +246,9 @@ def int4_matmul_pass():
             match = _group_quant_matmul(func)
             if match is not None:
                 x, q_weight = func.params[:2]
-                cols, group_size, one_token = match
+                cols, group_size, one_token, fmt = match
                 make = gemv_int4_func if one_token else gemm_int4_func
-                mod[gvar] = make(x.shape, int(q_weight.shape[0]), cols, group_size).without_attr("global_symbol")
+                mod[gvar] = make(x.shape, int(q_weight.shape[0]), cols, group_size, fmt).without_attr("global_symbol")
         return mod
 
     return _pass
@@ -269,7 +319,8 @@ def schedule_gemv_int4(sch: s_tir.Schedule, parallel: bool = False) -> None:
     """`gemv_int4_func` (+ epilogue): per row tile and group, the 8 nibbles of 4 words."""
     block = sch.get_sblock(GEMV_BLOCK)
     *_, n, g, lane = sch.get_loops(block)  # (..., rows, groups, 4)
-    macs = (_static(sch.get(n).extent) or 0) * (_static(sch.get(g).extent) or 0) * GROUP
+    word_values = _static(sch.get(sch.get_sblock(GEMV_PART)).iter_vars[-1].dom.extent) or WORD
+    macs = (_static(sch.get(n).extent) or 0) * (_static(sch.get(g).extent) or 0) * LANES * word_values
     n_outer, n_inner = sch.split(n, [None, _row_tile(_static(sch.get(n).extent) or 1, GEMV_ROWS)])
     sch.reorder(n_outer, g, n_inner, lane)
     _parallel(sch, n_outer, macs, parallel)  # first: later steps break the dataflow check
@@ -300,7 +351,8 @@ def schedule_gemm_blocked(sch: s_tir.Schedule, parallel: bool = False) -> None:
     *lead, token, n, _ = sch.get_loops(out)  # (..., seq_len, rows, lanes)
     n_rows = _static(sch.get(n).extent) or 1
     weights = sch.get_sblock(GEMM_W)
-    macs = n_rows * (_static(sch.get(weights).iter_vars[1].dom.extent) or 0) * GROUP
+    _, w_groups, w_values, _ = (_static(iv.dom.extent) or 0 for iv in sch.get(weights).iter_vars)
+    macs = n_rows * w_groups * w_values * LANES
     n_outer, n_inner = sch.split(n, [None, _row_tile(n_rows, PREFILL_ROWS)])
     t_outer, t_inner = sch.split(token, [None, TOKEN_BLOCK])
     sch.reorder(n_outer, *lead, t_outer, t_inner, n_inner)

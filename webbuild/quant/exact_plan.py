@@ -21,7 +21,7 @@ from tvm.relax.frontend import nn
 
 from ..arch.base import WeightMap
 from ..errors import WeightMappingError
-from .formats import WeightFormat, format_by_name, pack_codes, unpack_codes
+from .formats import WeightFormat, format_by_name, group_values, pack_codes, store_groups, unpack_codes
 from .gguf_exact import ExactWeight
 from .group_quant import GroupQuantEmbedding, GroupQuantLinear
 
@@ -42,12 +42,14 @@ class PlannedWeight:
 def join_formats(formats: list[WeightFormat]) -> WeightFormat | None:
     """The one container holding every format exactly, or None when there is none.
 
-    Symmetric and min formats do not mix (the min form's extra add would round differently)."""
+    Symmetric and min formats do not mix (the min form's extra add would round differently);
+    float16 scales stay float16 only when every format has them."""
     if len({f.has_min for f in formats}) != 1:
         return None
     bits = max(f.bits for f in formats)
     group = min(f.group_size for f in formats)
-    return format_by_name(f"int{bits}_g{group}" + ("_min" if formats[0].has_min else ""))
+    return format_by_name(f"int{bits}_g{group}" + ("_min" if formats[0].has_min else "")
+                          + ("_f16" if all(f.half_scales for f in formats) else ""))
 
 
 def _row_order(combine, shapes: list[tuple[int, ...]]) -> tuple[tuple[int, int], ...] | None:
@@ -90,14 +92,21 @@ def plan_formats(wmap: WeightMap, source_format: Callable[[str], WeightFormat | 
 
 
 def _widen(weight: ExactWeight, fmt: WeightFormat) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
-    """The same values in the (wider or finer) container `fmt`: codes re-centred on fmt's offset
-    (exact integers), each scale and min repeated over the smaller groups."""
+    """The same values in the (wider, finer or float32-scaled) container `fmt`: codes re-centred on
+    fmt's offset (exact integers), each scale and min repeated over the smaller groups."""
+    if weight.fmt == fmt:
+        return weight.q_weight, weight.q_scale, weight.q_min
     codes = unpack_codes(weight.q_weight, weight.fmt).astype(np.int64)  # (rows, cols)
     codes = codes - weight.fmt.offset + fmt.offset
+    groups = codes.shape[1] // weight.fmt.group_size
     repeat = weight.fmt.group_size // fmt.group_size
-    scale = np.repeat(weight.q_scale, repeat, axis=1)  # (rows, cols // fmt.group_size)
-    q_min = None if weight.q_min is None else np.repeat(weight.q_min, repeat, axis=1)
-    return pack_codes(codes, fmt), scale, q_min
+
+    def regroup(stored: np.ndarray, what: str) -> np.ndarray:  # (rows, cols // fmt.group_size), stored
+        values = np.repeat(group_values(stored, weight.fmt, groups), repeat, axis=1)
+        return store_groups(values, fmt, where=what)
+
+    q_min = None if weight.q_min is None else regroup(weight.q_min, "q_min")
+    return pack_codes(codes, fmt), regroup(weight.q_scale, "q_scale"), q_min
 
 
 def read_planned(name: str, planned: PlannedWeight, sources: tuple[str, ...], read_exact: ExactReader,

@@ -6,6 +6,11 @@ A weight W of shape (rows, cols) is stored along `cols` (the reduction dim) as
   `group_quant`'s layout);
 - `q_scale`: (rows, cols / group_size) float32, one scale per `group_size` consecutive columns;
 - `q_min`: (rows, cols / group_size) float32 when the format has a min, else absent.
+With `half_scales` the scales (and mins) are float16 values, two per uint32 word: `q_scale` is
+(rows, ceil(groups / 2)) uint32 whose low half holds group 2i and high half group 2i + 1 (a last
+odd group's high half is zero). Kernels widen them to float32 with integer operations
+(`widen_half`), so no target needs float16 arithmetic; the widened value is the float16 value
+exactly. A source whose scales are float16 (the legacy GGUF blocks) keeps its size this way.
 
 Dequantized value, computed in float32 in exactly this order:
     value = scale * (code - offset) + min   (has_min; offset 0)
@@ -34,6 +39,7 @@ class WeightFormat:
     bits: int
     group_size: int
     has_min: bool
+    half_scales: bool = False
 
     def __post_init__(self) -> None:
         if self.bits not in _BITS or self.group_size not in _GROUP_SIZES:
@@ -43,8 +49,9 @@ class WeightFormat:
 
     @property
     def name(self) -> str:
-        """Stable artifact name, e.g. "int4_g32" or "int8_g16_min"."""
-        return f"int{self.bits}_g{self.group_size}" + ("_min" if self.has_min else "")
+        """Stable artifact name, e.g. "int4_g32", "int8_g16_min" or "int4_g32_min_f16" (f16 scales)."""
+        return (f"int{self.bits}_g{self.group_size}" + ("_min" if self.has_min else "")
+                + ("_f16" if self.half_scales else ""))
 
     @property
     def offset(self) -> int:
@@ -61,14 +68,24 @@ class WeightFormat:
 
     @property
     def bits_per_weight(self) -> float:
-        """Storage per weight: the code plus its share of the float32 scale (and min)."""
-        return self.bits + 32 * (2 if self.has_min else 1) / self.group_size
+        """Storage per weight: the code plus its share of the scale (and min)."""
+        return self.bits + (16 if self.half_scales else 32) * (2 if self.has_min else 1) / self.group_size
+
+    @property
+    def group_dtype(self) -> str:
+        """The stored dtype of q_scale / q_min: float32, or uint32 words of two float16."""
+        return "uint32" if self.half_scales else "float32"
+
+    def group_shape(self, rows: int, cols: int) -> tuple[int, int]:
+        """The stored shape of q_scale / q_min for a (rows, cols) weight."""
+        groups = cols // self.group_size
+        return (rows, (groups + 1) // 2) if self.half_scales else (rows, groups)
 
 
 FORMATS: dict[str, WeightFormat] = {
     fmt.name: fmt
-    for fmt in (WeightFormat(bits, group, has_min)
-                for bits in _BITS for group in _GROUP_SIZES for has_min in (False, True))
+    for fmt in (WeightFormat(bits, group, has_min, half)
+                for bits in _BITS for group in _GROUP_SIZES for has_min in (False, True) for half in (False, True))
 }
 
 
@@ -125,16 +142,55 @@ def unpack_codes(q_weight: np.ndarray, fmt: WeightFormat) -> np.ndarray:
     return unpack_words(q_weight, fmt.bits)
 
 
-def _check_groups(array: np.ndarray, name: str, rows: int, groups: int, fmt: WeightFormat) -> None:
-    if array.shape != (rows, groups):
+def pack_halves(values: np.ndarray, where: str = "q_scale") -> np.ndarray:
+    """(rows, groups) float32 values that float16 holds exactly -> (rows, ceil(groups / 2)) uint32:
+    group 2i in the low half of word i, group 2i + 1 in the high half."""
+    values = np.asarray(values, dtype=np.float32)
+    with np.errstate(over="ignore"):
+        half = values.astype(np.float16)  # too large: inf, rejected below
+    if values.ndim != 2 or not np.isfinite(half).all() or not np.array_equal(half.astype(np.float32), values):
         raise WeightMappingError(
-            f"{name} has shape {array.shape}, expected {(rows, groups)}", where=f"{fmt.name}: {name}",
-            fix=f"pass one {name[2:]} per {fmt.group_size} columns of each row")
+            "values are not all finite float16 numbers", where=where,
+            fix="keep these scales in a float32 format (a name without _f16)")
+    rows, groups = values.shape
+    bits = np.zeros((rows, groups + groups % 2), dtype=np.uint32)  # (rows, even groups)
+    bits[:, :groups] = half.view(np.uint16)
+    return (bits[:, 0::2] | (bits[:, 1::2] << np.uint32(16))).astype(np.uint32)
+
+
+def unpack_halves(words: np.ndarray, groups: int) -> np.ndarray:
+    """Inverse of `pack_halves`: (rows, ceil(groups / 2)) uint32 -> (rows, groups) float32."""
+    words = np.asarray(words).astype(np.uint32, copy=False)
+    halves = np.stack([words & np.uint32(0xFFFF), words >> np.uint32(16)], axis=2)  # (rows, words, 2)
+    return halves.reshape(words.shape[0], -1)[:, :groups].astype(np.uint16).view(np.float16).astype(np.float32)
+
+
+def store_groups(values: np.ndarray, fmt: WeightFormat, where: str = "q_scale") -> np.ndarray:
+    """(rows, groups) float32 scales or mins -> their stored form in `fmt`."""
+    if fmt.half_scales:
+        return pack_halves(values, where=f"{fmt.name}: {where}")
+    return np.ascontiguousarray(values, dtype=np.float32)
+
+
+def group_values(stored: np.ndarray, fmt: WeightFormat, groups: int) -> np.ndarray:
+    """The (rows, groups) float32 scales or mins of a stored q_scale / q_min."""
+    stored = np.asarray(stored)
+    return unpack_halves(stored, groups) if fmt.half_scales else stored.astype(np.float32)
+
+
+def _check_groups(array: np.ndarray, name: str, rows: int, cols: int, fmt: WeightFormat) -> None:
+    expected = fmt.group_shape(rows, cols)
+    if array.shape != expected:
+        raise WeightMappingError(
+            f"{name} has shape {array.shape}, expected {expected}", where=f"{fmt.name}: {name}",
+            fix=f"pass one {name[2:]} per {fmt.group_size} columns of each row"
+                + (" (two float16 per uint32 word)" if fmt.half_scales else ""))
 
 
 def dequantize(q_weight: np.ndarray, q_scale: np.ndarray, q_min: np.ndarray | None,
                fmt: WeightFormat) -> np.ndarray:
-    """The float32 (rows, cols) weight a container holds: scale * (code - offset) [+ min]."""
+    """The float32 (rows, cols) weight a container holds: scale * (code - offset) [+ min]; q_scale
+    and q_min in their stored form (`store_groups`)."""
     codes = unpack_codes(q_weight, fmt)  # (rows, cols)
     rows, cols = codes.shape
     if cols % fmt.group_size:
@@ -143,16 +199,16 @@ def dequantize(q_weight: np.ndarray, q_scale: np.ndarray, q_min: np.ndarray | No
             fix="pass a weight whose column count is a multiple of the group size")
     groups = cols // fmt.group_size
     q_scale = np.asarray(q_scale)
-    _check_groups(q_scale, "q_scale", rows, groups, fmt)
+    _check_groups(q_scale, "q_scale", rows, cols, fmt)
     if fmt.has_min != (q_min is not None):
         raise WeightMappingError(
             f"q_min is {'missing' if fmt.has_min else 'given'}", where=f"{fmt.name}: q_min",
             fix="pass q_min exactly when the format name ends in _min")
     centered = codes.astype(np.float32) - np.float32(fmt.offset)  # (rows, cols), exact integers
-    scale = np.repeat(q_scale.astype(np.float32), fmt.group_size, axis=1)  # (rows, cols)
+    scale = np.repeat(group_values(q_scale, fmt, groups), fmt.group_size, axis=1)  # (rows, cols)
     values = scale * centered  # (rows, cols)
     if q_min is not None:
         q_min = np.asarray(q_min)
-        _check_groups(q_min, "q_min", rows, groups, fmt)
-        values = values + np.repeat(q_min.astype(np.float32), fmt.group_size, axis=1)
+        _check_groups(q_min, "q_min", rows, cols, fmt)
+        values = values + np.repeat(group_values(q_min, fmt, groups), fmt.group_size, axis=1)
     return values

@@ -38,7 +38,7 @@ import numpy as np
 from gguf import GGML_QUANT_SIZES, GGMLQuantizationType
 
 from ..errors import CorruptFileError, UnsupportedTensorTypeError, WeightMappingError
-from .formats import FORMATS, WeightFormat, pack_codes
+from .formats import FORMATS, WeightFormat, pack_codes, store_groups
 
 QK_K = 256  # values per K-quant super-block
 
@@ -49,8 +49,8 @@ class ExactWeight:
 
     fmt: WeightFormat
     q_weight: np.ndarray  # (rows, cols // fmt.values_per_word) uint32
-    q_scale: np.ndarray  # (rows, cols // fmt.group_size) float32
-    q_min: np.ndarray | None  # (rows, cols // fmt.group_size) float32, or None
+    q_scale: np.ndarray  # fmt.group_shape(rows, cols), stored form (float32, or float16 pairs in uint32)
+    q_min: np.ndarray | None  # as q_scale, or None
 
 
 @dataclass(frozen=True)
@@ -180,11 +180,11 @@ def _q6_k() -> _Layout:
 
 _T = GGMLQuantizationType
 _LAYOUTS: dict[GGMLQuantizationType, _Layout] = {
-    _T.Q4_0: _Layout(FORMATS["int4_g32"], _Int(_legacy(2, None).fields, bias=8), d_at=0),
-    _T.Q4_1: _Layout(FORMATS["int4_g32_min"], _legacy(4, None), d_at=0, min_at=2),
-    _T.Q5_0: _Layout(FORMATS["int8_g32"], _Int(_legacy(6, 2).fields, bias=16), d_at=0),
-    _T.Q5_1: _Layout(FORMATS["int8_g32_min"], _legacy(8, 4), d_at=0, min_at=2),
-    _T.Q8_0: _Layout(FORMATS["int8_g32"], _Int((_bits(2 + np.arange(32), 0, 8),), twos=True), d_at=0),
+    _T.Q4_0: _Layout(FORMATS["int4_g32_f16"], _Int(_legacy(2, None).fields, bias=8), d_at=0),
+    _T.Q4_1: _Layout(FORMATS["int4_g32_min_f16"], _legacy(4, None), d_at=0, min_at=2),
+    _T.Q5_0: _Layout(FORMATS["int8_g32_f16"], _Int(_legacy(6, 2).fields, bias=16), d_at=0),
+    _T.Q5_1: _Layout(FORMATS["int8_g32_min_f16"], _legacy(8, 4), d_at=0, min_at=2),
+    _T.Q8_0: _Layout(FORMATS["int8_g32_f16"], _Int((_bits(2 + np.arange(32), 0, 8),), twos=True), d_at=0),
     _T.Q2_K: _q2_k(),
     _T.Q3_K: _q3_k(),
     _T.Q4_K: _q45_k(five=False),
@@ -261,6 +261,6 @@ def convert_exact(raw: np.ndarray, ggml_type: GGMLQuantizationType | int, shape:
     return ExactWeight(
         fmt=fmt,
         q_weight=pack_codes(codes.reshape(rows, cols), fmt),  # (rows, cols // vpw)
-        q_scale=np.ascontiguousarray(scale.reshape(rows, groups), dtype=np.float32),
-        q_min=None if minimum is None else np.ascontiguousarray(minimum.reshape(rows, groups), dtype=np.float32),
+        q_scale=store_groups(scale.reshape(rows, groups), fmt, where=f"{where}: scales"),
+        q_min=None if minimum is None else store_groups(minimum.reshape(rows, groups), fmt, where=f"{where}: mins"),
     )

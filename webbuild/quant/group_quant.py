@@ -58,6 +58,30 @@ def _code(q_weight: te.Tensor, row, j, bits: int):
     return tirx.bitwise_and(tirx.shift_right(word, shift), tirx.const((1 << bits) - 1, "uint32"))
 
 
+def widen_half(h):
+    """The float32 value of the float16 bits in the low 16 bits of uint32 expression `h`, exactly,
+    with integer operations and one exact float multiply (no float16 type, and no float32
+    subnormal, which some GPUs flush to zero). Finite float16 only (`pack_halves` checks)."""
+    exponent = tirx.bitwise_and(h, tirx.const(0x7C00, "uint32"))
+    magnitude_bits = tirx.shift_left(tirx.bitwise_and(h, tirx.const(0x7FFF, "uint32")), tirx.const(13, "uint32"))
+    normal = tirx.reinterpret("float32", magnitude_bits + tirx.const(112 << 23, "uint32"))  # exponent - 15 + 127
+    subnormal = tirx.bitwise_and(h, tirx.const(0x3FF, "uint32")).astype("float32") * tirx.const(2.0 ** -24,
+                                                                                                  "float32")
+    magnitude = tirx.Select(exponent == tirx.const(0, "uint32"), subnormal, normal)
+    negative = tirx.bitwise_and(h, tirx.const(0x8000, "uint32")) != tirx.const(0, "uint32")
+    return tirx.Select(negative, -magnitude, magnitude)
+
+
+def group_param(buffer, row, group, fmt: WeightFormat | None):
+    """Scale (or min) `group` of `row` as float32 from its stored q_scale / q_min (a TE tensor or
+    a TIR buffer): a float element, or one float16 half of a uint32 word (`half_scales`)."""
+    if fmt is None or not fmt.half_scales:
+        return buffer[row, group]
+    word = buffer[row, group // 2]
+    shift = (group % 2 * 16).astype("uint32")
+    return widen_half(tirx.bitwise_and(tirx.shift_right(word, shift), tirx.const(0xFFFF, "uint32")))
+
+
 def _dequantized_value(q_weight: te.Tensor, q_scale: te.Tensor, row, j, group_size: int, dtype: str,
                        fmt: WeightFormat | None = None, q_min: te.Tensor | None = None):
     """W[row, j] from its packed word and its group's scale (and min): today's symmetric int4
@@ -67,9 +91,10 @@ def _dequantized_value(q_weight: te.Tensor, q_scale: te.Tensor, row, j, group_si
         code, offset = _code(q_weight, row, j, 4), OFFSET
     else:
         code, offset = _code(q_weight, row, j, fmt.bits), fmt.offset
-    value = (code.astype(dtype) - tirx.const(offset, dtype)) * q_scale[row, j // group_size]
+    scale = group_param(q_scale, row, j // group_size, fmt)
+    value = (code.astype(dtype) - tirx.const(offset, dtype)) * scale.astype(dtype)
     if q_min is not None:
-        value = value + q_min[row, j // group_size]
+        value = value + group_param(q_min, row, j // group_size, fmt).astype(dtype)
     return value
 
 
@@ -131,15 +156,19 @@ def _embedding_rows_te(q_weight: te.Tensor, q_scale: te.Tensor, ids: te.Tensor, 
 
 def _declare(layer, rows: int, cols: int, dtype: str, group_size: int, fmt: WeightFormat | None) -> None:
     """q_weight / q_scale (/ q_min) parameters of a (rows, cols) weight: today's int4 with scales in
-    `dtype` when `fmt` is None; else `fmt`'s codes with float32 scales and mins (exact containers)."""
+    `dtype` when `fmt` is None; else `fmt`'s codes with its scales and mins (float32, or float16
+    pairs in uint32 words: exact containers)."""
     layer.fmt = fmt
     layer.group_size = fmt.group_size if fmt is not None else group_size
-    per_word = fmt.values_per_word if fmt is not None else VALUES_PER_WORD
-    scale_dtype = "float32" if fmt is not None else dtype
-    layer.q_weight = nn.Parameter((rows, cols // per_word), "uint32")
-    layer.q_scale = nn.Parameter((rows, cols // layer.group_size), scale_dtype)
-    layer.q_min = nn.Parameter((rows, cols // layer.group_size), scale_dtype) if fmt is not None and fmt.has_min \
-        else None
+    layer.q_min = None
+    if fmt is None:
+        layer.q_weight = nn.Parameter((rows, cols // VALUES_PER_WORD), "uint32")
+        layer.q_scale = nn.Parameter((rows, cols // layer.group_size), dtype)
+        return
+    layer.q_weight = nn.Parameter((rows, cols // fmt.values_per_word), "uint32")
+    layer.q_scale = nn.Parameter(fmt.group_shape(rows, cols), fmt.group_dtype)
+    if fmt.has_min:
+        layer.q_min = nn.Parameter(fmt.group_shape(rows, cols), fmt.group_dtype)
 
 
 class GroupQuantLinear(nn.Module):
