@@ -64,7 +64,7 @@ export interface ChatConfig {
   sampling: SamplingDefaults;
   webgpu: { required_features: string[]; required_limits: Record<string, number> };
   memory: Record<string, number>;
-  build: Record<string, unknown>;
+  build: { weight_formats?: Record<string, { params: number; bits_per_param: number }> };
   [extra: string]: unknown;
 }
 
