@@ -106,6 +106,8 @@ def test_the_per_format_summary_adds_up_to_the_totals(tiny_llama_dirs, tmp_path)
     assert summary["float32"]["bits_per_param"] == 32
     chat = json.loads((result.folder / "chat-config.json").read_text())
     assert chat["build"]["weight_formats"] == summary
+    # an 8-bit head is its own folder: it does not replace the plain q4f32_min build
+    assert "-q4f32_min_e8" in result.folder.name
 
 
 @pytest.mark.parametrize("bits", [0, 2, 16, "8", True, 8.0])

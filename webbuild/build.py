@@ -190,8 +190,9 @@ def build(req: BuildRequest, progress: ProgressFn = silent) -> BuildResult:
 
 
 def _planned_scheme(req: BuildRequest, arch, config, scheme: QuantScheme) -> QuantScheme:
-    """A float scheme's plan (`q4f32_min`, or `--embedding-bits 8`): every weight the int4 layer
-    factories would quantize gets its container in `scheme.formats`; the scheme unchanged otherwise."""
+    """A float scheme's plan (`q4f32_min`, or `--embedding-bits 8`, named `<scheme>_e8`): every
+    weight the int4 layer factories would quantize gets its container in `scheme.formats`; the
+    scheme unchanged otherwise."""
     eight = req.embedding_bits == 8
     if not (scheme.planned or eight):
         return scheme
@@ -203,7 +204,9 @@ def _planned_scheme(req: BuildRequest, arch, config, scheme: QuantScheme) -> Qua
     model = arch.build_model(config, unplanned, get_backend(req.target).model_kernels())
     body = WeightFormat(bits=4, group_size=scheme.group_size, has_min=scheme.has_min)
     head = WeightFormat(bits=8, group_size=scheme.group_size, has_min=False) if eight else body
-    return dataclasses.replace(scheme, planned=True, formats=float_plan(model, body, head))
+    # an 8-bit head is its own build: its name (folder, chat-config quantization) says so
+    name = f"{scheme.name}_e8" if eight else scheme.name
+    return dataclasses.replace(scheme, name=name, planned=True, formats=float_plan(model, body, head))
 
 
 def _exact_plan(scheme, checkpoint, wmap) -> dict[str, PlannedWeight]:
