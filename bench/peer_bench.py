@@ -5,7 +5,8 @@ Usage: python bench/peer_bench.py [--models out/bench/models] [--tokens 128] [--
                                   [--runs 3] [--configs 'webbuild-*,wllama-2t'] [--json out/bench/peers.json]
                                   [--png out/bench/peers.png] [--list]
 
-Configurations (--configs takes a comma-separated list of names or shell patterns):
+Configurations (--configs takes a comma-separated list of names or shell patterns; each q0f32 one
+also exists for `source`, the default build: the GGUF's own blocks):
   webbuild-webgpu-q4f32_1, webbuild-webgpu-q0f32  model.wasm on the browser's WebGPU adapter
   webbuild-wasm-q4f32_1-1t, webbuild-wasm-q0f32-1t
                                                   model-cpu.wasm (backend "wasm", threads 1)
@@ -81,7 +82,7 @@ sys.path.insert(0, str(REPO / "bench"))
 from browser_support import cpu_greedy_ids, decode_text, launch_chromium, webbuild_server  # noqa: E402
 
 MODEL = "smollm2-135m-instruct"
-QUANTIZATIONS = ("q4f32_1", "q0f32")
+QUANTIZATIONS = ("q4f32_1", "q0f32", "source")
 TJS_DIR = REPO / "node_modules" / "@huggingface" / "transformers"
 #: transformers.js configurations: name -> (device, dtype, threads; None: not applicable)
 TJS_CONFIGS = {"tjs-wasm-fp32-1t": ("wasm", "fp32", 1), "tjs-wasm-fp32-2t": ("wasm", "fp32", 2),

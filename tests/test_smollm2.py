@@ -11,6 +11,7 @@ from tokenizers import Tokenizer
 
 from reference_llama import llama_logits
 from smollm_facts import ANSWER, ANSWER_IDS, FIRST_TOKEN_LOGPROBS, PROMPT_HEAD, PROMPT_LEN, STORY, chat_prompt
+from webbuild.loaders.gguf_loader import read_gguf
 from webbuild.runner import CpuModel
 
 MODEL = "smollm2-135m-instruct"
@@ -112,3 +113,31 @@ def test_q4f32_top1_agreement_with_q0f32(q0, q4, prompt_ids, record_property):
     # is already Q4_1 (asymmetric), which a symmetric 4-bit grid cannot reproduce, and the Q8_0
     # embedding/head loses most. This bound guards against regressions (broken kernels give ~0).
     assert agreement >= 0.6
+
+
+@pytest.fixture(scope="module")
+def exact(cpu_build):
+    return CpuModel(cpu_build(MODEL, "source"))
+
+
+def test_source_build_is_the_files_model(exact, q0, prompt_ids, smollm):
+    """`--quantization source` keeps the file's own Q4_1 / Q8_0 blocks: against the q0f32 build
+    (the same file dequantized by gguf-py) max |delta logit| <= 1e-3 over the chat prompt's prefill
+    and 64 greedy decode steps, the same 64 greedy tokens, and shards within 10% of the file's
+    tensor bytes."""
+    _, ids = prompt_ids
+    q0.reset()
+    exact.reset()
+    ref, ours = [q0.prefill(ids)], [exact.prefill(ids)]
+    for _ in range(64):
+        token = int(ref[-1].argmax())
+        assert int(ours[-1].argmax()) == token
+        ref.append(q0.decode(token))
+        ours.append(exact.decode(token))
+    worst = max(float(np.abs(a - b).max()) for a, b in zip(ours, ref))
+    print(json.dumps({"source_vs_q0f32_max_abs_logit_delta": worst, "steps": 65}))
+    assert worst <= 1e-3
+    shard_bytes = sum(p.stat().st_size for p in exact.folder.glob("*.bin"))
+    tensor_bytes = sum(info.n_bytes() for info in read_gguf(smollm.source).tensors.values())
+    print(json.dumps({"source_shard_bytes": shard_bytes, "gguf_tensor_bytes": tensor_bytes}))
+    assert shard_bytes <= 1.1 * tensor_bytes
