@@ -50,6 +50,11 @@ def test_constant_groups_are_exact_and_symmetric_int4_is_q4f32_1():
     q_weight, q_scale, q_min = float_quant.quantize(w, sym)
     expected = quantize_int4(w, 32, "float32")
     assert q_min is None and np.array_equal(q_weight, expected[0]) and np.array_equal(q_scale, expected[1])
+    groups = w.reshape(8, 4, 32)  # the rule written out: the largest magnitude maps to code 0
+    extreme = np.take_along_axis(groups, np.abs(groups).argmax(axis=2)[:, :, None], axis=2)[:, :, 0]
+    assert np.array_equal(q_scale, extreme / np.float32(-8))
+    codes = np.clip(np.rint(groups / q_scale[:, :, None]), -8, 7) + 8
+    assert np.array_equal(dequantize(q_weight, q_scale, None, sym), ((codes - 8) * q_scale[:, :, None]).reshape(8, 128))
     q8 = float_quant.quantize(w, INT8)
     assert _rmse(dequantize(*q8, INT8), w) < _rmse(dequantize(q_weight, q_scale, None, sym), w) / 10
 

@@ -24,6 +24,7 @@ from ..errors import WeightMappingError
 from .formats import WeightFormat, format_by_name, group_values, pack_codes, store_groups, unpack_codes
 from .gguf_exact import ExactWeight
 from .group_quant import GroupQuantEmbedding, GroupQuantLinear
+from .layers import module_at
 
 ExactReader = Callable[[str], ExactWeight]
 
@@ -133,18 +134,11 @@ def read_planned(name: str, planned: PlannedWeight, sources: tuple[str, ...], re
     return out
 
 
-def _module_at(model: nn.Module, path: list[str]):
-    node = model
-    for part in path:
-        node = node[int(part)] if part.isdigit() else getattr(node, part)
-    return node
-
-
 def apply_formats(model: nn.Module, formats: dict[str, WeightFormat], dtype: str) -> None:
     """Replace each planned `x.weight`'s layer (nn.Linear / nn.Embedding) by its container layer."""
     for name, fmt in formats.items():
         path = name.split(".")[:-1]
-        layer = _module_at(model, path)
+        layer = module_at(model, path)
         if isinstance(layer, nn.Linear):
             new: nn.Module = GroupQuantLinear(layer.in_features, layer.out_features, layer.bias is not None, dtype,
                                               fmt.group_size, fmt)
@@ -154,7 +148,7 @@ def apply_formats(model: nn.Module, formats: dict[str, WeightFormat], dtype: str
             new = GroupQuantEmbedding(layer.num, layer.dim, dtype, fmt.group_size, fmt)
         else:
             continue
-        parent = _module_at(model, path[:-1])
+        parent = module_at(model, path[:-1])
         if path[-1].isdigit():
             parent[int(path[-1])] = new
         else:

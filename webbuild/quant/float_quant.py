@@ -5,7 +5,7 @@ With a min (value = scale * code + min, codes 0..max_code): start from min = gro
 scale = (max - min) / max_code, then alternate rounding the codes with a least-squares refit of
 (scale, min) for those codes, keeping each group's best (lowest squared error) of the rounds.
 Symmetric (value = scale * (code - offset)): the group's value of largest magnitude maps to code 0
-(scale = extreme / -offset), as `group_quant.quantize_int4` does; its int4 codes are identical.
+(scale = extreme / -offset); `group_quant.quantize_int4` (q4f32_1 / q4f16_1) is this rule.
 Every error is measured on the float32 values the kernels compute.
 """
 
@@ -64,11 +64,13 @@ def quantize_min(groups: np.ndarray, max_code: int) -> tuple[np.ndarray, np.ndar
     return best_codes, best_scale, best_low
 
 
-def quantize_symmetric(groups: np.ndarray, offset: int) -> tuple[np.ndarray, np.ndarray]:
-    """(rows, n, group) float32 -> (codes (rows, n, group) in 0..2*offset-1, scale (rows, n))."""
+def quantize_symmetric(groups: np.ndarray, offset: int,
+                       scale_dtype: str = "float32") -> tuple[np.ndarray, np.ndarray]:
+    """(rows, n, group) float32 -> (codes (rows, n, group) in 0..2*offset-1, scale (rows, n) in
+    `scale_dtype`); codes are rounded against the scale as stored (a float16 scale rounds first)."""
     extreme = np.take_along_axis(groups, np.abs(groups).argmax(axis=2)[:, :, None], axis=2)[:, :, 0]
-    scale = (extreme / np.float32(-offset)).astype(np.float32)  # (rows, n)
-    safe = np.where(scale == 0, np.float32(1), scale)[:, :, None]
+    scale = (extreme / np.float32(-offset)).astype(scale_dtype)  # (rows, n)
+    safe = np.where(scale == 0, np.float32(1), scale.astype(np.float32))[:, :, None]
     return np.clip(np.rint(groups / safe), -offset, offset - 1) + offset, scale
 
 

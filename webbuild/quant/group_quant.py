@@ -19,6 +19,7 @@ from tvm import te, tirx
 from tvm.relax.frontend import nn
 from tvm.relax.frontend.nn import Tensor, op
 
+from .float_quant import quantize_symmetric
 from .formats import WeightFormat, pack_words, unpack_words
 
 VALUES_PER_WORD = 8
@@ -35,12 +36,8 @@ def quantize_int4(w: np.ndarray, group_size: int, scale_dtype: str) -> tuple[np.
     w = np.asarray(w, dtype=np.float32)
     rows, cols = w.shape
     groups = w.reshape(rows, cols // group_size, group_size)  # (rows, n_groups, group)
-    extreme = np.take_along_axis(groups, np.abs(groups).argmax(axis=2)[:, :, None], axis=2)[:, :, 0]
-    scale = (extreme / np.float32(-OFFSET)).astype(scale_dtype)  # (rows, n_groups)
-    safe = np.where(scale == 0, np.float32(1), scale.astype(np.float32))
-    q = np.clip(np.rint(groups / safe[:, :, None]), -OFFSET, OFFSET - 1)  # (rows, n_groups, group)
-    q = (q + OFFSET).astype(np.uint32).reshape(rows, cols)
-    return pack_words(q, 4), scale  # (rows, cols / 8): the `formats` int4 word layout
+    codes, scale = quantize_symmetric(groups, OFFSET, scale_dtype)  # (rows, n_groups, group), (rows, n_groups)
+    return pack_words(codes.astype(np.uint32).reshape(rows, cols), 4), scale  # (rows, cols / 8)
 
 
 def dequantize_int4(q_weight: np.ndarray, q_scale: np.ndarray, group_size: int) -> np.ndarray:

@@ -36,7 +36,8 @@ def tied_lm_head(embed: nn.Module, x: Tensor) -> Tensor:
     return op.matmul(x, op.permute_dims(embed.weight))
 
 
-def _module_at(model: nn.Module, path: list[str]) -> nn.Module:
+def module_at(model: nn.Module, path: list[str]) -> nn.Module:
+    """The submodule of `model` at a dotted-name path split into parts (digits index lists)."""
     node = model
     for part in path:
         node = node[int(part)] if part.isdigit() else getattr(node, part)
@@ -52,7 +53,7 @@ def float_plan(model: nn.Module, body: WeightFormat, head: WeightFormat) -> dict
         if not name.endswith(".q_weight"):
             continue
         path = name.split(".")[:-1]
-        layer = _module_at(model, path)
+        layer = module_at(model, path)
         is_head = isinstance(layer, GroupQuantEmbedding) or len(path) == 1
         plan[".".join(path) + ".weight"] = head if is_head else body
     return plan
