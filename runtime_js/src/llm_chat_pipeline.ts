@@ -61,9 +61,11 @@ export function callSize(rule: ChunkRule, cached: number): number {
   return rule.prefillChunk;
 }
 
-/** The first prefill call of an engine takes at most this many tokens; later calls are sized from
+/** The first call of every prefill takes at most this many tokens; later calls are sized from
  * the speed measured so far (a kernel with a high cost per call, as WebGPU prefill on SwiftShader,
- * ends up prefilling one token per call with the decode kernel). */
+ * ends up prefilling one token per call with the decode kernel). A prefill starts small even when
+ * an earlier one was fast: a call's cost per token grows with its length (attention within the
+ * call), so a rate measured on short calls says little of a full prefill chunk. */
 export const FIRST_PREFILL_CALL = 16;
 /** What one prefill call should take: an abort waits for the call in progress. */
 export const PREFILL_CALL_MS = 25;
@@ -73,13 +75,14 @@ const SINGLE_CALL_DECAY = 0.9;
 /**
  * Tokens the next prefill call takes: what `msPerToken` (null: not measured yet) says fits in
  * PREFILL_CALL_MS, at least 1, at most twice the previous call of this prefill (`previous`, 0 for
- * none; small calls overstate the cost per token on a GPU) and never more than callSize() allows.
+ * none: then at most FIRST_PREFILL_CALL) and never more than callSize() allows.
  */
 export function prefillCallSize(rule: ChunkRule, cached: number, msPerToken: number | null, previous: number): number {
   const cap = callSize(rule, cached);
-  if (msPerToken === null) return Math.min(cap, FIRST_PREFILL_CALL);
+  const grown = previous > 0 ? 2 * previous : FIRST_PREFILL_CALL;
+  if (msPerToken === null) return Math.min(cap, grown);
   const fits = msPerToken > 0 ? Math.floor(PREFILL_CALL_MS / msPerToken) : cap;
-  return Math.max(1, Math.min(cap, previous > 0 ? 2 * previous : cap, fits));
+  return Math.max(1, Math.min(cap, grown, fits));
 }
 
 /** Tokens in the KV cache, for reuse by the next request of the same conversation. */

@@ -20,7 +20,7 @@ test("callSize: one token per call once `window` tokens are cached, only where _
   assert.equal(callSize(rule, 50), 1);
 });
 
-test("prefillCallSize: the first call takes FIRST_PREFILL_CALL tokens, later ones what fits in PREFILL_CALL_MS", () => {
+test("prefillCallSize: every prefill's first call takes at most FIRST_PREFILL_CALL tokens, later ones what fits in PREFILL_CALL_MS", () => {
   const rule = { prefillChunk: 512, slidingWindow: null, singleTokenPastWindow: false };
   assert.equal(prefillCallSize(rule, 0, null, 0), FIRST_PREFILL_CALL);
   assert.equal(prefillCallSize({ ...rule, prefillChunk: 4 }, 0, null, 0), 4);
@@ -28,7 +28,15 @@ test("prefillCallSize: the first call takes FIRST_PREFILL_CALL tokens, later one
   assert.equal(prefillCallSize(rule, 16, PREFILL_CALL_MS * 3, 16), 1, "at least one token");
   assert.equal(prefillCallSize(rule, 16, 0.0001, 16), 32, "at most twice the previous call");
   assert.equal(prefillCallSize(rule, 64, 0, 256), 512, "never above the prefill chunk");
-  assert.equal(prefillCallSize(rule, 0, PREFILL_CALL_MS / 100, 0), 100, "a new prefill: what fits, at once");
+  assert.equal(prefillCallSize(rule, 0, 0.0001, 0), FIRST_PREFILL_CALL,
+               "a new prefill starts small although an earlier one was fast");
+  assert.equal(prefillCallSize(rule, 0, PREFILL_CALL_MS / 4, 0), 4, "a new prefill: no more than fits");
+  const sizes = [];
+  for (let size = 0, cached = 0; cached < 1500; cached += size) {
+    size = prefillCallSize(rule, cached, 0.0001, size);
+    sizes.push(size);
+  }
+  assert.deepEqual(sizes.slice(0, 7), [16, 32, 64, 128, 256, 512, 512], "a fast model doubles up to the chunk");
 });
 
 /** A model runtime whose logits read back "predict" the tokens of `script` in turn (argmax or logits). */
