@@ -57,16 +57,24 @@ def _code(q_weight: te.Tensor, row, j, bits: int):
 
 def widen_half(h):
     """The float32 value of the float16 bits in the low 16 bits of uint32 expression `h`, exactly,
-    with integer operations and one exact float multiply (no float16 type, and no float32
-    subnormal, which some GPUs flush to zero). Finite float16 only (`pack_halves` checks)."""
-    exponent = tirx.bitwise_and(h, tirx.const(0x7C00, "uint32"))
-    magnitude_bits = tirx.shift_left(tirx.bitwise_and(h, tirx.const(0x7FFF, "uint32")), tirx.const(13, "uint32"))
-    normal = tirx.reinterpret("float32", magnitude_bits + tirx.const(112 << 23, "uint32"))  # exponent - 15 + 127
-    subnormal = tirx.bitwise_and(h, tirx.const(0x3FF, "uint32")).astype("float32") * tirx.const(2.0 ** -24,
-                                                                                                  "float32")
-    magnitude = tirx.Select(exponent == tirx.const(0, "uint32"), subnormal, normal)
-    negative = tirx.bitwise_and(h, tirx.const(0x8000, "uint32")) != tirx.const(0, "uint32")
-    return tirx.Select(negative, -magnitude, magnitude)
+    with integer operations and one exact float multiply: no float16 type, no float32 subnormal
+    (which some GPUs flush to zero) and no branch (a Select here became nested `if`s in the WGSL of
+    dlight's prefill matmuls, which SwiftShader ran for minutes). Finite float16 only (`pack_halves`
+    checks).
+
+    A half with exponent field e and mantissa m is (m + 1024) * 2^(e - 25) when e > 0 and
+    m * 2^-24 when e = 0, i.e. (m + 1024 * min(e, 1)) * 2^(max(e, 1) - 25): an integer below 2^11
+    times a normal power of two, so the float32 product is exact; the sign bit is or-ed in last.
+    """
+    def u32(value: int):
+        return tirx.const(value, "uint32")
+
+    exponent = tirx.bitwise_and(tirx.shift_right(h, u32(10)), u32(0x1F))  # 0..31
+    significand = tirx.bitwise_and(h, u32(0x3FF)) + tirx.shift_left(tirx.min(exponent, u32(1)), u32(10))
+    power = tirx.reinterpret("float32", tirx.shift_left(tirx.max(exponent, u32(1)) + u32(127 - 25), u32(23)))
+    magnitude = significand.astype("float32") * power  # exact: < 2^11 times a power of two
+    sign = tirx.shift_left(tirx.bitwise_and(h, u32(0x8000)), u32(16))
+    return tirx.reinterpret("float32", tirx.bitwise_or(tirx.reinterpret("uint32", magnitude), sign))
 
 
 def group_param(buffer, row, group, fmt: WeightFormat | None):
