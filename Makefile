@@ -38,13 +38,13 @@ node_modules/.stamp: package.json package-lock.json
 runtime: deps-js
 	npm run build
 
-# Build the default model (SmolLM2-135M-Instruct, q4f32_1) for the browser into out/models/.
+# Build the default model (SmolLM2-135M-Instruct, its GGUF's own weights: `source`) for the browser into out/models/.
 model: deps
 	$(PY) -m webbuild build $(DEFAULT_MODEL) --out $(MODELS)
 
 # Build the default model if it is not there yet, then serve the chat page (prints the URL).
 serve: deps runtime
-	@[ -f $(MODELS)/$(DEFAULT_MODEL)-q4f32_1/chat-config.json ] || $(PY) -m webbuild build $(DEFAULT_MODEL) --out $(MODELS)
+	@[ -f $(MODELS)/$(DEFAULT_MODEL)-source/chat-config.json ] || $(PY) -m webbuild build $(DEFAULT_MODEL) --out $(MODELS)
 	$(PY) -m webbuild serve --models $(MODELS)
 
 # Python gates: ruff (webbuild/, tests/, bench/) and mypy (webbuild/); configured in pyproject.toml.

@@ -73,7 +73,8 @@ def run_toy(wasm: str | os.PathLike, func: str, args: Sequence[np.ndarray | dict
     return [output_array(o) for o in result["outputs"]]
 
 
-def run_model(folder: str | os.PathLike, tokens: Iterable[int], decode: int = 0, **options: Any) -> dict[str, Any]:
+def run_model(folder: str | os.PathLike, tokens: Iterable[int], decode: int = 0, timeout: float = 600,
+              **options: Any) -> dict[str, Any]:
     """options: page_size, prefill_chunk, max_seq_len, packed_params=True, all_logits=True."""
     cli = ["--dir", str(folder), "--tokens", ",".join(str(int(t)) for t in tokens), "--decode", str(decode)]
     for key, value in options.items():
@@ -82,4 +83,4 @@ def run_model(folder: str | os.PathLike, tokens: Iterable[int], decode: int = 0,
             cli.append(flag)
         elif value not in (None, False):
             cli += [flag, str(value)]
-    return run_harness("model", *cli)
+    return run_harness("model", *cli, timeout=timeout)
