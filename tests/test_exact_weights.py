@@ -123,25 +123,44 @@ def test_source_needs_a_quantized_source(tiny_llama_dirs, tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.fixture(scope="module")
+def web_builds(tmp_path_factory):
+    """case -> (webgpu folder, its CPU build), each built once for the module's tests."""
+    made: dict = {}
+
+    def get(case: str):
+        if case not in made:
+            root = tmp_path_factory.mktemp(f"exact_web_{case}")
+            hidden, ffn, types = CASES[case]
+            path = _write(root / f"{case}.gguf", hidden, ffn, types)
+            web = build(BuildRequest(str(path), "source", root / "out", target="webgpu", name="web")).folder
+            cpu = build(BuildRequest(str(path), "source", root / "out", target="cpu", name="cpu", prefill_chunk=8))
+            made[case] = web, cpu.folder
+        return made[case]
+
+    return get
+
+
+@pytest.mark.parametrize("case", CASES)
 @pytest.mark.parametrize("module", ["webgpu", "wasm-cpu"])
-def test_browser_modules_of_a_source_build_match_its_cpu_build(module, tmp_path_factory):
-    """model.wasm (WebGPU, Dawn + SwiftShader in node) and model-cpu.wasm read the same exact
-    containers: their logits and greedy tokens are the CPU build's."""
+def test_browser_modules_of_a_source_build_match_its_cpu_build(module, case, web_builds):
+    """model.wasm (WebGPU, Dawn + SwiftShader in node: dlight's prefill matmuls and webbuild's fused
+    decode GEMVs) and model-cpu.wasm read the same exact containers, legacy and K-quant: their
+    prefill and decode logits and greedy tokens are the CPU build's."""
     from node_harness import run_model
 
-    root = tmp_path_factory.mktemp("exact_web")
-    hidden, ffn, types = CASES["legacy"]
-    path = _write(root / "legacy.gguf", hidden, ffn, types)
-    web = build(BuildRequest(str(path), "source", root / "out", target="webgpu", name="web")).folder
-    native = CpuModel(build(BuildRequest(str(path), "source", root / "out", target="cpu", name="cpu",
-                                         prefill_chunk=8)).folder)
+    web, cpu = web_builds(case)
+    native = CpuModel(cpu)
     options = {"device": "cpu", "wasm": "model-cpu.wasm"} if module == "wasm-cpu" else {"no_prefetch_shaders": True}
-    result = run_model(web, PROMPT, decode=len(DECODE), packed_params=True, prefill_chunk=8, **options)
-    expected = native.prefill(PROMPT)
-    got = np.asarray(result["logits"], np.float32).reshape(-1)
-    assert np.abs(got - expected).max() <= TOL * max(1.0, float(np.abs(expected).max()))
-    native.reset()
-    assert result["tokens"] == native.greedy(PROMPT, len(DECODE))
+    result = run_model(web, PROMPT, decode=len(DECODE), packed_params=True, prefill_chunk=8, all_logits=True,
+                       **options)
+    got = [np.asarray(result["logits"], np.float32).reshape(-1)]
+    got += [np.asarray(step, np.float32).reshape(-1) for step in result["decode_logits"]]
+    expected = [native.prefill(PROMPT)] + [native.decode(t) for t in result["tokens"][:-1]]
+    assert len(got) == len(expected) == len(DECODE)
+    assert result["tokens"] == [int(np.argmax(e)) for e in expected]
+    for step, (a, b) in enumerate(zip(got, expected)):
+        assert np.abs(a - b).max() <= TOL * max(1.0, float(np.abs(b).max())), f"step {step}"
 
 
 @pytest.mark.parametrize("case", CASES)
