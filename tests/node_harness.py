@@ -57,15 +57,17 @@ def output_array(o: dict[str, Any]) -> np.ndarray:
 
 
 def run_toy(wasm: str | os.PathLike, func: str, args: Sequence[np.ndarray | dict], repeat: int = 0,
-            timings: dict | None = None) -> list[np.ndarray]:
-    """Outputs of one call; with repeat=N also time N more calls (seconds per call in timings)."""
+            timings: dict | None = None, device: str = "gpu") -> list[np.ndarray]:
+    """Outputs of one call; with repeat=N also time N more calls (seconds per call in timings);
+    device "cpu" runs a module built for the wasm32 CPU target (give its args device "cpu" too)."""
     specs = [a if isinstance(a, dict) else tensor_arg(a) for a in args]
     with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
         json.dump({"args": specs}, f)
         inputs = f.name
     try:
         result = run_harness("toy", "--wasm", str(wasm), "--func", func, "--inputs", inputs,
-                             *(["--repeat", str(repeat)] if repeat else []))
+                             *(["--repeat", str(repeat)] if repeat else []),
+                             *(["--device", device] if device != "gpu" else []))
     finally:
         os.unlink(inputs)
     if timings is not None:

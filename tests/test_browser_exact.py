@@ -14,9 +14,8 @@ import os
 import shutil
 import subprocess
 
-import pytest
-
 import numpy as np
+import pytest
 
 from browser_support import REPO, chat_prompt_ids, cpu_greedy_ids, decode_text, page_at, run_engine, webbuild_server
 from webbuild.runner import CpuModel

@@ -90,10 +90,10 @@ FORMAT_NAMES = ["int4_g32_min_f16", "int4_g32_f16", "int8_g32_f16", "int8_g32_mi
                 "int4_g32_min"]
 
 
-def format_weights(fmt, rng):
+def format_weights(fmt, rng, cols=COLS):
     """Random codes and float16-valued scales (and mins) in `fmt`'s storage, and the float64 weight."""
-    codes = rng.integers(0, fmt.max_code + 1, (ROWS, COLS))
-    groups = (ROWS, COLS // fmt.group_size)
+    codes = rng.integers(0, fmt.max_code + 1, (ROWS, cols))
+    groups = (ROWS, cols // fmt.group_size)
     scale = (rng.standard_normal(groups) * 0.05).astype(np.float16)
     scale.flat[::5] = np.float16(2.0 ** -20)  # float16 subnormals
     parts = [pack_codes(codes, fmt), store_groups(scale.astype(np.float32), fmt)]
@@ -103,19 +103,19 @@ def format_weights(fmt, rng):
     return parts, w
 
 
-def format_func(seq, fmt):
-    """group_quant's PrimFunc of a `fmt` container weight for x (1, seq, COLS)."""
-    x = te.placeholder((1, seq, COLS), "float32", name="x")
-    w = te.placeholder((ROWS, COLS // fmt.values_per_word), "uint32", name="w")
-    s = te.placeholder(fmt.group_shape(ROWS, COLS), fmt.group_dtype, name="s")
-    m = te.placeholder(fmt.group_shape(ROWS, COLS), fmt.group_dtype, name="m") if fmt.has_min else None
-    out = _dequantize_matmul_te(x, w, s, COLS, fmt.group_size, "float32", fmt, m)
+def format_func(seq, fmt, cols=COLS):
+    """group_quant's PrimFunc of a `fmt` container weight for x (1, seq, cols)."""
+    x = te.placeholder((1, seq, cols), "float32", name="x")
+    w = te.placeholder((ROWS, cols // fmt.values_per_word), "uint32", name="w")
+    s = te.placeholder(fmt.group_shape(ROWS, cols), fmt.group_dtype, name="s")
+    m = te.placeholder(fmt.group_shape(ROWS, cols), fmt.group_dtype, name="m") if fmt.has_min else None
+    out = _dequantize_matmul_te(x, w, s, cols, fmt.group_size, "float32", fmt, m)
     params = [x, w, s] + ([m] if m is not None else []) + [out]
     return te.create_prim_func(params, index_dtype_override="int64").without_attr("global_symbol")
 
 
-def compiled_format(seq, fmt):
-    func = format_func(seq, fmt)
+def compiled_format(seq, fmt, cols=COLS):
+    func = format_func(seq, fmt, cols)
     match = cs._group_quant_matmul(func)
     assert match is not None and match[3] == fmt, f"{fmt.name} not recognized"
     cols, group_size, one_token, _ = match
@@ -133,18 +133,21 @@ def run_parts(lib, x, parts):
     return out.numpy()
 
 
+# 96 columns: an odd number of float16-pair words per row (widened one word at a time); 256: four
+# words per row, widened as one vector
+@pytest.mark.parametrize("cols", [COLS, 256])
 @pytest.mark.parametrize("name", FORMAT_NAMES)
-def test_every_format_gemv_and_prefill(name):
+def test_every_format_gemv_and_prefill(name, cols):
     fmt = FORMATS[name]
     rng = np.random.default_rng(11)
-    parts, w = format_weights(fmt, rng)
-    x = rng.standard_normal((1, 1, COLS)).astype(np.float32)
+    parts, w = format_weights(fmt, rng, cols)
+    x = rng.standard_normal((1, 1, cols)).astype(np.float32)
     want = x.astype(np.float64) @ w.T
-    got = run_parts(compiled_format(1, fmt), x, parts)
+    got = run_parts(compiled_format(1, fmt, cols), x, parts)
     assert np.abs(got - want).max() <= 1e-5 * max(1.0, np.abs(want).max())
-    lib = compiled_format(tirx.Var("seq_len", "int64"), fmt)
+    lib = compiled_format(tirx.Var("seq_len", "int64"), fmt, cols)
     for seq in (1, 2, 3):
-        x = rng.standard_normal((1, seq, COLS)).astype(np.float32)
+        x = rng.standard_normal((1, seq, cols)).astype(np.float32)
         want = x.astype(np.float64) @ w.T
         got = run_parts(lib, x, parts)
         assert np.abs(got - want).max() <= 1e-5 * max(1.0, np.abs(want).max()), f"seq_len {seq}"

@@ -77,18 +77,29 @@ def widen_half(h):
     return tirx.reinterpret("float32", tirx.bitwise_or(tirx.reinterpret("uint32", magnitude), sign))
 
 
-def group_param(buffer, row, group, fmt: WeightFormat | None):
+def widen_half_cpu(h):
+    """`widen_half` in 6 operations for CPU kernels only: the half's sign and its exponent and
+    mantissa bits moved into float32's places, times 2^112. A half subnormal becomes a float32
+    subnormal before the multiply, which CPUs (x86 without flush-to-zero, WebAssembly SIMD128)
+    compute exactly; GPUs may flush it to zero, so GPU kernels use `widen_half`."""
+    sign = tirx.shift_left(tirx.bitwise_and(h, tirx.const(0x8000, "uint32")), tirx.const(16, "uint32"))
+    rest = tirx.shift_left(tirx.bitwise_and(h, tirx.const(0x7FFF, "uint32")), tirx.const(13, "uint32"))
+    return tirx.reinterpret("float32", tirx.bitwise_or(sign, rest)) * tirx.const(2.0 ** 112, "float32")
+
+
+def group_param(buffer, row, group, fmt: WeightFormat | None, widen=widen_half):
     """Scale (or min) `group` of `row` as float32 from its stored q_scale / q_min (a TE tensor or
-    a TIR buffer): a float element, or one float16 half of a uint32 word (`half_scales`)."""
+    a TIR buffer): a float element, or one float16 half of a uint32 word (`half_scales`) widened
+    by `widen`."""
     if fmt is None or not fmt.half_scales:
         return buffer[row, group]
     word = buffer[row, group // 2]
     shift = (group % 2 * 16).astype("uint32")
-    return widen_half(tirx.bitwise_and(tirx.shift_right(word, shift), tirx.const(0xFFFF, "uint32")))
+    return widen(tirx.bitwise_and(tirx.shift_right(word, shift), tirx.const(0xFFFF, "uint32")))
 
 
 def _dequantized_value(q_weight: te.Tensor, q_scale: te.Tensor, row, j, group_size: int, dtype: str,
-                       fmt: WeightFormat | None = None, q_min: te.Tensor | None = None):
+                       fmt: WeightFormat | None = None, q_min: te.Tensor | None = None, widen=widen_half):
     """W[row, j] from its packed word and its group's scale (and min): today's symmetric int4
     when `fmt` is None, else scale * (code - offset) [+ min] in `fmt`, in the order of
     `formats.dequantize` (so a GGUF source's values are reproduced exactly)."""
@@ -96,10 +107,10 @@ def _dequantized_value(q_weight: te.Tensor, q_scale: te.Tensor, row, j, group_si
         code, offset = _code(q_weight, row, j, 4), OFFSET
     else:
         code, offset = _code(q_weight, row, j, fmt.bits), fmt.offset
-    scale = group_param(q_scale, row, j // group_size, fmt)
+    scale = group_param(q_scale, row, j // group_size, fmt, widen)
     value = (code.astype(dtype) - tirx.const(offset, dtype)) * scale.astype(dtype)
     if q_min is not None:
-        value = value + group_param(q_min, row, j // group_size, fmt).astype(dtype)
+        value = value + group_param(q_min, row, j // group_size, fmt, widen).astype(dtype)
     return value
 
 
