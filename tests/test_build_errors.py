@@ -17,6 +17,7 @@ from synthetic_gguf import write_gguf
 from webbuild import build as build_module
 from webbuild.build import BuildRequest, build
 from webbuild.errors import (
+    CompileError,
     ConfigError,
     CorruptFileError,
     ShardError,
@@ -228,3 +229,45 @@ def test_gguf_block_count_too_large_is_a_config_error(tmp_path):
     path = tmp_path / "huge.gguf"
     write_gguf(path, extra={"llama.block_count": 2 ** 31})
     _expect(ConfigError, path, tmp_path)
+
+
+@pytest.mark.parametrize("scaling", [
+    {"rope_type": "yarn", "factor": 4.0}, {"rope_type": "dynamic", "factor": 2.0}, {"type": "su"},
+    {"rope_type": "linear"}, {"rope_type": "linear", "factor": -2.0}, {"rope_type": "linear", "factor": "2"},
+    {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "original_max_position_embeddings": 8192},
+    {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 4.0, "high_freq_factor": 1.0,
+     "original_max_position_embeddings": 8192},
+    {"rope_type": "llama3", "factor": float("nan"), "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+     "original_max_position_embeddings": 8192},
+], ids=["yarn", "dynamic", "su", "linear-no-factor", "linear-negative", "linear-string", "llama3-missing-field",
+        "llama3-high-below-low", "llama3-nan"])
+def test_rope_scaling_tvm_cannot_compile_is_a_config_error(scaling, hf_copy, tmp_path):
+    """Checked before TVM sees it (TVM's own failures say nothing of the field)."""
+    config = json.loads((hf_copy / "config.json").read_text())
+    (hf_copy / "config.json").write_text(json.dumps({**config, "rope_scaling": scaling}))
+    error = _expect(ConfigError, hf_copy, tmp_path)
+    assert "rope_scaling" in (error.where or "")
+
+
+@pytest.mark.parametrize("scaling", [
+    {"rope_type": "linear", "factor": 2.0},
+    {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+     "original_max_position_embeddings": 8192},
+], ids=["linear", "llama3"])
+def test_rope_scalings_the_kernels_compile_pass_the_check(scaling):
+    from webbuild.arch.transformer import check_rope_scaling
+
+    assert check_rope_scaling(scaling) == scaling
+
+
+def test_an_error_inside_tvm_is_a_compile_error(hf_copy, tmp_path, monkeypatch):
+    """With the config check switched off, TVM itself fails on yarn scaling (its Python code
+    reads fields yarn needs): a CompileError with TVM's message, and nothing left behind."""
+    from webbuild.arch import llama
+
+    monkeypatch.setattr(llama, "check_rope_scaling", lambda scaling: scaling)
+    config = json.loads((hf_copy / "config.json").read_text())
+    (hf_copy / "config.json").write_text(json.dumps({**config, "rope_scaling": {"rope_type": "yarn", "factor": 4.0}}))
+    error = _expect(CompileError, hf_copy, tmp_path)
+    assert "original_max_position_embeddings" in error.message
+    assert "Traceback" not in str(error) and "-->" not in str(error)

@@ -62,6 +62,10 @@ class ToolchainError(WebbuildError):
     """A build tool (emscripten, TVM) is missing or failed."""
 
 
+class CompileError(ToolchainError):
+    """TVM failed to export or compile the model: its message, without TVM's backtrace."""
+
+
 class ServerStartError(WebbuildError):
     """The server could not start: it cannot listen on the requested host and port, or a
     WEBBUILD_SERVE_* setting (timeouts, log level) is invalid."""

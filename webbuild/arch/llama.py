@@ -15,6 +15,7 @@ from .transformer import (
     TransformerConfig,
     TransformerLM,
     activation,
+    check_rope_scaling,
     heads_geometry,
     rope_scaling_of,
     rope_setting,
@@ -61,6 +62,7 @@ def llama_config(raw: dict, options: BuildOptions, *, act_key: str = "hidden_act
         tie_word_embeddings=flag(raw, "tie_word_embeddings", False),
     )
     fields.update(overrides)
+    fields["rope_scaling"] = check_rope_scaling(fields["rope_scaling"])
     return TransformerConfig(**fields)
 
 

@@ -17,6 +17,7 @@ keep the separate norm and activation ops.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal
@@ -197,6 +198,32 @@ def rope_scaling_of(raw: dict, where: str = "config.json: rope_scaling") -> dict
                           fix="remove it or give it as in the original config")
     if scaling.get("rope_type", scaling.get("type")) == "default":
         return None
+    return scaling
+
+
+ROPE_SCALINGS = {"linear": ("factor",),
+                 "llama3": ("factor", "low_freq_factor", "high_freq_factor", "original_max_position_embeddings")}
+
+
+def check_rope_scaling(scaling: dict | None, where: str = "config.json: rope_scaling") -> dict | None:
+    """A RoPE scaling the kernels compile (linear, llama3) with its fields present, finite and
+    positive (llama3: high_freq_factor above low_freq_factor); a ConfigError naming the field
+    otherwise, before TVM sees it."""
+    if scaling is None:
+        return None
+    kind = scaling.get("rope_type", scaling.get("type"))
+    if kind not in ROPE_SCALINGS:
+        raise ConfigError(f"RoPE scaling {kind!r} is not supported", where=f"{where}: rope_type",
+                          fix=f"supported: {', '.join(ROPE_SCALINGS)} (or none); dynamic and yarn scaling "
+                              "are not compiled by webbuild")
+    for key in ROPE_SCALINGS[kind]:
+        value = scaling.get(key)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
+            raise ConfigError(f"{kind} RoPE scaling needs a positive number for {key}, not {value!r}",
+                              where=f"{where}: {key}", fix="give the value from the original checkpoint's config")
+    if kind == "llama3" and scaling["high_freq_factor"] <= scaling["low_freq_factor"]:
+        raise ConfigError("llama3 RoPE scaling needs high_freq_factor above low_freq_factor",
+                          where=f"{where}: high_freq_factor", fix="give the values from the original config")
     return scaling
 
 

@@ -7,6 +7,7 @@ rewrites and pass pipeline, and the runtime values written into `_metadata` next
 from __future__ import annotations
 
 import json
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import tvm
@@ -14,6 +15,7 @@ from tvm import relax as rx
 
 from ..arch.base import Architecture
 from ..backends.base import Backend
+from ..errors import CompileError, WebbuildError
 from ..quant.scheme import QuantScheme
 
 
@@ -34,9 +36,36 @@ def _with_metadata(mod: tvm.IRModule, metadata: dict) -> tvm.IRModule:
     return bb.get()
 
 
+def _tvm_message(exc: Exception) -> str:
+    """TVM's message without the C++ / Python backtrace lines it may carry."""
+    kept = []
+    for line in (raw.strip() for raw in str(exc).splitlines()):
+        if line.startswith("-->"):  # a TVMScript diagnostic: the source excerpt follows
+            break
+        if line and not line.startswith(("Traceback", "File ", "at ", "[bt]")):
+            kept.append(line)
+    return " ".join(kept)[:1000] or type(exc).__name__
+
+
+@contextmanager
+def _compile_errors(arch: Architecture, backend: Backend, stage: str):
+    """Re-raise what TVM raises (its errors are RuntimeErrors; its Python code raises ValueError,
+    AssertionError, KeyError, ... for a config it cannot lower) as a CompileError naming the
+    architecture and the target."""
+    try:
+        yield
+    except WebbuildError:
+        raise
+    except (RuntimeError, ValueError, AssertionError, KeyError, TypeError, IndexError) as exc:
+        raise CompileError(f"TVM could not {stage} the {arch.name} model for {backend.name}: {_tvm_message(exc)}",
+                           where="config.json", fix="check the fields this names against the original checkpoint; "
+                           "if they are right, this is a webbuild bug: please report it with the message") from None
+
+
 def lower(arch: Architecture, config, scheme: QuantScheme, backend: Backend) -> LoweredModel:
     """Build the nn.Module for the backend, export its Relax functions and compile them."""
-    mod, named_params = backend.export(arch, config, scheme)
+    with _compile_errors(arch, backend, "export"):
+        mod, named_params = backend.export(arch, config, scheme)
     params = [(name, tuple(int(d) for d in p.shape), p.dtype) for name, p in named_params]
     metadata = {
         "architecture": arch.name,
@@ -47,5 +76,6 @@ def lower(arch: Architecture, config, scheme: QuantScheme, backend: Backend) -> 
         **backend.runtime_metadata(),
         "params": [{"name": n, "shape": list(s), "dtype": d} for n, s, d in params],
     }
-    executable = backend.compile(_with_metadata(mod, metadata))
+    with _compile_errors(arch, backend, "compile"):
+        executable = backend.compile(_with_metadata(mod, metadata))
     return LoweredModel(executable, params, metadata)
