@@ -271,3 +271,46 @@ def test_an_error_inside_tvm_is_a_compile_error(hf_copy, tmp_path, monkeypatch):
     error = _expect(CompileError, hf_copy, tmp_path)
     assert "original_max_position_embeddings" in error.message
     assert "Traceback" not in str(error) and "-->" not in str(error)
+
+
+@pytest.mark.parametrize("file, field, value", [
+    ("generation_config.json", "eos_token_id", "2"), ("generation_config.json", "eos_token_id", 1.5),
+    ("generation_config.json", "eos_token_id", [2, -1]), ("generation_config.json", "bos_token_id", 10 ** 9),
+    ("config.json", "eos_token_id", True), ("config.json", "bos_token_id", -1),
+])
+def test_special_ids_outside_the_vocabulary_are_config_errors_before_compiling(file, field, value, hf_copy, tmp_path,
+                                                                                monkeypatch):
+    path = hf_copy / file
+    doc = json.loads(path.read_text()) if path.exists() else {}
+    path.write_text(json.dumps({**doc, field: value}))
+    monkeypatch.setattr(build_module, "lower", lambda *a, **k: pytest.fail("compiled before the check"))
+    error = _expect(ConfigError, hf_copy, tmp_path)
+    assert error.where == f"{file}: {field}"
+
+
+@pytest.mark.parametrize("added", [[{"id": 0}], [{"content": "<s>", "id": "0"}], {"content": "x"}, [7]])
+def test_malformed_added_tokens_are_a_corrupt_file(added, hf_copy, tmp_path):
+    tokenizer = json.loads((hf_copy / "tokenizer.json").read_text())
+    (hf_copy / "tokenizer.json").write_text(json.dumps({**tokenizer, "added_tokens": added}))
+    _expect(CorruptFileError, hf_copy, tmp_path)
+
+
+@pytest.mark.parametrize("name", ["config.json", "tokenizer.json"])
+def test_deeply_nested_json_is_a_corrupt_file(name, hf_copy, tmp_path):
+    (hf_copy / name).write_text("[" * 100_000 + "]" * 100_000)
+    _expect(CorruptFileError, hf_copy, tmp_path)
+
+
+def test_deeply_nested_safetensors_header_is_a_corrupt_file(hf_copy, tmp_path):
+    header = b"[" * 100_000 + b"]" * 100_000
+    for weights in hf_copy.glob("*.safetensors"):
+        weights.write_bytes(len(header).to_bytes(8, "little") + header)
+    _expect(CorruptFileError, hf_copy, tmp_path)
+
+
+def test_a_chat_template_that_is_not_a_string_is_a_config_error(hf_copy, tmp_path):
+    path = hf_copy / "tokenizer_config.json"
+    doc = json.loads(path.read_text()) if path.exists() else {}
+    path.write_text(json.dumps({**doc, "chat_template": {"bad": 1}}))
+    error = _expect(ConfigError, hf_copy, tmp_path)
+    assert error.where.endswith("chat_template")

@@ -17,7 +17,7 @@ from .arch import get_architecture
 from .arch.base import BuildOptions
 from .backends import backend_entry, check_target, get_backend
 from .catalog import Recipe
-from .chat_config import make_chat_config
+from .chat_config import make_chat_config, special_tokens
 from .compile.relax_build import lower
 from .errors import ConfigError, UnsupportedQuantizationError, WebbuildError
 from .loaders import load_checkpoint, synthetic
@@ -28,6 +28,7 @@ from .quant.formats import WeightFormat
 from .quant.layers import float_plan
 from .quant.scheme import QuantScheme, get_scheme
 from .shard.writer import DEFAULT_SHARD_BYTES, write_shards
+from .special_tokens import check_special_ids
 from .weights import check_coverage, float_reader
 
 DEFAULT_QUANTIZATION = "q4f32_1"
@@ -133,6 +134,8 @@ def build(req: BuildRequest, progress: ProgressFn = silent) -> BuildResult:
     arch = get_architecture(checkpoint.config.get("model_type"))
     options = BuildOptions(req.context_window or checkpoint.context_window, req.prefill_chunk)
     config = arch.parse_config(checkpoint.config, options)
+    check_special_ids(checkpoint.config, checkpoint.generation_config, config.vocab_size)
+    special_tokens(checkpoint)  # tokenizer files readable before any compile (chat-config needs them)
     wmap = None
     if checkpoint.param_generator is None:
         wmap = arch.weight_map(config)

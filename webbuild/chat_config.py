@@ -78,20 +78,40 @@ def _as_list(value) -> list[int]:
     return [int(v) for v in (value if isinstance(value, list) else [value])]
 
 
+def _added_tokens(tok, checkpoint: Checkpoint) -> dict[str, int]:
+    """tokenizer.json's added_tokens as text -> id; a CorruptFileError when malformed."""
+    added = tok.get("added_tokens", []) if isinstance(tok, dict) else None
+    if not isinstance(added, list) or not all(
+            isinstance(t, dict) and isinstance(t.get("content"), str) and isinstance(t.get("id"), int)
+            and not isinstance(t.get("id"), bool) for t in added):
+        raise CorruptFileError("added_tokens must be a list of objects with a string content and a whole-number id",
+                               where=f"{checkpoint.source}: tokenizer.json: added_tokens",
+                               fix="restore tokenizer.json from the original model")
+    return {t["content"]: t["id"] for t in added}
+
+
 def special_tokens(checkpoint: Checkpoint) -> dict:
     """bos / eos / stop ids and stop strings from the tokenizer files and the model configs."""
     try:
         tok = json.loads(checkpoint.tokenizer_files["tokenizer.json"])
         tok_cfg = json.loads(checkpoint.tokenizer_files.get("tokenizer_config.json", b"{}"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise CorruptFileError(f"tokenizer file is not valid JSON ({err})", where=str(checkpoint.source),
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as err:
+        raise CorruptFileError(f"tokenizer file is not valid JSON ({type(err).__name__})", where=str(checkpoint.source),
                                fix="restore tokenizer.json / tokenizer_config.json from the original model") from None
-    by_text = {t["content"]: t["id"] for t in tok.get("added_tokens", [])}
-    by_text.update({k: v for k, v in tok.get("model", {}).get("vocab", {}).items() if k in
-                    {_token_text(tok_cfg.get("bos_token")), _token_text(tok_cfg.get("eos_token"))}})
+    if not isinstance(tok, dict) or not isinstance(tok_cfg, dict):
+        raise CorruptFileError("tokenizer.json and tokenizer_config.json must each hold a JSON object",
+                               where=str(checkpoint.source),
+                               fix="restore tokenizer.json / tokenizer_config.json from the original model")
+    by_text = _added_tokens(tok, checkpoint)
+    model = tok.get("model")
+    vocab = model.get("vocab") if isinstance(model, dict) else None
+    if isinstance(vocab, dict):  # BPE / WordPiece: text -> id (Unigram: a list of [piece, score])
+        by_text.update({k: v for k, v in vocab.items() if k in
+                        {_token_text(tok_cfg.get("bos_token")), _token_text(tok_cfg.get("eos_token"))}})
     id_to_text = {v: k for k, v in by_text.items()}
     gen, cfg = checkpoint.generation_config, checkpoint.config
-    bos = gen.get("bos_token_id", cfg.get("bos_token_id", by_text.get(_token_text(tok_cfg.get("bos_token")))))
+    bos_text = _token_text(tok_cfg.get("bos_token"))
+    bos = gen.get("bos_token_id", cfg.get("bos_token_id", by_text.get(bos_text) if bos_text is not None else None))
     eos = _as_list(gen.get("eos_token_id", cfg.get("eos_token_id")))
     eos_text = _token_text(tok_cfg.get("eos_token"))
     if eos_text in by_text and by_text[eos_text] not in eos:

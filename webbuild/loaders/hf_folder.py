@@ -18,6 +18,7 @@ import numpy as np
 from safetensors import SafetensorError, safe_open
 
 from webbuild.errors import (
+    ConfigError,
     CorruptFileError,
     SourceNotFoundError,
     UnsupportedTensorTypeError,
@@ -55,6 +56,8 @@ def _read_json(path: Path, required: bool, fix: str) -> Any:
         return json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise CorruptFileError(f"not valid JSON: {exc}", where=str(path), fix=fix) from exc
+    except RecursionError:
+        raise CorruptFileError("JSON nested too deeply to read", where=str(path), fix=fix) from None
 
 
 @overload
@@ -87,9 +90,9 @@ def _header(path: Path) -> tuple[int, dict]:
         raw = stream.read(length)
     try:
         header = json.loads(raw)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError):
         raise CorruptFileError("safetensors header is not valid JSON", where=str(path),
-                               fix=REDOWNLOAD_FIX) from exc
+                               fix=REDOWNLOAD_FIX) from None
     if not isinstance(header, dict):
         raise CorruptFileError("safetensors header is not a JSON object", where=str(path),
                                fix=REDOWNLOAD_FIX)
@@ -215,7 +218,12 @@ def _chat_template(folder: Path, tokenizer_config: dict | None) -> str | None:
     if isinstance(template, list):
         named = {t.get("name"): t.get("template") for t in template if isinstance(t, dict)}
         template = named.get("default", next(iter(named.values()), None))
-    return template if isinstance(template, str) else None
+    if template is not None and not isinstance(template, str):
+        raise ConfigError(f"chat_template must be a string (or a list of named templates), not {template!r:.60}",
+                          where=f"{folder / 'tokenizer_config.json'}: chat_template",
+                          fix="restore tokenizer_config.json from the original model, or put the template in "
+                              "chat_template.jinja")
+    return template
 
 
 def _tokenizer_files(folder: Path) -> tuple[dict[str, bytes], dict | None]:
