@@ -314,3 +314,18 @@ def test_a_chat_template_that_is_not_a_string_is_a_config_error(hf_copy, tmp_pat
     path.write_text(json.dumps({**doc, "chat_template": {"bad": 1}}))
     error = _expect(ConfigError, hf_copy, tmp_path)
     assert error.where.endswith("chat_template")
+
+
+@pytest.mark.parametrize("fields", [{"intermediate_size": 2 ** 30},
+                                    {"hidden_size": 2 ** 20, "intermediate_size": 2 ** 20},
+                                    {"num_attention_heads": 2 ** 24, "num_key_value_heads": 2 ** 24},
+                                    {"num_hidden_layers": 1000}],
+                         ids=["weight-over-int32", "every-weight-huge", "heads", "model-larger-than-checkpoint"])
+def test_sizes_that_do_not_fit_the_kernels_or_the_checkpoint_are_config_errors(fields, hf_copy, tmp_path, monkeypatch):
+    """Caught before compiling (TVM died of std::bad_alloc on such configs)."""
+    config = json.loads((hf_copy / "config.json").read_text())
+    (hf_copy / "config.json").write_text(json.dumps({**config, **fields}))
+    monkeypatch.setattr(build_module, "lower", lambda *a, **k: pytest.fail("compiled before the check"))
+    monkeypatch.setattr(build_module, "check_coverage", lambda *a: None)  # the sizes, not the tensor names
+    error = _expect(ConfigError, hf_copy, tmp_path)
+    assert (error.where or "").startswith("config.json")

@@ -21,6 +21,7 @@ from .chat_config import make_chat_config, special_tokens
 from .compile.relax_build import lower
 from .errors import ConfigError, UnsupportedQuantizationError, WebbuildError
 from .loaders import load_checkpoint, synthetic
+from .model_size import check_model_size
 from .progress import ProgressFn, event, silent
 from .quant.convert import convert_params, float_shapes, format_summary
 from .quant.exact_plan import PlannedWeight, plan_formats, read_planned
@@ -140,6 +141,7 @@ def build(req: BuildRequest, progress: ProgressFn = silent) -> BuildResult:
     if checkpoint.param_generator is None:
         wmap = arch.weight_map(config)
         check_coverage(checkpoint, wmap)
+    check_model_size(arch, config, get_backend(req.target).model_kernels(), checkpoint)
     plan = _exact_plan(scheme, checkpoint, wmap)
     if plan:
         scheme = dataclasses.replace(scheme, formats={name: planned.fmt for name, planned in plan.items()})

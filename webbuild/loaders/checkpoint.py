@@ -41,6 +41,7 @@ class Checkpoint:
     context_window: the default context window when the build does not set one (None: the
         model's own limit).
     exact: the source's own quantized weights, when it has them (GGUF); None otherwise.
+    shape_of: a source tensor's shape from the file's header (nothing read); None when unknown.
     """
 
     source: Path
@@ -53,3 +54,4 @@ class Checkpoint:
     param_generator: Callable[[str, tuple[int, ...], str], np.ndarray] | None = None
     context_window: int | None = None
     exact: ExactSource | None = None
+    shape_of: Callable[[str], tuple[int, ...]] | None = None

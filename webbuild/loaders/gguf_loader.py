@@ -438,4 +438,5 @@ def load_gguf(path: str | Path) -> Checkpoint:
         tokenizer_files=tokenizer_files,
         chat_template=gguf_file.metadata.get("tokenizer.chat_template"),
         generation_config=_special_ids(gguf_file.metadata),
+        shape_of=source_shape,
     )

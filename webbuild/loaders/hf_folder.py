@@ -259,4 +259,5 @@ def load_hf_folder(folder: str | Path) -> Checkpoint:
         tokenizer_files=tokenizer_files,
         chat_template=_chat_template(folder, tokenizer_config),
         generation_config=generation or {},
+        shape_of=lambda name: tuple(entries[name].shape),
     )
