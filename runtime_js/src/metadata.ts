@@ -4,9 +4,16 @@
 // a call may take) is read from here only, never hard-coded or inferred from the backend's name.
 import { ModelLoadError } from "./errors.js";
 
+/** One parameter as the module was compiled for it. */
+export interface ParamSpec {
+  name: string;
+  shape?: number[];
+  dtype?: string;
+}
+
 interface MetadataFields {
-  /** The parameters, in the order the module's functions take them. */
-  params: { name: string }[];
+  /** The parameters, in the order the module's functions take them (shape and dtype as compiled). */
+  params: ParamSpec[];
   /** Tokens per page of the paged KV cache (the TIR kernels are generated for this size). */
   kv_page_size: number;
   /** With a sliding window: once `window` tokens are cached, each call takes one token only. */
@@ -79,4 +86,36 @@ export function parseModelMetadata(text: string, url: string): ModelMetadata {
     invalid(url, `_metadata.single_token_past_window must be true or false, got ${JSON.stringify(singleToken)}`);
   }
   return meta as ModelMetadata;
+}
+
+/** Bytes per element of the dtypes a tensor record may have. */
+const DTYPE_BYTES: Record<string, number> = {
+  float32: 4, float16: 2, bfloat16: 2, uint32: 4, int32: 4, int64: 8, uint8: 1, int8: 1,
+};
+
+/**
+ * Check that tensor record `index` of tensor-cache.json (`record`, with `byteLength` bytes read) is
+ * the parameter the module expects there: same name, shape and dtype, and exactly the bytes they
+ * take. Throws ModelLoadError (code "model-load") naming `url` (the tensor list) and `moduleFile`.
+ */
+export function checkParamRecord(record: { name: string; shape: readonly number[]; dtype: string },
+                                 byteLength: number, expected: ParamSpec | undefined, index: number,
+                                 url: string, moduleFile: string): void {
+  const fix = "rebuild the model folder: its files come from different builds or were edited";
+  if (expected === undefined) throw new ModelLoadError(url, `has more than the ${index} parameters ${moduleFile} takes`, fix);
+  if (record.name !== expected.name) {
+    throw new ModelLoadError(url, `parameter ${index} is ${record.name}, ${moduleFile} expects ${expected.name}`, fix);
+  }
+  const shape = JSON.stringify(record.shape);
+  if (expected.shape !== undefined && shape !== JSON.stringify(expected.shape)) {
+    throw new ModelLoadError(url, `${record.name} has shape ${shape}, ${moduleFile} expects ${JSON.stringify(expected.shape)}`, fix);
+  }
+  if (expected.dtype !== undefined && record.dtype !== expected.dtype) {
+    throw new ModelLoadError(url, `${record.name} is ${record.dtype}, ${moduleFile} expects ${expected.dtype}`, fix);
+  }
+  const size = DTYPE_BYTES[record.dtype];
+  const values = record.shape.reduce((a, b) => a * b, 1);
+  if (size === undefined || !record.shape.every((d) => Number.isSafeInteger(d) && d >= 0) || values * size !== byteLength) {
+    throw new ModelLoadError(url, `${record.name} (${shape} ${record.dtype}) does not take its ${byteLength} bytes`, fix);
+  }
 }

@@ -9,7 +9,7 @@ import * as tvmjs from "@mlc-ai/web-runtime";
 import type { TensorBytes } from "./artifacts.js";
 import { instantiateThreaded, type CpuThreads, type MemoryPages } from "./cpu_threads.js";
 import { ModelLoadError } from "./errors.js";
-import { parseModelMetadata, type ModelMetadata } from "./metadata.js";
+import { checkParamRecord, parseModelMetadata, type ModelMetadata } from "./metadata.js";
 
 /** Last-position logits of a forward call, on the device: read them once (that disposes them). */
 export interface Logits {
@@ -134,16 +134,12 @@ export class TvmRuntime {
   /** Upload the parameters, which must come in `_metadata.params` order (`url`: the tensor list, for errors). */
   async loadParams(tensors: AsyncIterable<TensorBytes>, url: string, moduleFile: string): Promise<void> {
     const { tvm } = this;
-    const expected = this.metadata.params.map((p) => p.name);
+    const expected = this.metadata.params;
     const uploaded: tvmjs.Tensor[] = [];
     tvm.beginScope();
     try {
       for await (const { record, bytes } of tensors) {
-        if (record.name !== expected[uploaded.length]) {
-          throw new ModelLoadError(url,
-            `parameter ${uploaded.length} is ${record.name}, ${moduleFile} expects ${expected[uploaded.length]}`,
-            "rebuild the model folder: its files come from different builds");
-        }
+        checkParamRecord(record, bytes.byteLength, expected[uploaded.length], uploaded.length, url, moduleFile);
         const t = tvm.detachFromCurrentScope(tvm.empty(record.shape, record.dtype, this.device));
         t.copyFromRawBytes(bytes);
         uploaded.push(t);

@@ -2,7 +2,7 @@ import assert from "node:assert/strict";
 import { test } from "node:test";
 
 import { ModelLoadError } from "../../../dist/modules/errors.js";
-import { parseModelMetadata } from "../../../dist/modules/metadata.js";
+import { checkParamRecord, parseModelMetadata } from "../../../dist/modules/metadata.js";
 
 const URL_ = "http://x/models/m/model-cpu.wasm";
 const META = { params: [{ name: "embed.weight" }], kv_page_size: 16, single_token_past_window: true, prefill_chunk: 8,
@@ -50,3 +50,30 @@ test("an RNN-state module's _metadata must carry rnn_history, a positive integer
       (err) => err instanceof ModelLoadError && err.message.includes("rnn_history"));
   }
 });
+
+const PARAM = { name: "w.q_weight", shape: [4, 2], dtype: "uint32" };
+const RECORD = { name: "w.q_weight", shape: [4, 2], dtype: "uint32" };
+
+test("a tensor record with the module's name, shape and dtype and its exact bytes passes", () => {
+  checkParamRecord(RECORD, 32, PARAM, 0, "tensor-cache.json", "model.wasm");
+  checkParamRecord(RECORD, 32, { name: "w.q_weight" }, 0, "tensor-cache.json", "model.wasm");  // older metadata
+});
+
+for (const [what, record, bytes, expected] of [
+  ["another name", { ...RECORD, name: "w.q_scale" }, 32, PARAM],
+  ["another shape", { ...RECORD, shape: [2, 4] }, 32, PARAM],
+  ["another dtype", { ...RECORD, dtype: "float32" }, 32, PARAM],
+  ["too few bytes", RECORD, 28, PARAM],
+  ["too many bytes", RECORD, 36, PARAM],
+  ["an unknown dtype", { ...RECORD, dtype: "complex64" }, 32, { name: "w.q_weight" }],
+  ["a negative dimension", { ...RECORD, shape: [-4, -2] }, 32, { name: "w.q_weight" }],
+  ["one record too many", RECORD, 32, undefined],
+]) {
+  test(`a tensor record with ${what} is a model-load error`, () => {
+    assert.throws(() => checkParamRecord(record, bytes, expected, 3, "tensor-cache.json", "model.wasm"), (err) => {
+      assert.ok(err instanceof ModelLoadError);
+      assert.equal(err.code, "model-load");
+      return true;
+    });
+  });
+}
