@@ -97,6 +97,26 @@ def test_float_scheme_end_to_end_is_close_to_float(tiny_llama_dirs, model_build,
     assert set(summary) == {body, "float32"} | ({head} if embedding_bits else set())
 
 
+@pytest.mark.parametrize("module", ["webgpu", "wasm-cpu"])
+def test_q4f32_min_browser_modules_match_its_cpu_build(module, tiny_llama_dirs, model_build):
+    """q4f32_min with an 8-bit embedding and head (int4_g32_min, int8_g32) in the browser's modules
+    (node: Dawn on SwiftShader, and model-cpu.wasm): the CPU build's logits over a prefill and
+    decode steps, and its greedy tokens."""
+    from node_harness import run_model
+
+    folder, _ = tiny_llama_dirs["untied"]
+    web = model_build(folder, "q4f32_min", "webgpu", embedding_bits=8)
+    native = CpuModel(model_build(folder, "q4f32_min", embedding_bits=8, prefill_chunk=8))
+    options = {"device": "cpu", "wasm": "model-cpu.wasm"} if module == "wasm-cpu" else {"no_prefetch_shaders": True}
+    result = run_model(web, PROMPT[:9], decode=4, packed_params=True, prefill_chunk=8, all_logits=True, **options)
+    got = [np.asarray(result["logits"], np.float32).reshape(-1)]
+    got += [np.asarray(step, np.float32).reshape(-1) for step in result["decode_logits"]]
+    want = [native.prefill(PROMPT[:9])] + [native.decode(t) for t in result["tokens"][:-1]]
+    assert result["tokens"] == [int(np.argmax(w)) for w in want]
+    for a, b in zip(got, want, strict=True):
+        assert np.abs(a - b).max() <= 1e-4 * max(1.0, float(np.abs(b).max()))
+
+
 def test_the_per_format_summary_adds_up_to_the_totals(tiny_llama_dirs, tmp_path):
     folder, _ = tiny_llama_dirs["tied_bias"]
     result = build(BuildRequest(str(folder), "q4f32_min", tmp_path, target="cpu", name="sum", embedding_bits=8))
