@@ -115,8 +115,14 @@ def _abort_download(server: Server) -> None:
     sock.close()
 
 
+BAD_REQUESTS = [b"GET / HTTP/1.1\r\nHost: localhost\r\nno colon here\r\n\r\n",
+                b"GET / HTTP/1.1\r\nHost: localhost\r\nContent-Length: abc\r\n\r\n",
+                b"GET / HTTP/1.1\r\n\r\n"]  # no Host
+
+
 def _fill_stderr(server: Server, requests: int) -> None:
-    """Malformed requests: aiohttp logs each with a ~550-byte traceback (200 of them: about twice a pipe's 64 KiB)."""
+    """Malformed requests: with WEBBUILD_SERVE_LOG_LEVEL=DEBUG one ~110-byte line each (1000 of them:
+    about twice a pipe's 64 KiB)."""
     for _ in range(requests):
         with server.connect() as sock:
             sock.sendall(b"GET / HTTP/1.1\r\nHost: localhost\r\nno colon here\r\n\r\n")
@@ -156,11 +162,11 @@ def test_aborted_downloads_with_unread_stderr_do_not_wedge_the_server(folders):
     with running(folders, WEBBUILD_SERVE_LOG_LEVEL="DEBUG") as server:
         for _ in range(100):
             _abort_download(server)
-        _fill_stderr(server, 200)
+        _fill_stderr(server, 1000)
         start = time.monotonic()
         status, _, body = _get(server, "/")
         answered = time.monotonic() - start
-        print(f"answer after 100 aborted downloads and 200 logged bad requests: {answered * 1000:.1f} ms; "
+        print(f"answer after 100 aborted downloads and 1000 logged bad requests: {answered * 1000:.1f} ms; "
               f"load average {os.getloadavg()}")
         assert (status, body) == (200, INDEX)
         assert answered < FAST_ANSWER_S
@@ -239,6 +245,24 @@ def test_disconnect_mid_download_leaves_no_traceback(folders, tmp_path):
     output = log.read_text()
     assert "Traceback" not in output
     assert len(output.splitlines()) <= 5 * 3
+
+
+@pytest.mark.parametrize("level, lines", [("WARNING", 0), ("DEBUG", 1)])
+def test_malformed_requests_get_400_and_no_traceback(level, lines, folders, tmp_path):
+    """A malformed request is the client's error: 400, and at most one debug line (aiohttp logged an
+    ERROR with a traceback for each)."""
+    log = tmp_path / "stderr.txt"
+    with open(log, "wb") as stderr, running(folders, stderr=stderr, WEBBUILD_SERVE_LOG_LEVEL=level) as server:
+        for payload in BAD_REQUESTS:
+            with server.connect() as sock:
+                sock.sendall(payload)
+                assert _read_response(sock)[0] == 400
+        assert _get(server, "/")[0] == 200
+        assert _stop(server) < STOP_S
+    output = [line for line in log.read_text().splitlines() if "Error handling request" in line or "Traceback" in line
+              or line.startswith((" ", "aiohttp"))]
+    assert "Traceback" not in log.read_text()
+    assert len(output) == lines * len(BAD_REQUESTS), output
 
 
 def test_sigterm_stops_a_server_with_a_stalled_download(folders):

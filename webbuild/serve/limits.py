@@ -20,6 +20,7 @@ from dataclasses import dataclass, fields
 from typing import Any
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.web_protocol import RequestHandler
 
 from ..errors import ServerStartError
@@ -92,6 +93,16 @@ class GuardedRequestHandler(RequestHandler):
     def connection_lost(self, exc: BaseException | None) -> None:
         self._cancel_header_deadline()
         super().connection_lost(exc)
+
+    def log_exception(self, *args: Any, **kw: Any) -> None:
+        """A malformed request (aiohttp answers it 400) is the client's error: one debug line with
+        aiohttp's reason, not an ERROR with a traceback. Anything else is logged as aiohttp does."""
+        error = kw.get("exc_info")
+        if isinstance(error, HttpProcessingError) and args:
+            reason = str(error.message).strip().splitlines()[0] if error.message else type(error).__name__
+            self.logger.debug(f"{args[0]}: {error.code} {reason}", *args[1:])
+            return
+        super().log_exception(*args, **kw)
 
     def log_debug(self, *args: Any, **kw: Any) -> None:
         """aiohttp's debug notes (client disconnects among them): one debug line, never a traceback."""
