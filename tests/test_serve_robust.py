@@ -1,5 +1,6 @@
 """`python -m webbuild serve` under hostile clients: aborted downloads, an unread stderr, half-sent
-requests, idle keep-alive sockets, odd Range units and CONNECT.
+requests, idle keep-alive sockets, clients that stop reading, malformed requests, odd Range units
+and CONNECT.
 
 Every test runs the real CLI in a subprocess and talks to it over real sockets. Timeouts are set
 short through the WEBBUILD_SERVE_* environment variables so the tests wait seconds, not minutes.
@@ -265,6 +266,32 @@ def test_malformed_requests_get_400_and_no_traceback(level, lines, folders, tmp_
     assert len(output) == lines * len(BAD_REQUESTS), output
 
 
+def test_a_client_that_stops_reading_is_dropped_after_the_send_timeout(folders):
+    """A download whose client reads nothing holds the handler until no chunk could be sent for
+    WEBBUILD_SERVE_SEND_TIMEOUT seconds; then the connection is closed (the rest never sent)."""
+    with running(folders, WEBBUILD_SERVE_SEND_TIMEOUT="1") as server:
+        stalled = server.connect()
+        stalled.sendall(_request("/models/m/params_shard_0.bin"))
+        time.sleep(4)  # the send timeout, and then some: the server gives up meanwhile
+        assert _get(server, "/")[0] == 200
+        received = 0
+        stalled.settimeout(10)
+        try:
+            while chunk := stalled.recv(1 << 20):
+                received += len(chunk)
+        except ConnectionError:
+            pass
+        print(f"stalled client got {received} of {SHARD_BYTES} bytes before the server closed")
+        assert received < SHARD_BYTES // 2
+        stalled.close()
+        whole = server.connect()  # a client that reads gets every byte through the chunked path
+        whole.sendall(_request("/models/m/params_shard_0.bin", "Connection: close"))
+        status, headers, body = _read_response(whole)
+        whole.close()
+        assert status == 200 and len(body) == SHARD_BYTES
+        assert body == (folders / "models" / "m" / "params_shard_0.bin").read_bytes()
+
+
 def test_sigterm_stops_a_server_with_a_stalled_download(folders):
     with running(folders, stderr=subprocess.DEVNULL) as server:
         with server.connect() as sock:  # asks for the shard and never reads it
@@ -276,8 +303,8 @@ def test_sigterm_stops_a_server_with_a_stalled_download(folders):
 
 def test_timeouts_from_env():
     assert Timeouts.from_env({}) == Timeouts()
-    assert Timeouts.from_env({env_name("header"): "2.5", env_name("shutdown_grace"): "3"}) == Timeouts(
-        header=2.5, shutdown_grace=3.0)
+    overrides = {env_name("header"): "2.5", env_name("shutdown_grace"): "3", env_name("send"): "4"}
+    assert Timeouts.from_env(overrides) == Timeouts(header=2.5, shutdown_grace=3.0, send=4.0)
     for bad in ("0", "-1", "soon", "nan"):
         with pytest.raises(ServerStartError):
             Timeouts.from_env({env_name("idle"): bad})

@@ -5,7 +5,9 @@ ranges (206/416) and sendfile. webbuild adds: its own Content-Type table, `Cache
 (shard names repeat across rebuilds, so browsers must revalidate instead of trusting a max-age),
 `X-Content-Type-Options: nosniff`, the gzip representation (a cached compressed copy, see
 gzip_cache.py), If-Range with entity tags (FileResponse only understands dates), and the RFC 9110
-Range rules FileResponse gets wrong: other units are ignored, `bytes=-0` is unsatisfiable.
+Range rules FileResponse gets wrong: other units are ignored, `bytes=-0` is unsatisfiable. Bodies
+go out in chunks, each within the send timeout (limits.Timeouts.send), instead of through the
+kernel's sendfile, which waits without end for a client that stopped reading.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import os
 from pathlib import Path
+from typing import IO, Any
 
 from aiohttp import hdrs, web
 from aiohttp.abc import AbstractStreamWriter
@@ -38,7 +41,33 @@ class StaticFile(web.FileResponse):
         headers = CIMultiDict(request.headers)
         for name in _DECIDED_HERE if self._honour_range else (*_DECIDED_HERE, hdrs.RANGE):
             headers.popall(name, None)
+        self._send_timeout = getattr(request.protocol, "send_timeout", None)
         return await super().prepare(request.clone(headers=headers))
+
+    async def _sendfile(self, request: web.BaseRequest, fobj: IO[Any], offset: int,
+                        count: int) -> AbstractStreamWriter:
+        """The body in chunks, each of which must be sent within the send timeout (the kernel's
+        sendfile path cannot be timed: a client that stopped reading held the handler forever)."""
+        timeout = getattr(self, "_send_timeout", None)
+        if timeout is None:
+            return await super()._sendfile(request, fobj, offset, count)
+        writer = await web.StreamResponse.prepare(self, request)
+        assert writer is not None  # a fresh response: prepare returns its writer
+        loop = asyncio.get_running_loop()
+        chunk = await loop.run_in_executor(None, self._seek_and_read, fobj, offset, min(self._chunk_size, count))
+        try:
+            while chunk:
+                await asyncio.wait_for(writer.write(chunk), timeout)
+                count -= len(chunk)
+                if count <= 0:
+                    break
+                chunk = await loop.run_in_executor(None, fobj.read, min(self._chunk_size, count))
+            await asyncio.wait_for(writer.drain(), timeout)
+        except TimeoutError:
+            if request.transport is not None:
+                request.transport.abort()
+            raise ConnectionResetError(f"the client read nothing for {timeout} s") from None
+        return writer
 
 
 def _aiohttp_etag(st: os.stat_result) -> str:

@@ -1,14 +1,17 @@
-"""Connection limits: header, body and idle timeouts, and the aiohttp runner that enforces them.
+"""Connection limits: header, body, idle and send timeouts, and the aiohttp runner that enforces them.
 
 aiohttp 3.14 closes a connection that is idle between requests after `keepalive_timeout` (counted
 from the connection's start or the end of its last response; a request head still arriving counts
 as idle), and stops reading an unread request body `lingering_time` after the response. It has no
 timeout for a request head that starts but never finishes, so a small RequestHandler subclass
 adds one: the clock starts with the first byte of a request head and the connection is closed
-when the head is not complete `header` seconds later.
+when the head is not complete `header` seconds later. A client that stops reading a response is
+dropped when no chunk of it could be sent for `send` seconds (files.StaticFile; the handler reads
+the limit from its connection's `send_timeout`).
 
 Defaults suit a development server on localhost; each can be set through the environment
-(WEBBUILD_SERVE_HEADER_TIMEOUT, ..._BODY_TIMEOUT, ..._IDLE_TIMEOUT, ..._SHUTDOWN_GRACE; seconds).
+(WEBBUILD_SERVE_HEADER_TIMEOUT, ..._BODY_TIMEOUT, ..._IDLE_TIMEOUT, ..._SEND_TIMEOUT,
+..._SHUTDOWN_GRACE; seconds).
 """
 
 from __future__ import annotations
@@ -37,11 +40,13 @@ def env_name(field: str) -> str:
 @dataclass(frozen=True)
 class Timeouts:
     """Seconds: to receive a request head, to drain an unread request body, to keep an idle connection,
-    and to let responses in flight finish when the server stops."""
+    to send one chunk of a response to a client that stopped reading, and to let responses in flight
+    finish when the server stops."""
 
     header: float = 10.0
     body: float = 10.0
     idle: float = 15.0
+    send: float = 30.0
     shutdown_grace: float = 1.0
 
     @classmethod
@@ -67,9 +72,11 @@ class Timeouts:
 class GuardedRequestHandler(RequestHandler):
     """aiohttp's protocol with a deadline on each request head (the header timeout)."""
 
-    def __init__(self, manager: web.Server, *, header_timeout: float, **kwargs: Any) -> None:
+    def __init__(self, manager: web.Server, *, header_timeout: float, send_timeout: float | None = None,
+                 **kwargs: Any) -> None:
         super().__init__(manager, **kwargs)
         self._header_timeout = header_timeout
+        self.send_timeout = send_timeout  # read by files.StaticFile
         self._header_deadline: asyncio.TimerHandle | None = None
 
     def _cancel_header_deadline(self) -> None:
@@ -115,12 +122,14 @@ class GuardedRequestHandler(RequestHandler):
 class GuardedServer(web.Server):
     """An aiohttp Server whose connections are GuardedRequestHandlers."""
 
-    def __init__(self, *args: Any, header_timeout: float, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, header_timeout: float, send_timeout: float | None = None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._header_timeout = header_timeout
+        self._send_timeout = send_timeout
 
     def __call__(self) -> RequestHandler:
-        return GuardedRequestHandler(self, loop=self._loop, header_timeout=self._header_timeout, **self._kwargs)
+        return GuardedRequestHandler(self, loop=self._loop, header_timeout=self._header_timeout,
+                                     send_timeout=self._send_timeout, **self._kwargs)
 
 
 class GuardedAppRunner(web.AppRunner):
@@ -130,9 +139,11 @@ class GuardedAppRunner(web.AppRunner):
         super().__init__(app, keepalive_timeout=timeouts.idle, lingering_time=timeouts.body,
                          shutdown_timeout=timeouts.shutdown_grace, **kwargs)
         self._header_timeout = timeouts.header
+        self._send_timeout = timeouts.send
 
     async def _make_server(self) -> web.Server:
         plain = await super()._make_server()
         return GuardedServer(plain.request_handler, request_factory=plain.request_factory,
                              handler_cancellation=plain.handler_cancellation, loop=asyncio.get_running_loop(),
-                             header_timeout=self._header_timeout, **plain._kwargs)
+                             header_timeout=self._header_timeout, send_timeout=self._send_timeout,
+                             **plain._kwargs)
