@@ -201,6 +201,32 @@ def test_abort_stops_streaming_quickly_and_the_engine_stays_usable(page, server)
     assert result["interrupted"] == "abort" and result["seen"] < 10  # engine.interrupt() ends it too
 
 
+LOAD_ABORT_JS = """async ([url, options, afterMs]) => {
+  const wb = await import('/dist/webbuild.js');
+  const ctl = new AbortController();
+  const started = performance.now();
+  let abortedAt = null;
+  setTimeout(() => { abortedAt = performance.now(); ctl.abort(); }, afterMs);
+  try {
+    const engine = await wb.createEngine(url, {...options, cache: 'none', signal: ctl.signal});
+    await engine.unload();
+    return {loaded: true, seconds: (performance.now() - started) / 1000};
+  } catch (err) {
+    return {code: err.code, latency: (performance.now() - abortedAt) / 1000};
+  }
+}"""
+
+
+@pytest.mark.parametrize("worker", [False, True], ids=["main-thread", "worker"])
+def test_an_aborted_load_rejects_with_aborted(worker, page, server):
+    """createEngine's signal ends a load in progress (in a worker: the worker is terminated) with a
+    typed `aborted` error, soon after the abort."""
+    url = f"{server}models/smollm2-q0f32/"  # 540 MB of shards: still loading after 300 ms
+    result = page.evaluate(LOAD_ABORT_JS, [url, {"worker": worker, "backend": "wasm"}, 300])
+    assert result.get("code") == "aborted", result
+    assert result["latency"] < 2.0, result
+
+
 def test_npm_pack_tarball_runs_in_a_scratch_page(browser, models, tmp_path):
     subprocess.run(["npm", "run", "build"], cwd=REPO, check=True, capture_output=True)
     packed = subprocess.run(["npm", "pack", "--pack-destination", str(tmp_path), "--json"], cwd=REPO, check=True,

@@ -5,7 +5,10 @@
 // when the network fails (offline). Shards are read from the store when present, otherwise fetched
 // (at most `concurrency` at a time); every shard's sha256 is verified before use. A shard failing
 // verification is evicted and fetched once more (bypassing the HTTP cache); a second failure throws
-// IntegrityError naming the file.
+// IntegrityError naming the file. A request that gets no answer, or a body that brings no bytes,
+// for `stallTimeoutMs` is abandoned; a shard download that stalls or drops resumes where it stopped
+// with a Range request (up to MAX_RESUMES times; a server that ignores Range sends it whole again),
+// and is verified whole before it is stored.
 //
 // Tensors: all parameters form one byte stream cut into shards; `iterateTensors` walks the records
 // in stream order and yields each tensor's bytes: a view into the current shard, or a fresh copy
@@ -34,6 +37,30 @@ export interface LoadOptions {
   concurrency?: number;
   onProgress?: ProgressCallback;
   signal?: AbortSignal;
+  /** A request without an answer, or a body without new bytes, for this long is abandoned. Default 30000. */
+  stallTimeoutMs?: number;
+}
+
+/** Default of LoadOptions.stallTimeoutMs. */
+export const STALL_TIMEOUT_MS = 30_000;
+/** Resumed (Range) requests one shard download may take after a stall or a dropped connection. */
+export const MAX_RESUMES = 3;
+
+/** A request or body that stopped making progress, or a body that broke off: worth resuming. */
+class Interrupted extends Error {}
+
+/** `promise`, or Interrupted after `ms` (the timer is cleared either way); `onStall` runs first. */
+async function withinStall<T>(promise: Promise<T>, ms: number, what: string, onStall: () => void): Promise<T> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const stalled = new Promise<never>((_, reject) => {
+    // reject first: onStall may reject `promise` (an aborted fetch), and the race must see the stall
+    timer = setTimeout(() => { reject(new Interrupted(`${what}: no progress for ${ms} ms`)); onStall(); }, ms);
+  });
+  try {
+    return await Promise.race([promise, stalled]);
+  } finally {
+    clearTimeout(timer);
+  }
 }
 
 export interface ModelArtifacts {
@@ -78,6 +105,7 @@ class Loader {
   readonly signal: AbortSignal | undefined;
   readonly progress: ProgressReporter;
   readonly concurrency: number;
+  readonly stallMs: number;
 
   constructor(options: LoadOptions, signal = options.signal) {
     const f = options.fetch ?? (globalThis.fetch ? globalThis.fetch.bind(globalThis) : undefined);
@@ -87,6 +115,23 @@ class Loader {
     this.signal = signal;
     this.progress = new ProgressReporter(options.onProgress);
     this.concurrency = Math.max(1, Math.floor(options.concurrency ?? 4));
+    this.stallMs = options.stallTimeoutMs !== undefined && options.stallTimeoutMs > 0 ? options.stallTimeoutMs
+      : STALL_TIMEOUT_MS;
+  }
+
+  /** fetch with the caller's signal; a request unanswered for stallMs is aborted (Interrupted). */
+  private async fetchOnce(url: string, init: RequestInit): Promise<Response> {
+    const request = new AbortController();
+    const outer = this.signal;
+    const forward = () => request.abort(outer?.reason);
+    if (outer?.aborted) forward();
+    else outer?.addEventListener("abort", forward, { once: true });
+    try {
+      return await withinStall(this.fetchFn(url, { ...init, signal: request.signal }), this.stallMs, url,
+                               () => request.abort(new Interrupted("stalled")));
+    } finally {
+      outer?.removeEventListener("abort", forward);
+    }
   }
 
   /** GET url; one retry on a network error or 5xx; HTTP errors become ModelLoadError. */
@@ -95,9 +140,11 @@ class Loader {
       throwIfAborted(this.signal);
       let response: Response;
       try {
-        response = await this.fetchFn(url, { ...init, signal: this.signal ?? null });
+        response = await this.fetchOnce(url, init);
       } catch (err) {
-        if (isAbortError(err) || this.signal?.aborted) throw new AbortedError(undefined, { cause: err });
+        if (this.signal?.aborted || (isAbortError(err) && !(err instanceof Interrupted))) {
+          throw new AbortedError(undefined, { cause: err });
+        }
         if (attempt < 2) continue;
         throw new ModelLoadError(url, `network error (${(err as Error)?.message ?? err})`,
           "check the network connection and that the server allows this origin (CORS)", { cause: err });
@@ -125,7 +172,9 @@ class Loader {
     let n = 0;
     try {
       for (;;) {
-        const { done, value } = await reader.read();
+        const { done, value } = await withinStall(reader.read(), this.stallMs, file, () => {
+          reader.cancel().catch(() => {});
+        });
         if (done) break;
         if (n + value.length > buf.length) {
           const bigger = new Uint8Array(Math.max(buf.length * 2, n + value.length));
@@ -144,6 +193,60 @@ class Loader {
         "check the network connection and retry", { cause: err });
     }
     return n === buf.length ? buf : buf.slice(0, n);
+  }
+
+  /**
+   * A shard's `size` bytes from `url`: a download that stalls or breaks off resumes at the byte it
+   * reached with a Range request (MAX_RESUMES times at most); a 200 answer to a Range request (the
+   * server ignored it) starts over. The bytes are not verified here.
+   */
+  async download(url: string, file: string, size: number, init: RequestInit = {}): Promise<Uint8Array> {
+    let buf = new Uint8Array(size);
+    let n = 0;
+    for (let resumes = 0; ; resumes++) {
+      const headers = new Headers(init.headers);
+      if (n > 0) headers.set("Range", `bytes=${n}-`);
+      const response = await this.get(url, { ...init, headers });
+      if (n > 0 && !(response.status === 206 && contentRangeStart(response) === n)) {
+        this.progress.bytesLoaded -= n;  // the server sends the whole file again
+        n = 0;
+      }
+      const reader = response.body?.getReader();
+      if (!reader) {
+        const bytes = new Uint8Array(await response.arrayBuffer());
+        this.progress.bytesLoaded += bytes.length;
+        this.progress.emit("fetch", file, n + bytes.length, size);
+        return n === 0 ? bytes : concat(buf.subarray(0, n), bytes);
+      }
+      try {
+        for (;;) {
+          const { done, value } = await withinStall(reader.read(), this.stallMs, file, () => {
+            reader.cancel().catch(() => {});
+          });
+          if (done) return n === buf.length ? buf : buf.slice(0, n);
+          if (n + value.length > buf.length) {
+            const bigger = new Uint8Array(Math.max(buf.length * 2, n + value.length));
+            bigger.set(buf.subarray(0, n));
+            buf = bigger;
+          }
+          buf.set(value, n);
+          n += value.length;
+          this.progress.bytesLoaded += value.length;
+          this.progress.emit("fetch", file, n, size);
+        }
+      } catch (err) {
+        if (this.signal?.aborted || (isAbortError(err) && !(err instanceof Interrupted))) {
+          this.progress.bytesLoaded -= n;
+          throw new AbortedError(undefined, { cause: err });
+        }
+        if (resumes >= MAX_RESUMES) {
+          this.progress.bytesLoaded -= n;
+          throw new ModelLoadError(url, `download interrupted ${resumes + 1} times at byte ${n} of ${size} `
+            + `(${(err as Error)?.message ?? err})`, "check the network connection and retry", { cause: err });
+        }
+        console.warn(`webbuild: ${file} broke off at byte ${n} (${(err as Error)?.message ?? err}); resuming`);
+      }
+    }
   }
 
   /** Store best-effort: quota errors become StorageQuotaError, other failures only warn. */
@@ -216,6 +319,19 @@ export async function loadModelArtifacts(modelUrl: string, options: LoadOptions 
   return { baseUrl, chatConfig, tensorCache: parseTensorCache(tensorCacheJson, cacheUrl), tokenizerJson, tokenizerConfig };
 }
 
+/** The first byte of a 206 answer's Content-Range (`bytes START-END/SIZE`), or -1. */
+function contentRangeStart(response: Response): number {
+  const match = /^bytes\s+(\d+)-\d+\/(\d+|\*)$/.exec(response.headers.get("content-range")?.trim() ?? "");
+  return match ? Number(match[1]) : -1;
+}
+
+function concat(a: Uint8Array, b: Uint8Array): Uint8Array {
+  const out = new Uint8Array(a.length + b.length);
+  out.set(a);
+  out.set(b, a.length);
+  return out;
+}
+
 /** Fetch a compiled model library (default model.wasm) with fetch progress (network first, store as fallback). */
 export async function loadModelLib(artifacts: ModelArtifacts, options: LoadOptions = {},
                                    file = artifacts.chatConfig.model_lib): Promise<Uint8Array> {
@@ -279,8 +395,7 @@ export class ShardLoader {
 
     for (let attempt = 1; ; attempt++) {
       // a retry must not be answered from the HTTP cache with the same bad bytes
-      const response = await loader.get(url, attempt > 1 ? { cache: "reload" } : {});
-      const bytes = await loader.body(response, info.file, info.nbytes);
+      const bytes = await loader.download(url, info.file, info.nbytes, attempt > 1 ? { cache: "reload" } : {});
       throwIfAborted(loader.signal);
       if (await this.verify(info, bytes)) {
         progress.emit("verify", info.file, ++this.verified, total);

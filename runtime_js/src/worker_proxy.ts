@@ -2,7 +2,7 @@
 import type { Backend } from "./backend.js";
 import type { ChatConfig } from "./config.js";
 import type { ChatEngine, CreateRequest, EngineOptions } from "./engine.js";
-import { deserializeError } from "./errors.js";
+import { AbortedError, deserializeError, throwIfAborted } from "./errors.js";
 import type { ChatCompletion, ChatCompletionChunk, ChatCompletionRequest } from "./protocol.js";
 import { pushStream } from "./push_stream.js";
 import type { FromWorker, ToWorker } from "./worker_protocol.js";
@@ -21,10 +21,16 @@ export class WorkerEngine implements ChatEngine {
   private constructor(private readonly worker: Worker, readonly config: ChatConfig, readonly backend: Backend,
                       readonly threads: number) {}
 
+  /** Load the model in a new worker. `options.signal` ends the load: the worker is terminated (its
+   * downloads with it) and the promise rejects with AbortedError. */
   static async load(modelUrl: string, options: EngineOptions = {}): Promise<WorkerEngine> {
+    const { onProgress, signal, fetch: _fetch, store: _store, worker: _w, ...plain } = options;
+    throwIfAborted(signal);
     const worker = new Worker(new URL("./worker.js", import.meta.url), { type: "module" });
-    const { onProgress, signal: _signal, fetch: _fetch, store: _store, worker: _w, ...plain } = options;
+    let onAbort: (() => void) | undefined;
     const { config, backend, threads } = await new Promise<{ config: ChatConfig; backend: Backend; threads: number }>((resolve, reject) => {
+      onAbort = () => reject(new AbortedError("the model load was aborted", { cause: signal?.reason }));
+      signal?.addEventListener("abort", onAbort, { once: true });
       worker.onmessage = (event: MessageEvent<FromWorker>) => {
         const m = event.data;
         if (m.type === "progress") onProgress?.(m.event);
@@ -33,7 +39,8 @@ export class WorkerEngine implements ChatEngine {
       };
       worker.onerror = (event) => reject(new Error(`the engine worker failed to start: ${event.message}`));
       worker.postMessage({ type: "load", modelUrl: new URL(modelUrl, location.href).href, options: plain } satisfies ToWorker);
-    }).catch((err) => { worker.terminate(); throw err; });
+    }).catch((err) => { worker.terminate(); throw err; })
+      .finally(() => { if (onAbort) signal?.removeEventListener("abort", onAbort); });
     const engine = new WorkerEngine(worker, config, backend, threads);
     worker.onmessage = (event: MessageEvent<FromWorker>) => engine.receive(event.data);
     return engine;

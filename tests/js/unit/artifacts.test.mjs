@@ -3,7 +3,8 @@ import { createHash } from "node:crypto";
 import { test } from "node:test";
 
 import {
-  ShardLoader, deleteModelFromCache, isModelCached, iterateTensors, loadModelArtifacts, loadModelLib, modelBaseUrl,
+  MAX_RESUMES, ShardLoader, deleteModelFromCache, isModelCached, iterateTensors, loadModelArtifacts, loadModelLib,
+  modelBaseUrl,
 } from "../../../dist/modules/artifacts.js";
 import { AbortedError, IntegrityError, ModelLoadError, StorageQuotaError } from "../../../dist/modules/errors.js";
 import { MemoryStore, openStore } from "../../../dist/modules/storage.js";
@@ -356,4 +357,98 @@ test("openStore: unknown kind is an invalid-request error; missing APIs fall bac
   } finally {
     console.warn = warn;
   }
+});
+
+/**
+ * A fetch serving `files` that honours `Range: bytes=N-` (206 + Content-Range) unless `ignoreRange`,
+ * and misbehaves on the first `times` requests of `file`: "stall" sends `at` bytes then nothing,
+ * "drop" sends `at` bytes then breaks off, "hang" never answers (until aborted).
+ */
+function flakyFetch(files, { file, mode, at = 0, times = 1, ignoreRange = false }) {
+  const log = [];
+  const f = async (url, init = {}) => {
+    const name = url.slice(BASE.length);
+    const range = new Headers(init.headers).get("range");
+    log.push({ name, range });
+    const data = files.get(name);
+    if (!data) return new Response("not found", { status: 404 });
+    const bad = name === file && times > 0;
+    if (bad) times--;
+    if (bad && mode === "hang") {
+      return new Promise((_, reject) => init.signal?.addEventListener("abort", () => reject(
+        new DOMException("aborted", "AbortError")), { once: true }));
+    }
+    const start = range && !ignoreRange ? Number(/bytes=(\d+)-/.exec(range)[1]) : 0;
+    const body = data.slice(start);
+    const headers = { "content-length": String(body.length) };
+    if (start > 0) headers["content-range"] = `bytes ${start}-${data.length - 1}/${data.length}`;
+    if (!bad) return new Response(body, { status: start > 0 ? 206 : 200, headers });
+    let sent = false;
+    const stream = new ReadableStream({
+      pull(controller) {  // the first `at` bytes, then a break ("drop") or nothing more ("stall")
+        if (!sent) {
+          sent = true;
+          controller.enqueue(body.slice(0, at));
+        } else if (mode === "drop") {
+          controller.error(new TypeError("network connection lost"));
+        }
+      },
+    }, { highWaterMark: 0 });
+    return new Response(stream, { status: start > 0 ? 206 : 200, headers });
+  };
+  f.log = log;
+  f.requests = (name) => log.filter((e) => e.name === name);
+  return f;
+}
+
+for (const mode of ["stall", "drop"]) {
+  test(`a shard download that ${mode === "stall" ? "stalls" : "drops"} mid-way resumes with a Range request`, async () => {
+    const folder = makeFolder();
+    const file = folder.shards[1].file;
+    const fetch = flakyFetch(folder.files, { file, mode, at: 20 });
+    const { tensors } = await loadAll(folder, { fetch, store: new MemoryStore(), stallTimeoutMs: 50 });
+    expectTensors(folder, tensors);
+    assert.deepEqual(fetch.requests(file).map((e) => e.range), [null, "bytes=20-"]);
+  });
+}
+
+test("a server that ignores Range sends the shard again from byte 0, and the load succeeds", async () => {
+  const folder = makeFolder();
+  const file = folder.shards[0].file;
+  const fetch = flakyFetch(folder.files, { file, mode: "drop", at: 30, ignoreRange: true });
+  const { tensors } = await loadAll(folder, { fetch, store: new MemoryStore(), stallTimeoutMs: 50 });
+  expectTensors(folder, tensors);
+  assert.equal(fetch.requests(file).length, 2);
+});
+
+test("a shard that keeps stalling is abandoned after MAX_RESUMES resumes with a model-load error", async () => {
+  const folder = makeFolder();
+  const file = folder.shards[2].file;
+  const fetch = flakyFetch(folder.files, { file, mode: "stall", at: 5, times: 100 });
+  const store = new MemoryStore();
+  await assert.rejects(loadAll(folder, { fetch, store, stallTimeoutMs: 20 }), (err) => {
+    assert.ok(err instanceof ModelLoadError);
+    assert.equal(err.code, "model-load");
+    return true;
+  });
+  assert.equal(fetch.requests(file).length, MAX_RESUMES + 1);
+  assert.equal(await store.get(BASE + file), undefined);  // nothing half-downloaded is stored
+});
+
+test("a request that is never answered is abandoned after the stall timeout and tried again", async () => {
+  const folder = makeFolder();
+  const fetch = flakyFetch(folder.files, { file: "chat-config.json", mode: "hang" });
+  const { tensors } = await loadAll(folder, { fetch, store: new MemoryStore(), stallTimeoutMs: 50 });
+  expectTensors(folder, tensors);
+  assert.equal(fetch.requests("chat-config.json").length, 2);
+});
+
+test("the caller's abort during a stalled shard is an abort, not a resume", async () => {
+  const folder = makeFolder();
+  const file = folder.shards[0].file;
+  const fetch = flakyFetch(folder.files, { file, mode: "stall", at: 10, times: 100 });
+  const controller = new AbortController();
+  setTimeout(() => controller.abort(), 30);
+  await assert.rejects(loadAll(folder, { fetch, store: new MemoryStore(), stallTimeoutMs: 10_000,
+                                         signal: controller.signal }), AbortedError);
 });
