@@ -17,7 +17,7 @@ from .arch import get_architecture
 from .arch.base import BuildOptions
 from .backends import backend_entry, check_target, get_backend
 from .catalog import Recipe
-from .chat_config import make_chat_config, special_tokens
+from .chat_config import check_tokenizer, make_chat_config, special_tokens
 from .compile.relax_build import lower
 from .errors import ConfigError, UnsupportedQuantizationError, WebbuildError
 from .loaders import load_checkpoint, synthetic
@@ -137,6 +137,7 @@ def build(req: BuildRequest, progress: ProgressFn = silent) -> BuildResult:
     config = arch.parse_config(checkpoint.config, options)
     check_special_ids(checkpoint.config, checkpoint.generation_config, config.vocab_size)
     special_tokens(checkpoint)  # tokenizer files readable before any compile (chat-config needs them)
+    check_tokenizer(checkpoint)
     wmap = None
     if checkpoint.param_generator is None:
         wmap = arch.weight_map(config)

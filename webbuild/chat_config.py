@@ -90,6 +90,22 @@ def _added_tokens(tok, checkpoint: Checkpoint) -> dict[str, int]:
     return {t["content"]: t["id"] for t in added}
 
 
+def check_tokenizer(checkpoint: Checkpoint) -> None:
+    """tokenizer.json must load as a tokenizer (the `tokenizers` library reads the same format as the
+    runtime's JS tokenizer): a file that does not would build a folder no browser can load."""
+    from tokenizers import Tokenizer
+
+    try:
+        Tokenizer.from_str(checkpoint.tokenizer_files["tokenizer.json"].decode("utf-8"))
+    except (KeyboardInterrupt, SystemExit):
+        raise
+    except BaseException as err:  # tokenizers raises Exception types, and a Rust panic (a BaseException)
+        reason = str(err).strip().splitlines()[0][:300] if str(err).strip() else type(err).__name__
+        raise CorruptFileError(f"tokenizer.json is not a tokenizer the runtime can load ({reason})",
+                               where=f"{checkpoint.source}: tokenizer.json",
+                               fix="restore tokenizer.json from the original model") from None
+
+
 def special_tokens(checkpoint: Checkpoint) -> dict:
     """bos / eos / stop ids and stop strings from the tokenizer files and the model configs."""
     try:
