@@ -93,8 +93,8 @@ class FlakyServer:
                     return None
                 self.wfile.write(body[:len(body) // 2])
                 self.wfile.flush()
-                if bad[1] == "stall":
-                    time.sleep(STALL_S)
+                # drop: let the client take in the first half before the connection breaks off
+                time.sleep(STALL_S if bad[1] == "stall" else 0.5)
                 self.close_connection = True
                 return None
 
@@ -127,23 +127,24 @@ def _shard(flaky) -> str:
     return sorted(p.name for p in flaky.model.glob("params_shard_*.bin"))[0]
 
 
-def test_a_dropped_shard_resumes_with_a_range_request_in_a_worker(browser, flaky):
+def _load_with_bad_shard(browser, flaky, mode: str, times: int, stall_ms: int) -> tuple[dict, list]:
+    """Load the model in a worker while the first shard is served badly: (result, its requests' Range)."""
     shard = _shard(flaky)
-    flaky.bad, flaky.log = (shard, "drop", 1), []
+    flaky.bad, flaky.log = (shard, mode, times), []
+    options = {"worker": True, "backend": "wasm", "cache": "none", "stallTimeoutMs": stall_ms}
     with page_at(browser, flaky.url) as page:
-        result = page.evaluate(LOAD_JS, [f"{flaky.url}models/m/", {"worker": True, "backend": "wasm", "cache": "none",
-                                                                   "stallTimeoutMs": 5000}])
+        result = page.evaluate(LOAD_JS, [f"{flaky.url}models/m/", options])
+    return result, [r for p, r in flaky.log if p.endswith(shard)]
+
+
+def test_a_dropped_shard_resumes_with_a_range_request_in_a_worker(browser, flaky):
+    result, ranges = _load_with_bad_shard(browser, flaky, "drop", 1, 5000)
     assert result["ok"], result
-    ranges = [r for p, r in flaky.log if p.endswith(shard)]
     assert ranges[0] is None and len(ranges) == 2 and re.fullmatch(r"bytes=\d+-", ranges[1]), ranges
 
 
 def test_a_shard_that_keeps_stalling_is_a_model_load_error_in_a_worker(browser, flaky):
-    shard = _shard(flaky)
-    flaky.bad, flaky.log = (shard, "stall", 100), []
-    with page_at(browser, flaky.url) as page:
-        result = page.evaluate(LOAD_JS, [f"{flaky.url}models/m/", {"worker": True, "backend": "wasm", "cache": "none",
-                                                                   "stallTimeoutMs": 500}])
+    result, ranges = _load_with_bad_shard(browser, flaky, "stall", 100, 500)
     assert not result["ok"] and result["code"] == "model-load", result
     assert result["seconds"] < STALL_S, result  # abandoned on the timeout, not when the server gave up
-    assert len([p for p, _ in flaky.log if p.endswith(shard)]) >= 2
+    assert len(ranges) >= 2

@@ -158,6 +158,11 @@ class Loader {
     }
   }
 
+  /** The next chunk of a body; Interrupted (and the body cancelled) when none comes for stallMs. */
+  private read(reader: ReadableStreamDefaultReader<Uint8Array>, file: string): Promise<ReadableStreamReadResult<Uint8Array>> {
+    return withinStall(reader.read(), this.stallMs, file, () => { reader.cancel().catch(() => {}); });
+  }
+
   /** The response body, with fetch progress events; `expected` preallocates the buffer. */
   async body(response: Response, file: string, expected?: number): Promise<Uint8Array> {
     const header = Number(response.headers.get("content-length"));
@@ -172,16 +177,9 @@ class Loader {
     let n = 0;
     try {
       for (;;) {
-        const { done, value } = await withinStall(reader.read(), this.stallMs, file, () => {
-          reader.cancel().catch(() => {});
-        });
+        const { done, value } = await this.read(reader, file);
         if (done) break;
-        if (n + value.length > buf.length) {
-          const bigger = new Uint8Array(Math.max(buf.length * 2, n + value.length));
-          bigger.set(buf.subarray(0, n));
-          buf = bigger;
-        }
-        buf.set(value, n);
+        buf = appended(buf, n, value);
         n += value.length;
         if (expected !== undefined) this.progress.bytesLoaded += value.length;
         this.progress.emit("fetch", file, n, total || n);
@@ -220,16 +218,9 @@ class Loader {
       }
       try {
         for (;;) {
-          const { done, value } = await withinStall(reader.read(), this.stallMs, file, () => {
-            reader.cancel().catch(() => {});
-          });
+          const { done, value } = await this.read(reader, file);
           if (done) return n === buf.length ? buf : buf.slice(0, n);
-          if (n + value.length > buf.length) {
-            const bigger = new Uint8Array(Math.max(buf.length * 2, n + value.length));
-            bigger.set(buf.subarray(0, n));
-            buf = bigger;
-          }
-          buf.set(value, n);
+          buf = appended(buf, n, value);
           n += value.length;
           this.progress.bytesLoaded += value.length;
           this.progress.emit("fetch", file, n, size);
@@ -317,6 +308,17 @@ export async function loadModelArtifacts(modelUrl: string, options: LoadOptions 
       ? loader.json(new URL("tokenizer_config.json", baseUrl).href, "tokenizer_config.json") : Promise.resolve(null),
   ]);
   return { baseUrl, chatConfig, tensorCache: parseTensorCache(tensorCacheJson, cacheUrl), tokenizerJson, tokenizerConfig };
+}
+
+/** `buf` with `value` written at `n`: `buf` itself, or a copy grown (doubling) when it is too small. */
+function appended(buf: Uint8Array<ArrayBuffer>, n: number, value: Uint8Array): Uint8Array<ArrayBuffer> {
+  let out = buf;
+  if (n + value.length > buf.length) {
+    out = new Uint8Array(Math.max(buf.length * 2, n + value.length));
+    out.set(buf.subarray(0, n));
+  }
+  out.set(value, n);
+  return out;
 }
 
 /** The first byte of a 206 answer's Content-Range (`bytes START-END/SIZE`), or -1. */
