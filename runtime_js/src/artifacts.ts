@@ -163,10 +163,10 @@ class Loader {
     return withinStall(reader.read(), this.stallMs, file, () => { reader.cancel().catch(() => {}); });
   }
 
-  /** The response body, with fetch progress events; `expected` preallocates the buffer. */
-  async body(response: Response, file: string, expected?: number): Promise<Uint8Array> {
+  /** A metadata file's body, with fetch progress events (shards go through `download`). */
+  async body(response: Response, file: string): Promise<Uint8Array> {
     const header = Number(response.headers.get("content-length"));
-    const total = expected ?? (Number.isFinite(header) && header > 0 ? header : 0);
+    const total = Number.isFinite(header) && header > 0 ? header : 0;
     const reader = response.body?.getReader();
     if (!reader) {
       const bytes = new Uint8Array(await response.arrayBuffer());
@@ -181,11 +181,9 @@ class Loader {
         if (done) break;
         buf = appended(buf, n, value);
         n += value.length;
-        if (expected !== undefined) this.progress.bytesLoaded += value.length;
         this.progress.emit("fetch", file, n, total || n);
       }
     } catch (err) {
-      if (expected !== undefined) this.progress.bytesLoaded -= n;
       if (isAbortError(err) || this.signal?.aborted) throw new AbortedError(undefined, { cause: err });
       throw new ModelLoadError(file, `download interrupted (${(err as Error)?.message ?? err})`,
         "check the network connection and retry", { cause: err });

@@ -25,8 +25,8 @@ for every int4 nibble). Here every matmul gets 4-lane vectors, in two steps:
 Fused epilogues (a residual add) stay as their own loops after the matmul. Float16-pair scales and
 mins (`formats` names ending `_f16`) are widened with `group_quant.widen_half_cpu` (6 operations;
 CPUs keep float32 subnormals): in the GEMV once per row tile, word by word, into a small float32
-stage (SmolLM2's int8 head: 8.5 -> 5.9 ms a call natively; widened inside the vectorized lane loop
-it kept LLVM from vectorizing the sums).
+stage, instead of once per group and lane inside the reduction (SmolLM2's int8 head on its real
+weights: 8.5 -> 5.0-5.9 ms a call natively).
 
 With ``parallel`` (the wasm32 module), the outer row-tile loop of every matmul of at least
 `PARALLEL_MIN_MACS` multiply-adds per token is a parallel loop: TVM's codegen splits its tiles into
@@ -367,8 +367,8 @@ def schedule_gemv_int4(sch: s_tir.Schedule, parallel: bool = False) -> None:
     sch.vectorize(lane)
     sch.unroll(n_inner)
     sch.decompose_reduction(rf, g)
-    # widened float16 scales / mins: a scalar loop per row tile (inside the vectorized lane loop,
-    # the reinterpret kept LLVM from vectorizing the sums: 4x slower)
+    # widened float16 scales / mins: once per row tile, before its reduction (widening them per group
+    # and lane inside the reduction made SmolLM2's int8 head GEMV ~1.5x slower)
     for name in GEMV_HALVES:
         if name in _block_names(sch):
             widen = sch.get_sblock(name)

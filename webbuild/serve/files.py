@@ -36,6 +36,7 @@ class StaticFile(web.FileResponse):
     def __init__(self, path: Path, headers: dict[str, str], *, honour_range: bool) -> None:
         super().__init__(path, headers=headers)
         self._honour_range = honour_range
+        self._send_timeout: float | None = None  # the connection's (limits.GuardedRequestHandler), set in prepare
 
     async def prepare(self, request: web.BaseRequest) -> AbstractStreamWriter | None:
         headers = CIMultiDict(request.headers)
@@ -48,7 +49,7 @@ class StaticFile(web.FileResponse):
                         count: int) -> AbstractStreamWriter:
         """The body in chunks, each of which must be sent within the send timeout (the kernel's
         sendfile path cannot be timed: a client that stopped reading held the handler forever)."""
-        timeout = getattr(self, "_send_timeout", None)
+        timeout = self._send_timeout
         if timeout is None:
             return await super()._sendfile(request, fobj, offset, count)
         writer = await web.StreamResponse.prepare(self, request)
