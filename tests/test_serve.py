@@ -32,6 +32,7 @@ MODEL = "tiny-q4f32_1"
 SECRET = b"TOP-SECRET-OUTSIDE-THE-SERVED-FOLDERS"
 ISOLATION = {"Cross-Origin-Opener-Policy": "same-origin", "Cross-Origin-Embedder-Policy": "require-corp",
              "Cross-Origin-Resource-Policy": "same-origin"}
+CORP = "Cross-Origin-Resource-Policy"
 SHARD_BYTES = 700_000  # several 256 KiB read chunks
 
 
@@ -179,8 +180,13 @@ def test_files_served_verbatim(tree):
 def test_isolation_headers_on_every_response(tree, method, path, headers, status):
     reply = fetch(tree[0], path, method, **{k.replace("-", "_"): v for k, v in headers.items()})
     assert reply.status == status
+    shared = path.startswith("/models/") or path == "/api/models"
     for name, value in ISOLATION.items():
-        assert reply.headers[name] == value
+        assert reply.headers[name] == ("cross-origin" if shared and name == CORP else value)
+    if shared:
+        assert reply.headers["Access-Control-Allow-Origin"] == "*"
+    else:
+        assert "Access-Control-Allow-Origin" not in reply.headers
 
 
 def test_isolation_headers_on_rejected_path(tree):
@@ -358,11 +364,62 @@ def test_no_directory_listings(tree, path):
 
 
 @pytest.mark.parametrize("method", ["POST", "PUT", "DELETE", "PATCH", "OPTIONS"])
-@pytest.mark.parametrize("path", ["/", "/api/models", f"/models/{MODEL}/chat-config.json"])
+@pytest.mark.parametrize("path", ["/", "/index.html", "/dist/runtime.js"])
 def test_only_get_and_head(tree, method, path):
     reply = fetch(tree[0], path, method)
     assert reply.status == 405
     assert {m.strip() for m in reply.headers["Allow"].split(",")} == {"GET", "HEAD"}
+
+
+@pytest.mark.parametrize("method", ["POST", "PUT", "DELETE", "PATCH"])
+@pytest.mark.parametrize("path", ["/api/models", f"/models/{MODEL}/chat-config.json"])
+def test_only_get_head_and_preflights_on_shared_paths(tree, method, path):
+    reply = fetch(tree[0], path, method)
+    assert reply.status == 405
+    assert {m.strip() for m in reply.headers["Allow"].split(",")} == {"GET", "HEAD", "OPTIONS"}
+    assert reply.headers["Access-Control-Allow-Origin"] == "*"
+
+
+# ----------------------------------------------------------------------------- cross-origin reading
+
+@pytest.mark.parametrize("path", ["/api/models", f"/models/{MODEL}/params_shard_0.bin", "/models/nope/x.bin"])
+def test_preflight_for_shared_paths(tree, path):
+    reply = fetch(tree[0], path, "OPTIONS", Origin="http://elsewhere.example",
+                  Access_Control_Request_Method="GET", Access_Control_Request_Headers="range, if-none-match")
+    assert reply.status == 204 and reply.body == b""
+    assert reply.headers["Access-Control-Allow-Origin"] == "*"
+    assert {m.strip() for m in reply.headers["Access-Control-Allow-Methods"].split(",")} == {"GET", "HEAD"}
+    allowed = {h.strip().lower() for h in reply.headers["Access-Control-Allow-Headers"].split(",")}
+    assert {"range", "if-none-match", "if-range"} <= allowed
+    assert int(reply.headers["Access-Control-Max-Age"]) > 0
+
+
+@pytest.mark.parametrize("path, headers, status", [
+    (f"/models/{MODEL}/params_shard_0.bin", {"Range": "bytes=4-9"}, 206),
+    (f"/models/{MODEL}/params_shard_0.bin", {}, 200),
+    (f"/models/{MODEL}/params_shard_0.bin", {"If-None-Match": "*"}, 304),
+    (f"/models/{MODEL}/model.wasm", {"Accept-Encoding": "gzip"}, 200),
+    (f"/models/{MODEL}/missing.json", {}, 404),
+    ("/api/models", {}, 200),
+])
+def test_shared_paths_are_readable_from_any_origin(tree, path, headers, status):
+    named = {k.replace("-", "_"): v for k, v in headers.items()}
+    reply = fetch(tree[0], path, Origin="http://elsewhere.example", **named)
+    assert reply.status == status
+    assert reply.headers["Access-Control-Allow-Origin"] == "*"
+    assert reply.headers[CORP] == "cross-origin"
+    exposed = {h.strip().lower() for h in reply.headers["Access-Control-Expose-Headers"].split(",")}
+    assert {"content-range", "etag", "content-length", "content-encoding"} <= exposed
+    if status == 206:
+        assert reply.headers["Content-Range"] == f"bytes 4-9/{SHARD_BYTES}"
+
+
+@pytest.mark.parametrize("path", ["/", "/app.js", "/dist/runtime.js"])
+def test_site_and_runtime_stay_same_origin(tree, path):
+    reply = fetch(tree[0], path, Origin="http://elsewhere.example")
+    assert reply.status == 200
+    assert "Access-Control-Allow-Origin" not in reply.headers
+    assert reply.headers[CORP] == "same-origin"
 
 
 def test_api_models_lists_folders(tree):

@@ -5,8 +5,9 @@ URL space:
   /models/<folder>/<file> files of the model folders under --models
   /dist/<file>           the JS runtime bundle under --dist
   /<file>, /             the web app under --site (`/` and any `.../` serve index.html)
-Only GET and HEAD are allowed (others, CONNECT included, answer 405 with `Allow`). Paths are checked
-on their raw, percent-encoded form (paths.py).
+Only GET and HEAD are allowed (others, CONNECT included, answer 405 with `Allow`), and OPTIONS (a CORS
+preflight) on the paths other origins may read: /models/ and /api/models (cors.py). Paths are
+checked on their raw, percent-encoded form (paths.py).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from pathlib import Path
 from aiohttp import hdrs, web
 from aiohttp.typedefs import Handler
 
+from . import cors
 from .catalog import list_models
 from .files import send_file
 from .gzip_cache import GzipCache
@@ -48,14 +50,20 @@ GZIP_KEY = web.AppKey("webbuild_serve_gzip", GzipCache)
 async def _add_isolation_headers(request: web.Request, response: web.StreamResponse) -> None:
     for name, value in ISOLATION_HEADERS.items():
         response.headers.setdefault(name, value)
+    if cors.is_shared(request.rel_url.raw_path):
+        cors.add_shared_headers(response)
 
 
 @web.middleware
 async def _only_get_and_head(request: web.Request, handler: Handler) -> web.StreamResponse:
     # The router already answers 405 to methods on known paths; CONNECT's target (`host:port`) is no
     # path at all, so it would get a 404. Bytes after a CONNECT head are tunnel data: close after answering.
+    shared = cors.is_shared(request.rel_url.raw_path)
+    if request.method == hdrs.METH_OPTIONS and shared:
+        return cors.preflight()
     if request.method not in ALLOWED_METHODS:
-        refusal = web.HTTPMethodNotAllowed(request.method, ALLOWED_METHODS)
+        allowed = (*ALLOWED_METHODS, hdrs.METH_OPTIONS) if shared else ALLOWED_METHODS
+        refusal = web.HTTPMethodNotAllowed(request.method, allowed)
         if request.method == hdrs.METH_CONNECT:
             refusal.force_close()
         raise refusal
