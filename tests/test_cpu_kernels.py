@@ -133,8 +133,8 @@ def run_parts(lib, x, parts):
     return out.numpy()
 
 
-# 96 columns: an odd number of float16-pair words per row (widened one word at a time); 256: four
-# words per row, widened as one vector
+# 96 columns: 2 or 3 float16-pair words per row (g32 / g16; a row tile's words are widened together,
+# vectorized across its rows); 256: 4 or 8 words per row
 @pytest.mark.parametrize("cols", [COLS, 256])
 @pytest.mark.parametrize("name", FORMAT_NAMES)
 def test_every_format_gemv_and_prefill(name, cols):

@@ -24,9 +24,10 @@ for every int4 nibble). Here every matmul gets 4-lane vectors, in two steps:
    - f32 weights: lanes over consecutive k, NR rows share each load of x.
 Fused epilogues (a residual add) stay as their own loops after the matmul. Float16-pair scales and
 mins (`formats` names ending `_f16`) are widened with `group_quant.widen_half_cpu` (6 operations;
-CPUs keep float32 subnormals): in the GEMV once per row tile, word by word, into a small float32
-stage, instead of once per group and lane inside the reduction (SmolLM2's int8 head on its real
-weights: 8.5 -> 5.0-5.9 ms a call natively).
+CPUs keep float32 subnormals): in the GEMV and the prefill tile once per row tile into a small
+float32 stage, vectorized over the tile's words (all its rows: SmolLM2's rows have 9 words),
+instead of once per group and lane inside the reduction (SmolLM2's int8 head on its real weights:
+8.5 -> 5.0-5.9 ms a call natively) or once per value of the prefill tile.
 
 With ``parallel`` (the wasm32 module), the outer row-tile loop of every matmul of at least
 `PARALLEL_MIN_MACS` multiply-adds per token is a parallel loop: TVM's codegen splits its tiles into
@@ -56,11 +57,15 @@ WORD = VALUES_PER_WORD  # int4 values per packed uint32 word
 GROUP = LANES * WORD  # int4 values in the four words one vector load reads
 ROW_TILES = (8, 4, 2, 1)  # rows of W per tile: the largest that divides n
 GEMV_ROWS = 4  # rows per tile of the int4 GEMV: they share each load of x (1 -> 4: decode +12%)
+# int8 codes: twice the bytes per multiply-add, more rows streamed at once (SmolLM2's Q8_0 head,
+# decode with 4 -> 8 rows: 0.82-0.84 -> 0.87 of q4f32_1 on one thread, in chromium)
+GEMV_ROWS_INT8 = 8
 TILE_BYTES = 48 * 1024  # dequantized f32 weight tile of the prefill kernel (stays in L1/L2)
 GEMV_BLOCK = "gemv"  # block names of `gemv_int4_func`, found again after fusion
 GEMV_PART = "gemv_part"
 GEMV_HALVES = ("gemv_scale", "gemv_min")  # float16-pair scales / mins widened per row tile
 GEMM_BLOCK, GEMM_PART, GEMM_X, GEMM_W = "gemm", "gemm_part", "gemm_x", "gemm_w"  # `gemm_int4_func`'s blocks
+GEMM_HALVES = ("gemm_scale", "gemm_min")  # float16-pair scales / mins widened per prefill row tile
 PREFILL_ROWS = 4  # rows of W per prefill tile
 TOKEN_BLOCK = 2  # tokens per prefill micro-kernel step: PREFILL_ROWS x TOKEN_BLOCK accumulators
 PARALLEL_MIN_MACS = 1 << 15  # smaller matmuls stay on one thread (a launch costs a few microseconds)
@@ -134,6 +139,21 @@ def _vector_group(fmt: WeightFormat | None) -> int:
     return LANES * (32 // _code_bits(fmt))
 
 
+def _widened(stored: te.Tensor, rows: int, fmt: WeightFormat | None, name: str):
+    """Group (n, q) -> its float32 scale (or min) from `stored`. Float16 pairs: a stage (2, rows,
+    words), half h of word w of row n at [h, n, w], for the schedules to compute once per row tile;
+    the tile's (n, w) are contiguous in both the stored words and the stage, so the widening is
+    vectorized across rows too (SmolLM2's 576 columns make 9 words a row)."""
+    if fmt is None or not fmt.half_scales:
+        return lambda n, q: stored[n, q]
+    halves = te.compute(
+        (2, rows, int(stored.shape[1])),
+        lambda h, n, w: widen_half_cpu(tirx.bitwise_and(tirx.shift_right(stored[n, w], (h * 16).astype("uint32")),
+                                                        tirx.const(0xFFFF, "uint32"))),
+        name=name)
+    return lambda n, q: halves[q % 2, n, q // 2]
+
+
 def gemv_int4_func(x_shape, rows: int, cols: int, group_size: int, fmt: WeightFormat | None = None) -> tirx.PrimFunc:
     """x (..., cols) @ dequantize(q_weight (rows, cols / codes per word), q_scale[, q_min])^T in the
     order described in the module docstring (int8 codes: 4 per word, bytes masked in place); same
@@ -186,20 +206,8 @@ def gemv_int4_func(x_shape, rows: int, cols: int, group_size: int, fmt: WeightFo
     g = te.reduce_axis((0, groups), name="g")
     lane = te.reduce_axis((0, LANES), name="l")
 
-    def widened(stored, name):
-        """Group (n, q) -> its float32 scale (or min). Float16 pairs: a stage (rows, words, 2)
-        widened once per row tile, word by word (contiguous loads, vectorized)."""
-        if fmt is None or not fmt.half_scales:
-            return lambda n, q: stored[n, q]
-        halves = te.compute(
-            (rows, int(stored.shape[1]), 2),
-            lambda n, w, h: widen_half_cpu(tirx.bitwise_and(tirx.shift_right(stored[n, w], (h * 16).astype("uint32")),
-                                                            tirx.const(0xFFFF, "uint32"))),
-            name=name)
-        return lambda n, q: halves[n, q // 2, q % 2]
-
-    scale_of = widened(q_scale, GEMV_HALVES[0])
-    min_of = widened(q_min, GEMV_HALVES[1]) if q_min is not None else None
+    scale_of = _widened(q_scale, rows, fmt, GEMV_HALVES[0])
+    min_of = _widened(q_min, rows, fmt, GEMV_HALVES[1]) if q_min is not None else None
 
     def group_term(i):  # one (group, lane) partial sum, scaled: s (part - o xs) or s part + m xs
         n, group = i[-1], g * vector // group_size
@@ -239,9 +247,12 @@ def gemm_int4_func(x_shape, rows: int, cols: int, group_size: int, fmt: WeightFo
         return tirx.if_then_else(t < seq, x[(*i[:-5], tirx.min(t, seq - 1), col(*i[-3:]))], tirx.const(0, "float32"))
 
     xp = te.compute((*lead, blocks, TOKEN_BLOCK, groups, word_values, LANES), padded_x, name=GEMM_X)
+    scale_of = _widened(q_scale, rows, fmt, GEMM_HALVES[0])
+    min_of = _widened(q_min, rows, fmt, GEMM_HALVES[1]) if q_min is not None else None
     wt = te.compute((rows, groups, word_values, LANES),
-                    lambda n, g, kk, lane: _dequantized_value(q_weight, q_scale, n, col(g, kk, lane), group_size,
-                                                              "float32", fmt, q_min, widen_half_cpu),
+                    lambda n, g, kk, lane: _dequantized_value(
+                        q_weight, q_scale, n, col(g, kk, lane), group_size, "float32", fmt, q_min,
+                        params=lambda t, r, q: (scale_of if t is q_scale else min_of)(r, q)),
                     name=GEMM_W)
     g = te.reduce_axis((0, groups), name="g")
     kk = te.reduce_axis((0, word_values), name="kk")
@@ -346,7 +357,8 @@ def schedule_gemv_int4(sch: s_tir.Schedule, parallel: bool = False) -> None:
     *_, n, g, lane = sch.get_loops(block)  # (..., rows, groups, 4)
     word_values = _static(sch.get(sch.get_sblock(GEMV_PART)).iter_vars[-1].dom.extent) or WORD
     macs = (_static(sch.get(n).extent) or 0) * (_static(sch.get(g).extent) or 0) * LANES * word_values
-    n_outer, n_inner = sch.split(n, [None, _row_tile(_static(sch.get(n).extent) or 1, GEMV_ROWS)])
+    tile = GEMV_ROWS_INT8 if word_values == 4 else GEMV_ROWS
+    n_outer, n_inner = sch.split(n, [None, _row_tile(_static(sch.get(n).extent) or 1, tile)])
     sch.reorder(n_outer, g, n_inner, lane)
     _parallel(sch, n_outer, macs, parallel)  # first: later steps break the dataflow check
     rf = sch.rfactor(lane, factor_axis=len(sch.get(block).iter_vars) - 2)
@@ -369,14 +381,20 @@ def schedule_gemv_int4(sch: s_tir.Schedule, parallel: bool = False) -> None:
     sch.decompose_reduction(rf, g)
     # widened float16 scales / mins: once per row tile, before its reduction (widening them per group
     # and lane inside the reduction made SmolLM2's int8 head GEMV ~1.5x slower)
-    for name in GEMV_HALVES:
+    _widen_per_tile(sch, GEMV_HALVES, n_outer)
+
+
+def _widen_per_tile(sch: s_tir.Schedule, names: tuple[str, ...], n_outer) -> None:
+    """The float16-pair stages `names` (of `_widened`) computed once per row tile, vectorized over
+    the tile's contiguous words."""
+    for name in names:
         if name in _block_names(sch):
             widen = sch.get_sblock(name)
             sch.compute_at(widen, n_outer)
-            *_, words, pair = sch.get_loops(widen)
+            *_, pair, tile_rows, words = sch.get_loops(widen)
             sch.unroll(pair)
-            if (_static(sch.get(words).extent) or 0) % LANES == 0:  # 4 contiguous words per vector
-                sch.reorder(pair, words)
+            words = sch.fuse(tile_rows, words)
+            if (_static(sch.get(words).extent) or 0) % LANES == 0:
                 sch.vectorize(sch.split(words, [None, LANES])[1])
 
 
@@ -406,6 +424,7 @@ def schedule_gemm_blocked(sch: s_tir.Schedule, parallel: bool = False) -> None:
     sch.compute_at(weights, n_outer)
     sch.set_scope(weights, 0, "local")
     sch.vectorize(sch.get_loops(weights)[-1])
+    _widen_per_tile(sch, GEMM_HALVES, n_outer)
 
 
 def schedule_gemm_int4(sch: s_tir.Schedule, info: MatmulInfo, parallel: bool = False) -> None:

@@ -99,18 +99,23 @@ def group_param(buffer, row, group, fmt: WeightFormat | None, widen=widen_half):
 
 
 def _dequantized_value(q_weight: te.Tensor, q_scale: te.Tensor, row, j, group_size: int, dtype: str,
-                       fmt: WeightFormat | None = None, q_min: te.Tensor | None = None, widen=widen_half):
+                       fmt: WeightFormat | None = None, q_min: te.Tensor | None = None, widen=widen_half,
+                       params=None):
     """W[row, j] from its packed word and its group's scale (and min): today's symmetric int4
     when `fmt` is None, else scale * (code - offset) [+ min] in `fmt`, in the order of
-    `formats.dequantize` (so a GGUF source's values are reproduced exactly)."""
+    `formats.dequantize` (so a GGUF source's values are reproduced exactly). `params`: a function
+    (tensor, row, group) -> that group's float32 scale or min, read from a stage that already holds
+    them widened (default: `group_param` with `widen`)."""
+    def param(tensor, group):
+        return params(tensor, row, group) if params is not None else group_param(tensor, row, group, fmt, widen)
+
     if fmt is None:
         code, offset = _code(q_weight, row, j, 4), OFFSET
     else:
         code, offset = _code(q_weight, row, j, fmt.bits), fmt.offset
-    scale = group_param(q_scale, row, j // group_size, fmt, widen)
-    value = (code.astype(dtype) - tirx.const(offset, dtype)) * scale.astype(dtype)
+    value = (code.astype(dtype) - tirx.const(offset, dtype)) * param(q_scale, j // group_size).astype(dtype)
     if q_min is not None:
-        value = value + group_param(q_min, row, j // group_size, fmt, widen).astype(dtype)
+        value = value + param(q_min, j // group_size).astype(dtype)
     return value
 
 
