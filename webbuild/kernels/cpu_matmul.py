@@ -247,12 +247,13 @@ def gemm_int4_func(x_shape, rows: int, cols: int, group_size: int, fmt: WeightFo
         return tirx.if_then_else(t < seq, x[(*i[:-5], tirx.min(t, seq - 1), col(*i[-3:]))], tirx.const(0, "float32"))
 
     xp = te.compute((*lead, blocks, TOKEN_BLOCK, groups, word_values, LANES), padded_x, name=GEMM_X)
-    scale_of = _widened(q_scale, rows, fmt, GEMM_HALVES[0])
-    min_of = _widened(q_min, rows, fmt, GEMM_HALVES[1]) if q_min is not None else None
+    widened = {id(q_scale): _widened(q_scale, rows, fmt, GEMM_HALVES[0])}  # by the stored tensor
+    if q_min is not None:
+        widened[id(q_min)] = _widened(q_min, rows, fmt, GEMM_HALVES[1])
     wt = te.compute((rows, groups, word_values, LANES),
                     lambda n, g, kk, lane: _dequantized_value(
                         q_weight, q_scale, n, col(g, kk, lane), group_size, "float32", fmt, q_min,
-                        params=lambda t, r, q: (scale_of if t is q_scale else min_of)(r, q)),
+                        params=lambda t, r, q: widened[id(t)](r, q)),
                     name=GEMM_W)
     g = te.reduce_axis((0, groups), name="g")
     kk = te.reduce_axis((0, word_values), name="kk")
