@@ -87,6 +87,11 @@ CASES: list[ArchCase] = [
     ArchCase("qwen2_sliding", "Qwen2Config", "Qwen2ForCausalLM",
              dict(COMMON, intermediate_size=160, num_key_value_heads=2, use_sliding_window=True, sliding_window=6,
                   max_window_layers=1, rms_norm_eps=1e-6)),
+    # Qwen3-0.6B shape: per-head q/k RMSNorm (one weight each), explicit head_dim (24 != 64/4), GQA, no
+    # biases, tied head, theta 1e6
+    ArchCase("qwen3", "Qwen3Config", "Qwen3ForCausalLM",
+             dict(COMMON, intermediate_size=160, num_key_value_heads=2, head_dim=24, rope_theta=1e6, rms_norm_eps=1e-6,
+                  tie_word_embeddings=True)),
     # RWKV-4: recurrent state instead of a KV cache; rescale_every=1 exercises the inference-time halving
     ArchCase("rwkv", "RwkvConfig", "RwkvForCausalLM",
              dict(vocab_size=VOCAB, hidden_size=64, num_hidden_layers=2, intermediate_size=160, context_length=256,

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ..errors import UnknownArchitectureError
-from . import gemma, glm, gpt_bigcode, gpt_neox, gptj, llama, mistral, phi, phi3, qwen2, rwkv, stablelm
+from . import gemma, glm, gpt_bigcode, gpt_neox, gptj, llama, mistral, phi, phi3, qwen2, qwen3, rwkv, stablelm
 from .base import Architecture
 
 REGISTRY: dict[str, Architecture] = {
@@ -19,6 +19,7 @@ REGISTRY: dict[str, Architecture] = {
     "phi3": phi3.ARCH,
     "mistral": mistral.ARCH,
     "qwen2": qwen2.ARCH,
+    "qwen3": qwen3.ARCH,
 }
 
 

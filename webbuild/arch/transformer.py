@@ -69,8 +69,9 @@ class TransformerConfig:
     qkv_bias: bool = False
     o_bias: bool = False
     mlp_bias: bool = False
-    qk_norm: bool = False  # per-head LayerNorm of q and k before RoPE (StableLM, Phi)
+    qk_norm: bool = False  # per-head norm of q and k before RoPE (StableLM, Phi: LayerNorm; Qwen3: RMSNorm)
     qk_norm_bias: bool = False
+    qk_norm_kind: Norm = "layer"  # "layer": a weight per head; "rms": one (head_dim,) weight for all heads
     rope: bool = True  # False: learned absolute position embeddings
     rope_theta: float = 10000.0
     rope_scaling: dict | None = None
@@ -240,14 +241,17 @@ def make_norm(c: TransformerConfig, dim: int, dtype: str) -> nn.Module:
 
 
 class HeadNorm(nn.Module):
-    """LayerNorm over head_dim with its own weight (and bias) per head: (heads, head_dim)."""
+    """A norm over head_dim of each head: LayerNorm with its own weight (and bias) per head,
+    (heads, head_dim); or RMSNorm with one (head_dim,) weight shared by the heads."""
 
-    def __init__(self, heads: int, head_dim: int, eps: float, bias: bool, dtype: str):
-        self.head_dim, self.eps = head_dim, eps
-        self.weight = nn.Parameter((heads, head_dim), dtype=dtype)
+    def __init__(self, heads: int, head_dim: int, eps: float, bias: bool, dtype: str, kind: Norm = "layer"):
+        self.head_dim, self.eps, self.kind = head_dim, eps, kind
+        self.weight = nn.Parameter((head_dim,) if kind == "rms" else (heads, head_dim), dtype=dtype)
         self.bias = nn.Parameter((heads, head_dim), dtype=dtype) if bias else None
 
     def forward(self, x: Tensor) -> Tensor:
+        if self.kind == "rms":
+            return op.rms_norm(x, self.weight, axes=-1, epsilon=self.eps)  # (b, s, heads, head_dim)
         y = op.layer_norm(x, self.head_dim, eps=self.eps) * self.weight  # (b, s, heads, head_dim)
         return y + self.bias if self.bias is not None else y
 
@@ -261,8 +265,9 @@ class Attention(nn.Module):
         self.q_norm: HeadNorm | None = None
         self.k_norm: HeadNorm | None = None
         if c.qk_norm:
-            self.q_norm = HeadNorm(self.heads, self.head_dim, c.norm_eps, c.qk_norm_bias, scheme.dtype)
-            self.k_norm = HeadNorm(self.kv_heads, self.head_dim, c.norm_eps, c.qk_norm_bias, scheme.dtype)
+            self.q_norm = HeadNorm(self.heads, self.head_dim, c.norm_eps, c.qk_norm_bias, scheme.dtype, c.qk_norm_kind)
+            self.k_norm = HeadNorm(self.kv_heads, self.head_dim, c.norm_eps, c.qk_norm_bias, scheme.dtype,
+                                   c.qk_norm_kind)
 
     def forward(self, x: Tensor, cache: PagedKVCache, layer_id: int) -> Tensor:
         return self.o(self.attend(self.qkv(x), cache, layer_id))  # (b, s, hidden)
@@ -495,6 +500,10 @@ def weight_map_for(c: TransformerConfig, layout: HFLayout, head_norm_sources: Ca
             for part, heads, path in (("q", c.num_attention_heads, layout.q_norm),
                                       ("k", c.num_key_value_heads, layout.k_norm)):
                 assert path is not None  # the layouts of qk_norm architectures name both norms
+                if c.qk_norm_kind == "rms":  # one weight for all heads, stored like the other RMSNorms
+                    add(f"{dst}attn.{part}_norm.weight", (src + path + ".weight",),
+                        (lambda a: norm_fn(a[0])) if norm_fn else None)
+                    continue
                 sources = (head_norm_sources(src + path, heads) if head_norm_sources else (src + path + ".weight",))
                 add(f"{dst}attn.{part}_norm.weight", sources, _head_norm_combine(heads, layout))
                 if c.qk_norm_bias:
