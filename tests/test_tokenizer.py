@@ -112,13 +112,23 @@ def _metadata(**overrides) -> dict:
     return metadata
 
 
-@pytest.mark.parametrize("pre", ["gpt2", "smollm", "llama-bpe"])
+@pytest.mark.parametrize("pre", ["gpt2", "smollm", "llama-bpe", "qwen2"])
 def test_supported_pre_tokenizers(pre):
     tokenizer = build_tokenizer(_metadata(**{"tokenizer.ggml.pre": pre}), where="test.gguf")
     text = "hello 123 wörld\r\n"
     encoding = tokenizer.encode(text)
     assert encoding.tokens[0] == "hel"
     assert tokenizer.decode(encoding.ids) == text
+
+
+@pytest.mark.parametrize("pre, pieces", [
+    ("llama-bpe", ["x", "123", "4", " ", " y"]),  # digits in runs of up to three
+    ("qwen2", ["x", "1", "2", "3", "4", " ", " y"]),  # one digit each
+])
+def test_split_regex_pre_tokenizers_split_digits_as_their_models_do(pre, pieces):
+    tokenizer = build_tokenizer(_metadata(**{"tokenizer.ggml.pre": pre}), where="test.gguf")
+    split = tokenizer.pre_tokenizer.pre_tokenize_str("x1234  y")
+    assert [piece.replace("\u0120", " ") for piece, _ in split] == pieces
 
 
 def test_add_bos_and_eos_flags():
@@ -137,7 +147,7 @@ def test_unsupported_tokenizer_model():
 
 def test_unsupported_pre_tokenizer():
     with pytest.raises(ConfigError) as info:
-        build_tokenizer(_metadata(**{"tokenizer.ggml.pre": "qwen2"}), where="test.gguf")
+        build_tokenizer(_metadata(**{"tokenizer.ggml.pre": "deepseek-llm"}), where="test.gguf")
     assert info.value.where.endswith("tokenizer.ggml.pre")
 
 

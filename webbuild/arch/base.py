@@ -12,6 +12,7 @@ from tvm.relax.frontend import nn
 
 from ..errors import ConfigError
 from ..quant.scheme import QuantScheme
+from .gguf_layout import GGUFLayout
 
 if TYPE_CHECKING:
     from ..kernels.model_kernels import ModelKernels
@@ -49,6 +50,7 @@ class Architecture:
     parse_config: Callable[[dict, BuildOptions], Any]
     build_model: Callable[[Any, QuantScheme, ModelKernels], nn.Module]  # config, scheme, the backend's kernels
     weight_map: Callable[[Any], WeightMap]
+    gguf: GGUFLayout | None = None  # how llama.cpp writes it (None: no GGUF loader)
 
 
 @dataclass(frozen=True)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from ..errors import ConfigError
 from .base import Architecture, BuildOptions, ConfigReader, flag
+from .gguf_layout import GGUFLayout
 from .transformer import (
     HFLayout,
     TransformerConfig,
@@ -85,4 +86,5 @@ ARCH = Architecture(
     parse_config=parse_config,
     build_model=TransformerLM,
     weight_map=lambda c: weight_map_for(c, LAYOUT),
+    gguf=GGUFLayout(names=("llama",), model_type="llama", hf_class="LlamaForCausalLM", permuted=("attn_q", "attn_k")),
 )

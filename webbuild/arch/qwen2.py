@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from ..errors import ConfigError
 from .base import Architecture, BuildOptions, ConfigReader
+from .gguf_layout import GGUFLayout
 from .llama import LAYOUT, llama_config
 from .mistral import sliding_window_of
 from .transformer import TransformerConfig, TransformerLM, rope_setting, weight_map_for
@@ -52,4 +53,5 @@ ARCH = Architecture(
     parse_config=parse_config,
     build_model=TransformerLM,
     weight_map=lambda c: weight_map_for(c, LAYOUT),
+    gguf=GGUFLayout(names=("qwen2",), model_type="qwen2", hf_class="Qwen2ForCausalLM"),
 )

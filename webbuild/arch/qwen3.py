@@ -12,6 +12,7 @@ from dataclasses import replace
 
 from ..errors import ConfigError
 from .base import Architecture, BuildOptions, ConfigReader, flag
+from .gguf_layout import GGUFLayout
 from .llama import LAYOUT as LLAMA_LAYOUT, llama_config
 from .mistral import sliding_window_of
 from .qwen2 import windowed_layers
@@ -39,4 +40,5 @@ ARCH = Architecture(
     parse_config=parse_config,
     build_model=TransformerLM,
     weight_map=lambda c: weight_map_for(c, LAYOUT),
+    gguf=GGUFLayout(names=("qwen3",), model_type="qwen3", hf_class="Qwen3ForCausalLM"),
 )

@@ -1,12 +1,16 @@
-"""Load a llama-architecture GGUF file as a `Checkpoint` with Hugging Face names and config.
+"""Load a GGUF file as a `Checkpoint` with Hugging Face names and config.
+
+Which architectures load, and how llama.cpp names and lays out their tensors, is data in the
+architecture modules (`Architecture.gguf`, webbuild.arch.gguf_layout): `general.architecture`
+picks the entry, its `<arch>.*` metadata keys make the HF config.
 
 The header (metadata and tensor table) is parsed by the pinned `gguf.GGUFReader`, with
 webbuild's checks added: reads past the end of the file, tensor types webbuild cannot
 dequantize and malformed tensor-table entries are typed errors naming the file. Tensor data
 stays in the reader's read-only memory map and is dequantized to float32 with
-`gguf.quants.dequantize` only when `read_tensor` asks for it. GGUF stores the Q and K
-projection rows of llama models permuted for interleaved RoPE; `read_tensor` undoes that so
-the weights fit HF rotate-half RoPE.
+`gguf.quants.dequantize` only when `read_tensor` asks for it. llama.cpp stores the rows of some
+projections permuted for interleaved RoPE (the layout's `permuted`: Llama's Q and K);
+`read_tensor` undoes that so the weights fit HF rotate-half RoPE.
 """
 
 from __future__ import annotations
@@ -21,6 +25,8 @@ from gguf import GGML_QUANT_SIZES, GGMLQuantizationType, GGUFReader
 from gguf.gguf_reader import READER_SUPPORTED_VERSIONS
 from gguf.quants import dequantize
 
+from webbuild.arch import REGISTRY
+from webbuild.arch.gguf_layout import GGUFLayout
 from webbuild.errors import (
     ConfigError,
     CorruptFileError,
@@ -46,14 +52,7 @@ SUPPORTED_TENSOR_TYPES = frozenset(
 # Fields GGUFReader adds for the header's own counts; they are not metadata keys.
 _READER_FIELDS = frozenset({"GGUF.version", "GGUF.tensor_count", "GGUF.kv_count"})
 
-_GLOBAL_NAMES = {"token_embd": "model.embed_tokens", "output_norm": "model.norm",
-                 "output": "lm_head"}
-_BLOCK_NAMES = {
-    "attn_q": "self_attn.q_proj", "attn_k": "self_attn.k_proj",
-    "attn_v": "self_attn.v_proj", "attn_output": "self_attn.o_proj",
-    "ffn_gate": "mlp.gate_proj", "ffn_up": "mlp.up_proj", "ffn_down": "mlp.down_proj",
-    "attn_norm": "input_layernorm", "ffn_norm": "post_attention_layernorm",
-}
+STANDARD_FIX = "use a GGUF written by llama.cpp's convert_hf_to_gguf.py"
 
 
 @dataclass(frozen=True)
@@ -229,17 +228,14 @@ def read_gguf(path: str | Path) -> GGUFFile:
                                fix=RECONVERT_FIX) from exc
 
 
-def hf_tensor_name(gguf_name: str) -> str | None:
-    """Map a llama GGUF tensor name to its HF name; None when it has no HF counterpart."""
-    stem, dot, suffix = gguf_name.rpartition(".")
-    if not dot or suffix not in ("weight", "bias"):
-        return None
-    if stem in _GLOBAL_NAMES:
-        return f"{_GLOBAL_NAMES[stem]}.{suffix}"
-    parts = stem.split(".")
-    if len(parts) == 3 and parts[0] == "blk" and parts[1].isdigit() and parts[2] in _BLOCK_NAMES:
-        return f"model.layers.{parts[1]}.{_BLOCK_NAMES[parts[2]]}.{suffix}"
-    return None
+def gguf_architectures() -> dict[str, GGUFLayout]:
+    """`general.architecture` value -> its layout, over the registered architectures."""
+    return {name: arch.gguf for arch in REGISTRY.values() if arch.gguf is not None for name in arch.gguf.names}
+
+
+def hf_tensor_name(gguf_name: str, layout: GGUFLayout | None = None) -> str | None:
+    """Map a GGUF tensor name to its HF name (default: llama's names); None when it has none."""
+    return (layout or gguf_architectures()["llama"]).hf_name(gguf_name)
 
 
 def unpermute_rows(w: np.ndarray, n_head: int) -> np.ndarray:
@@ -267,23 +263,26 @@ def _number(metadata: dict, key: str, path: Path, kind: type = int, default: Any
         value = _require(metadata, key, path)
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise ConfigError(f"expected a single number, found {type(value).__name__}",
-                          where=f"{path}: {key}", fix="use a standard llama GGUF")
+                          where=f"{path}: {key}", fix=STANDARD_FIX)
     if kind is float:
         return _f32(value) if isinstance(value, float) else float(value)
     if value < 1:
         raise ConfigError(f"expected a positive count, found {value}", where=f"{path}: {key}",
-                          fix="use a standard llama GGUF")
+                          fix=STANDARD_FIX)
     return int(value)
 
 
-def _check_architecture(metadata: dict, path: Path) -> None:
+def gguf_layout(metadata: dict, path: Path) -> tuple[str, GGUFLayout]:
+    """(general.architecture, its layout); UnknownArchitectureError naming the supported ones."""
     arch = _require(metadata, "general.architecture", path)
-    if arch != "llama":
+    known = gguf_architectures()
+    if not isinstance(arch, str) or arch not in known:
         raise UnknownArchitectureError(
             f"architecture {arch!r} is not supported by the GGUF loader",
             where=f"{path}: general.architecture",
-            fix="use a llama-architecture GGUF, or the model's HF folder if its "
-                "architecture is registered")
+            fix=f"GGUF architectures webbuild loads: {', '.join(sorted(known))}; or build from the model's "
+                "HF folder if its architecture is registered")
+    return arch, known[arch]
 
 
 def _f32(value: float) -> float:
@@ -291,62 +290,62 @@ def _f32(value: float) -> float:
     return float(str(np.float32(value)))
 
 
-def _rope_scaling(metadata: dict) -> dict | None:
-    kind = metadata.get("llama.rope.scaling.type")
+def _rope_scaling(metadata: dict, arch: str) -> dict | None:
+    kind = metadata.get(f"{arch}.rope.scaling.type")
     if kind in (None, "none"):
         return None
-    factor = metadata.get("llama.rope.scaling.factor", 1.0)
+    factor = metadata.get(f"{arch}.rope.scaling.factor", 1.0)
     scaling = {"rope_type": kind, "factor": _f32(factor)}
-    original = metadata.get("llama.rope.scaling.original_context_length")
+    original = metadata.get(f"{arch}.rope.scaling.original_context_length")
     if original is not None:
         scaling["original_max_position_embeddings"] = int(original)
     return scaling
 
 
 def gguf_config(gguf_file: GGUFFile) -> dict:
-    """A HF `config.json`-style dict built from the llama GGUF metadata."""
+    """A HF `config.json`-style dict built from the GGUF's `<arch>.*` metadata."""
     md, path = gguf_file.metadata, gguf_file.path
-    _check_architecture(md, path)
-    hidden = _number(md, "llama.embedding_length", path)
-    n_heads = _number(md, "llama.attention.head_count", path)
-    head_dim = _number(md, "llama.attention.key_length", path, default=hidden // n_heads)
+    arch, layout = gguf_layout(md, path)
+    hidden = _number(md, f"{arch}.embedding_length", path)
+    n_heads = _number(md, f"{arch}.attention.head_count", path)
+    head_dim = _number(md, f"{arch}.attention.key_length", path, default=hidden // n_heads)
     config = {
-        "model_type": "llama",
-        "architectures": ["LlamaForCausalLM"],
-        "hidden_act": "silu",
+        "model_type": layout.model_type,
+        "architectures": [layout.hf_class],
+        "hidden_act": layout.hidden_act,
         "hidden_size": hidden,
-        "intermediate_size": _number(md, "llama.feed_forward_length", path),
-        "num_hidden_layers": _number(md, "llama.block_count", path),
+        "intermediate_size": _number(md, f"{arch}.feed_forward_length", path),
+        "num_hidden_layers": _number(md, f"{arch}.block_count", path),
         "num_attention_heads": n_heads,
-        "num_key_value_heads": _number(md, "llama.attention.head_count_kv", path, default=n_heads),
+        "num_key_value_heads": _number(md, f"{arch}.attention.head_count_kv", path, default=n_heads),
         "head_dim": head_dim,
-        "rms_norm_eps": _number(md, "llama.attention.layer_norm_rms_epsilon", path, float),
-        "rope_theta": _number(md, "llama.rope.freq_base", path, float, default=10000.0),
-        "max_position_embeddings": _number(md, "llama.context_length", path),
-        "vocab_size": _vocab_size(gguf_file),
+        "rms_norm_eps": _number(md, f"{arch}.attention.layer_norm_rms_epsilon", path, float),
+        "rope_theta": _number(md, f"{arch}.rope.freq_base", path, float, default=10000.0),
+        "max_position_embeddings": _number(md, f"{arch}.context_length", path),
+        "vocab_size": _vocab_size(gguf_file, arch),
         "tie_word_embeddings": "output.weight" not in gguf_file.tensors,
         "attention_bias": "blk.0.attn_q.bias" in gguf_file.tensors,
         "mlp_bias": False,
     }
-    _check_rope_dims(md, head_dim, path)
-    if (scaling := _rope_scaling(md)) is not None:
+    _check_rope_dims(md, arch, head_dim, path)
+    if (scaling := _rope_scaling(md, arch)) is not None:
         config["rope_scaling"] = scaling
     config.update(_special_ids(md))
     return config
 
 
-def _check_rope_dims(metadata: dict, head_dim: int, path: Path) -> None:
-    rope_dims = metadata.get("llama.rope.dimension_count", head_dim)
+def _check_rope_dims(metadata: dict, arch: str, head_dim: int, path: Path) -> None:
+    rope_dims = metadata.get(f"{arch}.rope.dimension_count", head_dim)
     if rope_dims != head_dim:
         raise ConfigError(
-            f"RoPE covers {rope_dims} of {head_dim} head dimensions; llama needs all of them",
-            where=f"{path}: llama.rope.dimension_count", fix="use a standard llama GGUF")
+            f"RoPE covers {rope_dims} of {head_dim} head dimensions; {arch} needs all of them",
+            where=f"{path}: {arch}.rope.dimension_count", fix=STANDARD_FIX)
 
 
-def _vocab_size(gguf_file: GGUFFile) -> int:
+def _vocab_size(gguf_file: GGUFFile, arch: str) -> int:
     md = gguf_file.metadata
-    if "llama.vocab_size" in md:
-        return int(md["llama.vocab_size"])
+    if f"{arch}.vocab_size" in md:
+        return int(md[f"{arch}.vocab_size"])
     if "tokenizer.ggml.tokens" in md:
         return len(md["tokenizer.ggml.tokens"])
     return int(_require_tensor(gguf_file, "token_embd.weight").dims[1])
@@ -368,14 +367,14 @@ def _special_ids(metadata: dict) -> dict:
     return ids
 
 
-def _name_map(gguf_file: GGUFFile) -> dict[str, str]:
+def _name_map(gguf_file: GGUFFile, arch: str, layout: GGUFLayout) -> dict[str, str]:
     """HF name -> GGUF name for every tensor; unknown tensors are a WeightMappingError."""
     mapping = {}
     for gguf_name in gguf_file.tensors:
-        hf_name = hf_tensor_name(gguf_name)
+        hf_name = layout.hf_name(gguf_name)
         if hf_name is None:
             raise WeightMappingError(
-                f"tensor {gguf_name!r} has no Hugging Face llama counterpart",
+                f"tensor {gguf_name!r} has no Hugging Face {arch} counterpart",
                 where=str(gguf_file.path),
                 fix="this GGUF needs features webbuild does not map (e.g. rope_freqs); "
                     "build from the HF folder instead")
@@ -383,8 +382,9 @@ def _name_map(gguf_file: GGUFFile) -> dict[str, str]:
     return mapping
 
 
-def _make_reader(gguf_file: GGUFFile, config: dict, mapping: dict[str, str]):
-    heads = {"attn_q": config["num_attention_heads"], "attn_k": config["num_key_value_heads"]}
+def _make_reader(gguf_file: GGUFFile, config: dict, mapping: dict[str, str], layout: GGUFLayout):
+    heads = {stem: count for stem, count in (("attn_q", config["num_attention_heads"]),
+                                             ("attn_k", config["num_key_value_heads"])) if stem in layout.permuted}
 
     def gguf_name_of(hf_name: str) -> str:
         if hf_name not in mapping:
@@ -393,8 +393,9 @@ def _make_reader(gguf_file: GGUFFile, config: dict, mapping: dict[str, str]):
         return mapping[hf_name]
 
     def unpermute(gguf_name: str, rows: np.ndarray) -> np.ndarray:
-        """llama.cpp stores attn_q / attn_k rows permuted; rows convert independently, so the same
-        row order fixes the float tensor and each (rows, ...) array of its exact container."""
+        """llama.cpp stores the layout's permuted projections (llama: attn_q, attn_k) with each head's
+        rows interleaved; rows convert independently, so the same row order fixes the float tensor
+        and each (rows, ...) array of its exact container."""
         kind = gguf_name.split(".")[-2]
         return np.ascontiguousarray(unpermute_rows(rows, heads[kind])) if kind in heads else rows
 
@@ -421,11 +422,13 @@ def _make_reader(gguf_file: GGUFFile, config: dict, mapping: dict[str, str]):
 
 
 def load_gguf(path: str | Path) -> Checkpoint:
-    """Load a llama GGUF: HF config and names, lazy float32 tensors, rebuilt tokenizer."""
+    """Load a GGUF of a registered architecture: HF config and names, lazy float32 tensors, rebuilt
+    tokenizer."""
     gguf_file = read_gguf(path)
     config = gguf_config(gguf_file)
-    mapping = _name_map(gguf_file)
-    read_tensor, source_format, source_shape, read_exact = _make_reader(gguf_file, config, mapping)
+    arch, layout = gguf_layout(gguf_file.metadata, gguf_file.path)
+    mapping = _name_map(gguf_file, arch, layout)
+    read_tensor, source_format, source_shape, read_exact = _make_reader(gguf_file, config, mapping, layout)
     tokenizer_files = tokenizer_files_from_gguf(
         gguf_file.metadata, where=str(gguf_file.path),
         model_max_length=config["max_position_embeddings"])

@@ -2,7 +2,9 @@
 
 Only byte-level BPE (`tokenizer.ggml.model == "gpt2"`) is supported. The pre-tokenizer follows
 `tokenizer.ggml.pre`: `smollm` (single digits, then GPT-2 ByteLevel splitting), `gpt2`
-(ByteLevel splitting) or `llama-bpe` (the Llama 3 split regex, then ByteLevel). Control tokens
+(ByteLevel splitting), `llama-bpe` (the Llama 3 split regex, then ByteLevel) or `qwen2` (Llama 3's
+regex with single digits, as Qwen2/2.5/3's tokenizer.json; like llama.cpp, without its NFC
+normalizer). Control tokens
 become special added tokens, user-defined tokens plain added tokens.
 """
 
@@ -23,6 +25,8 @@ LLAMA3_SPLIT_REGEX = (
     r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}"
     r"| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
 )
+QWEN2_SPLIT_REGEX = LLAMA3_SPLIT_REGEX.replace(r"\p{N}{1,3}", r"\p{N}")
+SPLIT_REGEXES = {"llama-bpe": LLAMA3_SPLIT_REGEX, "qwen2": QWEN2_SPLIT_REGEX}
 HF_FOLDER_FIX = "build from the model's Hugging Face folder (it has tokenizer.json)"
 
 
@@ -34,12 +38,12 @@ def _pre_tokenizer(pre: str, where: str) -> pre_tokenizers.PreTokenizer:
         ])
     if pre == "gpt2":
         return pre_tokenizers.ByteLevel(add_prefix_space=False, trim_offsets=True, use_regex=True)
-    if pre == "llama-bpe":
+    if pre in SPLIT_REGEXES:
         return pre_tokenizers.Sequence([
-            pre_tokenizers.Split(Regex(LLAMA3_SPLIT_REGEX), behavior="isolated", invert=False),
+            pre_tokenizers.Split(Regex(SPLIT_REGEXES[pre]), behavior="isolated", invert=False),
             pre_tokenizers.ByteLevel(add_prefix_space=False, trim_offsets=True, use_regex=False),
         ])
-    raise ConfigError(f"pre-tokenizer {pre!r} is not supported (known: smollm, gpt2, llama-bpe)",
+    raise ConfigError(f"pre-tokenizer {pre!r} is not supported (known: smollm, gpt2, {', '.join(SPLIT_REGEXES)})",
                       where=f"{where}: tokenizer.ggml.pre", fix=HF_FOLDER_FIX)
 
 
