@@ -52,9 +52,23 @@ def add_bpe_vocabulary(writer: gguf.GGUFWriter, vocab_size: int, pre: str) -> No
     writer.add_eos_token_id(2)
 
 
+def add_sentencepiece_vocabulary(writer: gguf.GGUFWriter, vocab_size: int) -> None:
+    """`vocab_size` SentencePiece tokens as llama.cpp writes them: <unk>, <s>, </s>, the 256
+    <0xXX> byte tokens, then `▁f0`, `▁f1`, ... with falling scores."""
+    pieces = [f"\u2581f{i}" for i in range(vocab_size - 259)]
+    writer.add_tokenizer_model("llama")
+    writer.add_token_list(["<unk>", "<s>", "</s>"] + [f"<0x{b:02X}>" for b in range(256)] + pieces)
+    writer.add_token_scores([0.0] * 259 + [-float(i) for i in range(len(pieces))])
+    writer.add_token_types([2, 3, 3] + [6] * 256 + [1] * len(pieces))
+    writer.add_unk_token_id(0)
+    writer.add_bos_token_id(1)
+    writer.add_eos_token_id(2)
+
+
 def write_hf_as_gguf(folder: Path, path: Path, q8_0: tuple[str, ...] = (), pre: str = "gpt2") -> Path:
     """`folder` (config.json + model.safetensors) as a GGUF at `path`; GGUF block stems listed in
-    `q8_0` (e.g. "ffn_up") are stored as Q8_0, everything else as F32."""
+    `q8_0` (e.g. "ffn_up") are stored as Q8_0, everything else as F32. `pre`: the byte-level BPE
+    pre-tokenizer, or "sentencepiece" for a SentencePiece vocabulary."""
     config = json.loads((folder / "config.json").read_text())
     arch = REGISTRY[config["model_type"]]
     layout = arch.gguf
@@ -72,10 +86,17 @@ def write_hf_as_gguf(folder: Path, path: Path, q8_0: tuple[str, ...] = (), pre: 
     writer.add_head_count_kv(kv_heads)
     writer.add_key_length(head_dim)
     writer.add_value_length(head_dim)
+    writer.add_pad_token_id(0)
     writer.add_layer_norm_rms_eps(config["rms_norm_eps"])
     writer.add_rope_freq_base(float(rope.get("rope_theta", config.get("rope_theta", 10000.0))))
-    writer.add_rope_dimension_count(head_dim)
-    add_bpe_vocabulary(writer, config["vocab_size"], pre)
+    fraction = rope.get("partial_rotary_factor", config.get("partial_rotary_factor")) or 1.0
+    writer.add_rope_dimension_count(int(fraction * head_dim))
+    if layout.partial_rotary and config.get("sliding_window"):  # phi3 writes its window
+        writer.add_sliding_window(config["sliding_window"])
+    if pre == "sentencepiece":
+        add_sentencepiece_vocabulary(writer, config["vocab_size"])
+    else:
+        add_bpe_vocabulary(writer, config["vocab_size"], pre)
 
     to_gguf = {f"{hf}": stem for stem, hf in layout.global_names.items()}
     weights = load_file(str(folder / "model.safetensors"))
@@ -88,7 +109,7 @@ def write_hf_as_gguf(folder: Path, path: Path, q8_0: tuple[str, ...] = (), pre: 
             i, path_in_block = int(parts[2]), ".".join(parts[3:])
             block = {hf: stem for stem, hf in layout.block_names.items()}[path_in_block]
             stem = f"blk.{i}.{block}"
-        value = value.astype(np.float32)
+        value = value.astype(np.float32) - np.float32(layout.norm_offset if stem.endswith("norm") else 0.0)
         kind = stem.split(".")[-1]
         if kind in layout.permuted:
             value = permute_like_llama_cpp(value, heads if kind == "attn_q" else kv_heads)

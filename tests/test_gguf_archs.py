@@ -1,18 +1,24 @@
-"""GGUF files of every architecture with a GGUF layout (llama, qwen2, qwen3), written the way
+"""GGUF files of every architecture with a GGUF layout (llama, qwen2, qwen3, phi3, gemma), written the way
 llama.cpp's converter writes them (tests/hf_to_gguf.py: its tensor names, llama's permuted q/k
-rows, some matrices as Q8_0) from tiny random transformers models, built by `webbuild build`.
+rows, phi3's fused projections and partial RoPE, Gemma's norms stored plus one, some matrices as
+Q8_0) from tiny random transformers models, built by `webbuild build`.
 
 The oracle is transformers loading the same GGUF file (`from_pretrained(dir, gguf_file=...)`,
-dequantized to float32): the CPU build's logits after a two-chunk prefill and 8 decode steps match
-it to 1e-3, for `q0f32` and for the faithful `source` build (Q8_0 kept as int8 groups).
+dequantized to float32). Where transformers 5.24 cannot stand in for llama.cpp (it loads no `gemma`
+GGUF, and reads a `phi3` file's partial RoPE, `phi3.rope.dimension_count`, as full) the oracle is
+the HF folder the file was written from (its matrices then all F32). The CPU build's logits
+after a two-chunk prefill and 8 decode steps match it to 1e-3, for `q0f32` and for the faithful
+`source` build (Q8_0 kept as int8 groups).
 """
 
 from __future__ import annotations
 
+import json
 from dataclasses import replace
 
 import numpy as np
 import pytest
+from tokenizers import Tokenizer
 
 from arch_cases import CASES, save_case
 from hf_to_gguf import write_hf_as_gguf
@@ -24,7 +30,8 @@ DECODE = [77, 8, 300, 16, 2, 99, 123, 64]
 TOL = 1e-3
 # transformers 5.24's GGUF loader reads no head_dim for qwen3 (it keeps Qwen3Config's 128), so the
 # qwen3 file uses head_dim 128; ours comes from qwen3.attention.key_length either way
-GGUF_CASES = {"llama": {}, "qwen2": {}, "qwen3": {"head_dim": 128}}
+GGUF_CASES = {"llama": {}, "qwen2": {}, "qwen3": {"head_dim": 128}, "phi3": {}, "gemma": {}}
+HF_ORACLE = {"gemma", "phi3"}  # files transformers does not read as llama.cpp does
 Q8_0 = ("ffn_up", "attn_output")
 
 
@@ -40,9 +47,13 @@ def gguf_files(tmp_path_factory):
     for name, overrides in GGUF_CASES.items():
         case = replace(cases[name], config={**cases[name].config, **overrides})
         folder = save_case(case, root / name)
-        pre = "qwen2" if name.startswith("qwen") else "llama-bpe"  # what llama.cpp writes for them
-        path = write_hf_as_gguf(folder, root / f"{name}.gguf", q8_0=Q8_0, pre=pre)
-        model = AutoModelForCausalLM.from_pretrained(root, gguf_file=path.name, dtype=torch.float32).eval()
+        # what llama.cpp writes for them (SentencePiece: Llama 2, Mistral, Phi-3, Gemma)
+        pre = {"qwen2": "qwen2", "qwen3": "qwen2"}.get(name, "sentencepiece")
+        path = write_hf_as_gguf(folder, root / f"{name}.gguf", q8_0=() if name in HF_ORACLE else Q8_0, pre=pre)
+        if name in HF_ORACLE:
+            model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32).eval()
+        else:
+            model = AutoModelForCausalLM.from_pretrained(root, gguf_file=path.name, dtype=torch.float32).eval()
         with torch.no_grad():
             logits = model(torch.tensor([PROMPT + DECODE])).logits[0].numpy()
         made[name] = (path, logits[len(PROMPT) - 1:])
@@ -58,7 +69,20 @@ def _steps(folder) -> np.ndarray:
 def test_gguf_config_names_the_architecture(gguf_files, name):
     checkpoint = load_gguf(gguf_files[name][0])
     assert checkpoint.config["model_type"] == name
-    assert checkpoint.config["head_dim"] == {**dict(head_dim=16), **GGUF_CASES[name]}["head_dim"]
+    case = next(c for c in CASES if c.name == name)
+    expected = {**case.config, **GGUF_CASES[name]}
+    head_dim = expected.get("head_dim", expected["hidden_size"] // expected["num_attention_heads"])
+    assert checkpoint.config["head_dim"] == head_dim
+
+
+@pytest.mark.parametrize("name", list(GGUF_CASES))
+def test_gguf_build_writes_a_tokenizer_the_build_loads(gguf_files, cpu_build, name):
+    folder = cpu_build(gguf_files[name][0], "q0f32", prefill_chunk=8)
+    tokenizer = Tokenizer.from_file(str(folder / "tokenizer.json"))
+    ids = tokenizer.encode("f0 f1, é!").ids
+    assert ids and max(ids) < 320
+    config = json.loads((folder / "chat-config.json").read_text())
+    assert config["architecture"] == name
 
 
 @pytest.mark.parametrize("quantization", ["q0f32", "source"])

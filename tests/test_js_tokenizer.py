@@ -60,15 +60,25 @@ def py_tokenizer(smollm) -> Tokenizer:
     return Tokenizer.from_str(smollm.tokenizer_files["tokenizer.json"].decode("utf-8"))
 
 
-@pytest.fixture(scope="module")
-def js_result(smollm, py_tokenizer, tmp_path_factory):
+def run_js_tokenizer(tmp: Path, payload: dict) -> dict:
+    """Build the runtime's modules and run NODE_SCRIPT on `payload` (tokenizer, config, chat,
+    question, texts, python_ids) in `tmp`; its JSON output."""
     node = shutil.which("node")
     assert node is not None, "node is not installed (make deps)"
     assert (ROOT / "node_modules" / "esbuild").is_dir(), "npm packages are not installed (make deps-js)"
     build = subprocess.run([node, str(ROOT / "runtime_js" / "build.mjs"), "--modules"], cwd=ROOT,
                            capture_output=True, text=True, timeout=120)
     assert build.returncode == 0, build.stderr
-    tmp = tmp_path_factory.mktemp("js_tokenizer")
+    (tmp / "input.json").write_text(json.dumps(payload))
+    script = tmp / "run.mjs"
+    script.write_text(NODE_SCRIPT.replace("__MODULE__", MODULE.as_uri()))
+    run = subprocess.run([node, str(script), str(tmp / "input.json")], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+    return json.loads(run.stdout.strip().splitlines()[-1])
+
+
+@pytest.fixture(scope="module")
+def js_result(smollm, py_tokenizer, tmp_path_factory):
     payload = {
         "tokenizer": json.loads(smollm.tokenizer_files["tokenizer.json"]),
         "config": json.loads(smollm.tokenizer_files.get("tokenizer_config.json", b"{}")),
@@ -77,12 +87,7 @@ def js_result(smollm, py_tokenizer, tmp_path_factory):
         "texts": AWKWARD,
         "python_ids": [py_tokenizer.encode(t).ids for t in AWKWARD],
     }
-    (tmp / "input.json").write_text(json.dumps(payload))
-    script = tmp / "run.mjs"
-    script.write_text(NODE_SCRIPT.replace("__MODULE__", MODULE.as_uri()))
-    run = subprocess.run([node, str(script), str(tmp / "input.json")], capture_output=True, text=True, timeout=120)
-    assert run.returncode == 0, run.stderr
-    return json.loads(run.stdout.strip().splitlines()[-1])
+    return run_js_tokenizer(tmp_path_factory.mktemp("js_tokenizer"), payload)
 
 
 def test_chat_prompt_matches_python(smollm, py_tokenizer, js_result):

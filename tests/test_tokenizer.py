@@ -141,7 +141,7 @@ def test_add_bos_and_eos_flags():
 
 def test_unsupported_tokenizer_model():
     with pytest.raises(ConfigError) as info:
-        build_tokenizer(_metadata(**{"tokenizer.ggml.model": "llama"}), where="test.gguf")
+        build_tokenizer(_metadata(**{"tokenizer.ggml.model": "rwkv"}), where="test.gguf")
     assert info.value.where.endswith("tokenizer.ggml.model")
 
 

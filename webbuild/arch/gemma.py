@@ -14,6 +14,7 @@ from dataclasses import replace
 
 from ..errors import ConfigError
 from .base import Architecture, BuildOptions, flag
+from .gguf_layout import GGUFLayout
 from .llama import LAYOUT as LLAMA_LAYOUT, llama_config
 from .transformer import TransformerConfig, TransformerLM, activation, weight_map_for
 
@@ -50,4 +51,6 @@ ARCH = Architecture(
     parse_config=parse_config,
     build_model=TransformerLM,
     weight_map=lambda c: weight_map_for(c, LAYOUT),
+    gguf=GGUFLayout(names=("gemma",), model_type="gemma", hf_class="GemmaForCausalLM", hidden_act="gelu_pytorch_tanh",
+                    norm_offset=-1.0),
 )

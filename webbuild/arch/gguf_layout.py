@@ -4,7 +4,8 @@ An architecture that llama.cpp's converter writes names its `general.architectur
 `model_type` (and class) its config becomes, the GGUF tensor names of its weights (stems without
 `.weight` / `.bias`: global ones, and per block `blk.{i}.<stem>` under `model.layers.{i}.`), and the
 projections whose rows the converter permuted for llama.cpp's interleaved RoPE (Llama's q and k;
-Qwen's are stored as in the HF checkpoint). The config fields come from the `<arch>.*` metadata
+the others are stored as in the HF checkpoint), and what else differs from the HF tensors (Gemma's
+norm weights are stored plus one). The config fields come from the `<arch>.*` metadata
 keys every llama-shaped GGUF has (see webbuild.loaders.gguf_loader).
 """
 
@@ -33,6 +34,10 @@ class GGUFLayout:
     global_names: dict[str, str] = field(default_factory=lambda: dict(GLOBAL_NAMES))
     block_names: dict[str, str] = field(default_factory=lambda: dict(BLOCK_NAMES))
     hidden_act: str = "silu"
+    # True: `<arch>.rope.dimension_count` may cover part of a head (partial_rotary_factor)
+    partial_rotary: bool = False
+    # added to every `*norm.weight` read (Gemma: llama.cpp stores 1 + w where HF stores w)
+    norm_offset: float = 0.0
 
     def hf_name(self, gguf_name: str) -> str | None:
         """The HF name of GGUF tensor `gguf_name`; None when it has no counterpart."""

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from ..errors import ConfigError
 from .base import Architecture, BuildOptions, ConfigReader
+from .gguf_layout import BLOCK_NAMES, GGUFLayout
 from .llama import llama_config
 from .transformer import (
     HFLayout,
@@ -62,4 +63,6 @@ ARCH = Architecture(
     parse_config=parse_config,
     build_model=TransformerLM,
     weight_map=lambda c: weight_map_for(c, LAYOUT),
+    gguf=GGUFLayout(names=("phi3",), model_type="phi3", hf_class="Phi3ForCausalLM", partial_rotary=True,
+                    block_names={**BLOCK_NAMES, "attn_qkv": "self_attn.qkv_proj", "ffn_up": "mlp.gate_up_proj"}),
 )

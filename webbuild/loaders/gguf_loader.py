@@ -327,7 +327,13 @@ def gguf_config(gguf_file: GGUFFile) -> dict:
         "attention_bias": "blk.0.attn_q.bias" in gguf_file.tensors,
         "mlp_bias": False,
     }
-    _check_rope_dims(md, arch, head_dim, path)
+    rope_dims = md.get(f"{arch}.rope.dimension_count", head_dim)
+    if layout.partial_rotary and isinstance(rope_dims, int) and 0 < rope_dims < head_dim:
+        config["partial_rotary_factor"] = rope_dims / head_dim
+    else:
+        _check_rope_dims(md, arch, head_dim, path)
+    if f"{arch}.attention.sliding_window" in md:
+        config["sliding_window"] = _number(md, f"{arch}.attention.sliding_window", path)
     if (scaling := _rope_scaling(md, arch)) is not None:
         config["rope_scaling"] = scaling
     config.update(_special_ids(md))
@@ -401,7 +407,10 @@ def _make_reader(gguf_file: GGUFFile, config: dict, mapping: dict[str, str], lay
 
     def read_tensor(hf_name: str) -> np.ndarray:
         gguf_name = gguf_name_of(hf_name)
-        return unpermute(gguf_name, gguf_file.dequantize(gguf_name))  # (out, in) or (n,)
+        value = unpermute(gguf_name, gguf_file.dequantize(gguf_name))  # (out, in) or (n,)
+        if layout.norm_offset and gguf_name.endswith("norm.weight"):
+            value = value + np.float32(layout.norm_offset)
+        return value
 
     def source_format(hf_name: str):
         info = gguf_file.tensors[gguf_name_of(hf_name)]

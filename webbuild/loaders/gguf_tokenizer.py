@@ -1,6 +1,19 @@
 """Rebuild Hugging Face `tokenizer.json` / `tokenizer_config.json` from GGUF tokenizer metadata.
 
-Only byte-level BPE (`tokenizer.ggml.model == "gpt2"`) is supported. The pre-tokenizer follows
+Two tokenizer models: SentencePiece (`tokenizer.ggml.model == "llama"`: Llama 2, Mistral, TinyLlama,
+Phi-3, Gemma) and byte-level BPE (`"gpt2"`).
+
+SentencePiece: the pieces with their scores, `<0xXX>` byte tokens for byte fallback and `▁` for a
+space. llama.cpp merges adjacent pieces by the score of the piece they make (highest first); as a
+`tokenizers` BPE that is one merge per way to split each piece into two pieces, ranked by the
+merged piece's score (then id). A `▁` is prepended to the text (unless
+`tokenizer.ggml.add_space_prefix` is false) and spaces become `▁` (Metaspace, prepended to the first
+section only and not to a text that already starts with a space, as transformers' conversion of
+such files does; llama.cpp always prepends); decoding turns `▁` back into spaces, joins byte tokens
+into UTF-8 and drops the leading space. BOS is added unless
+`tokenizer.ggml.add_bos_token` is false (llama.cpp's default for SentencePiece).
+
+Byte-level BPE: the pre-tokenizer follows
 `tokenizer.ggml.pre`: `smollm` (single digits, then GPT-2 ByteLevel splitting), `gpt2`
 (ByteLevel splitting), `llama-bpe` (the Llama 3 split regex, then ByteLevel) or `qwen2` (Llama 3's
 regex with single digits, as Qwen2/2.5/3's tokenizer.json; like llama.cpp, without its NFC
@@ -18,8 +31,11 @@ from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, pre_token
 from webbuild.errors import ConfigError, CorruptFileError
 
 TOKEN_TYPE_NORMAL = 1
+TOKEN_TYPE_UNKNOWN = 2
 TOKEN_TYPE_CONTROL = 3
 TOKEN_TYPE_USER_DEFINED = 4
+TOKEN_TYPE_BYTE = 6
+SPACE = "\u2581"  # SentencePiece's visible space
 
 LLAMA3_SPLIT_REGEX = (
     r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}"
@@ -95,9 +111,9 @@ def _special_token(metadata: dict, name: str, tokens: list[str], where: str) -> 
     return tokens[token_id]
 
 
-def _post_processor(metadata: dict, tokens: list[str], where: str) -> processors.PostProcessor:
-    """ByteLevel offsets, plus BOS/EOS insertion when the GGUF asks for it."""
-    byte_level = processors.ByteLevel(trim_offsets=False)
+def _post_processor(metadata: dict, tokens: list[str], where: str,
+                    byte_level: processors.PostProcessor | None) -> processors.PostProcessor | None:
+    """`byte_level` (offsets of byte-level BPE), plus BOS/EOS insertion when the GGUF asks for it."""
     bos = _flagged_token(metadata, "bos", tokens, where)
     eos = _flagged_token(metadata, "eos", tokens, where)
     if bos is None and eos is None:
@@ -109,12 +125,19 @@ def _post_processor(metadata: dict, tokens: list[str], where: str) -> processors
     template = processors.TemplateProcessing(
         single=" ".join(single), pair=" ".join(pair),
         special_tokens=[t for t in (bos, eos) if t is not None])
-    return processors.Sequence([byte_level, template])
+    return template if byte_level is None else processors.Sequence([byte_level, template])
+
+
+def _adds(metadata: dict, name: str) -> bool:
+    """Whether the tokenizer adds the `name` (bos, eos) token: the file's flag, else llama.cpp's
+    default (BOS for SentencePiece vocabularies)."""
+    default = name == "bos" and metadata.get("tokenizer.ggml.model") == "llama"
+    return bool(metadata.get(f"tokenizer.ggml.add_{name}_token", default))
 
 
 def _flagged_token(metadata: dict, name: str, tokens: list[str], where: str):
-    """(token, id) when `tokenizer.ggml.add_<name>_token` is true, else None."""
-    if not metadata.get(f"tokenizer.ggml.add_{name}_token", False):
+    """(token, id) when the tokenizer adds token `name`, else None."""
+    if not _adds(metadata, name):
         return None
     token = _special_token(metadata, name, tokens, where)
     if token is None:
@@ -123,11 +146,13 @@ def _flagged_token(metadata: dict, name: str, tokens: list[str], where: str):
 
 
 def build_tokenizer(metadata: dict, where: str) -> Tokenizer:
-    """A `tokenizers.Tokenizer` equivalent to the GGUF's byte-level BPE tokenizer."""
+    """A `tokenizers.Tokenizer` equivalent to the GGUF's tokenizer (SentencePiece or byte-level BPE)."""
     model = _field(metadata, "tokenizer.ggml.model", where)
+    if model == "llama":
+        return _sentencepiece_tokenizer(metadata, where)
     if model != "gpt2":
-        raise ConfigError(f"tokenizer model {model!r} is not supported (only byte-level BPE "
-                          "'gpt2')", where=f"{where}: tokenizer.ggml.model", fix=HF_FOLDER_FIX)
+        raise ConfigError(f"tokenizer model {model!r} is not supported (known: 'llama' (SentencePiece), "
+                          "'gpt2' (byte-level BPE))", where=f"{where}: tokenizer.ggml.model", fix=HF_FOLDER_FIX)
     tokens = list(_field(metadata, "tokenizer.ggml.tokens", where))
     token_types = list(metadata.get("tokenizer.ggml.token_type", [TOKEN_TYPE_NORMAL] * len(tokens)))
     pre = metadata.get("tokenizer.ggml.pre", "gpt2")
@@ -142,7 +167,60 @@ def build_tokenizer(metadata: dict, where: str) -> Tokenizer:
     tokenizer = Tokenizer(bpe)
     tokenizer.pre_tokenizer = _pre_tokenizer(pre, where)
     tokenizer.decoder = decoders.ByteLevel()
-    tokenizer.post_processor = _post_processor(metadata, tokens, where)
+    tokenizer.post_processor = _post_processor(metadata, tokens, where, processors.ByteLevel(trim_offsets=False))
+    tokenizer.add_tokens(_added_tokens(tokens, token_types))
+    return tokenizer
+
+
+def _sentencepiece_merges(tokens: list[str], scores: list[float], token_types: list[int]) -> list[tuple[str, str]]:
+    """Every split of a normal piece into two pieces, ranked as llama.cpp merges: the merged
+    piece's score, highest first (then its id, then the left piece's length)."""
+    vocab = _vocab(tokens)
+    mergeable = {t for t, kind in zip(tokens, token_types) if kind in (TOKEN_TYPE_NORMAL, TOKEN_TYPE_USER_DEFINED)}
+    ranked = []
+    for token_id, (token, kind) in enumerate(zip(tokens, token_types)):
+        if kind != TOKEN_TYPE_NORMAL or vocab[token] != token_id:
+            continue
+        for cut in range(1, len(token)):
+            left, right = token[:cut], token[cut:]
+            if left in mergeable and right in mergeable:
+                ranked.append((-scores[token_id], token_id, cut, left, right))
+    ranked.sort()
+    return [(left, right) for *_, left, right in ranked]
+
+
+def _sentencepiece_tokenizer(metadata: dict, where: str) -> Tokenizer:
+    tokens = list(_field(metadata, "tokenizer.ggml.tokens", where))
+    raw_scores = _field(metadata, "tokenizer.ggml.scores", where)
+    token_types = list(metadata.get("tokenizer.ggml.token_type", [TOKEN_TYPE_NORMAL] * len(tokens)))
+    try:
+        scores = [float(x) for x in raw_scores]
+        if not all(isinstance(t, str) for t in tokens) or not all(isinstance(k, int) for k in token_types):
+            raise TypeError("tokens must be strings and token types integers")
+    except (TypeError, ValueError) as exc:
+        raise CorruptFileError(f"the SentencePiece vocabulary is malformed: {exc}",
+                               where=f"{where}: tokenizer.ggml.scores", fix=HF_FOLDER_FIX) from exc
+    if not len(scores) == len(token_types) == len(tokens):
+        raise CorruptFileError(f"{len(tokens)} tokens but {len(scores)} scores and {len(token_types)} token types",
+                               where=f"{where}: tokenizer.ggml.scores", fix=HF_FOLDER_FIX)
+    unknown = _special_token(metadata, "unknown", tokens, where)
+    if unknown is None:
+        unknown = next((t for t, kind in zip(tokens, token_types) if kind == TOKEN_TYPE_UNKNOWN), None)
+    try:
+        bpe = models.BPE(vocab=_vocab(tokens), merges=_sentencepiece_merges(tokens, scores, token_types),
+                         unk_token=unknown, fuse_unk=True, byte_fallback=True)
+    except Exception as exc:  # tokenizers raises plain Exception
+        raise CorruptFileError(f"the SentencePiece vocabulary cannot be rebuilt: {exc}",
+                               where=f"{where}: tokenizer.ggml.tokens", fix=HF_FOLDER_FIX) from exc
+    tokenizer = Tokenizer(bpe)
+    prefix = bool(metadata.get("tokenizer.ggml.add_space_prefix", True))
+    tokenizer.pre_tokenizer = pre_tokenizers.Metaspace(replacement=SPACE, prepend_scheme="first" if prefix else "never",
+                                                       split=False)
+    tokenizer.decoder = decoders.Sequence([decoders.Replace(SPACE, " "), decoders.ByteFallback(), decoders.Fuse()]
+                                          + ([decoders.Strip(" ", 1, 0)] if prefix else []))
+    post = _post_processor(metadata, tokens, where, None)
+    if post is not None:
+        tokenizer.post_processor = post
     tokenizer.add_tokens(_added_tokens(tokens, token_types))
     return tokenizer
 
@@ -152,8 +230,8 @@ def tokenizer_config(metadata: dict, where: str, model_max_length: int | None = 
     tokens = _field(metadata, "tokenizer.ggml.tokens", where)
     config: dict[str, Any] = {
         "tokenizer_class": "PreTrainedTokenizerFast",
-        "add_bos_token": bool(metadata.get("tokenizer.ggml.add_bos_token", False)),
-        "add_eos_token": bool(metadata.get("tokenizer.ggml.add_eos_token", False)),
+        "add_bos_token": _adds(metadata, "bos"),
+        "add_eos_token": _adds(metadata, "eos"),
         "clean_up_tokenization_spaces": False,
     }
     for name, field in (("bos", "bos"), ("eos", "eos"), ("unk", "unknown"), ("pad", "padding")):
