@@ -35,16 +35,21 @@ def windowed_layers(raw: dict, layers: int) -> tuple[int, ...]:
     return tuple(i for i, t in enumerate(types) if t == "sliding_attention")
 
 
-def parse_config(raw: dict, options: BuildOptions) -> TransformerConfig:
-    """Validate a Qwen2 config dict (HF `config.json` style)."""
+def window_fields(raw: dict) -> dict:
+    """`sliding_window` and `sliding_layers` of a Qwen2 / Qwen3 config (none unless `use_sliding_window`)."""
     use_window = raw.get("use_sliding_window", False)
     if not isinstance(use_window, bool):
         raise ConfigError(f"use_sliding_window should be true or false, got {use_window!r}",
                           where="config.json: use_sliding_window", fix="set it to true or false")
     window = sliding_window_of(raw) if use_window else None
     layers = ConfigReader(raw).require("num_hidden_layers")
+    return {"sliding_window": window, "sliding_layers": windowed_layers(raw, layers) if window else None}
+
+
+def parse_config(raw: dict, options: BuildOptions) -> TransformerConfig:
+    """Validate a Qwen2 config dict (HF `config.json` style)."""
     return llama_config(raw, options, rope_theta=rope_setting(raw, "rope_theta", 10000.0), qkv_bias=True,
-                        sliding_window=window, sliding_layers=windowed_layers(raw, layers) if window else None)
+                        **window_fields(raw))
 
 
 ARCH = Architecture(

@@ -10,12 +10,10 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from ..errors import ConfigError
-from .base import Architecture, BuildOptions, ConfigReader, flag
+from .base import Architecture, BuildOptions, flag
 from .gguf_layout import GGUFLayout
 from .llama import LAYOUT as LLAMA_LAYOUT, llama_config
-from .mistral import sliding_window_of
-from .qwen2 import windowed_layers
+from .qwen2 import window_fields
 from .transformer import TransformerConfig, TransformerLM, rope_setting, weight_map_for
 
 LAYOUT = replace(LLAMA_LAYOUT, q_norm="self_attn.q_norm", k_norm="self_attn.k_norm")
@@ -23,15 +21,9 @@ LAYOUT = replace(LLAMA_LAYOUT, q_norm="self_attn.q_norm", k_norm="self_attn.k_no
 
 def parse_config(raw: dict, options: BuildOptions) -> TransformerConfig:
     """Validate a Qwen3 config dict (HF `config.json` style)."""
-    use_window = raw.get("use_sliding_window", False)
-    if not isinstance(use_window, bool):
-        raise ConfigError(f"use_sliding_window should be true or false, got {use_window!r}",
-                          where="config.json: use_sliding_window", fix="set it to true or false")
-    window = sliding_window_of(raw) if use_window else None
-    layers = ConfigReader(raw).require("num_hidden_layers")
     return llama_config(raw, options, rope_theta=rope_setting(raw, "rope_theta", 10000.0),
                         qkv_bias=flag(raw, "attention_bias", False), qk_norm=True, qk_norm_kind="rms",
-                        sliding_window=window, sliding_layers=windowed_layers(raw, layers) if window else None)
+                        **window_fields(raw))
 
 
 ARCH = Architecture(
