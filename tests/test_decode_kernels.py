@@ -40,6 +40,11 @@ FORMAT_CASES = [
     ("int8_g16", 11, 80, "layer"),
     ("int4_g32", 10, 64, "none"),
     ("int8_g32_min", 16, 64, "rms"),
+    # float16 scales, groups spread evenly over the threads: a thread takes whole groups (2 each);
+    # unevenly (34 groups on 16 threads): a thread takes chunks
+    ("int8_g32_f16", 9, 2048, "none"),
+    ("int4_g32_min_f16", 12, 1024, "gated"),
+    ("int4_g32_min_f16", 12, 1088, "rms"),
 ]
 ARGMAX_VOCAB = 1000  # not a multiple of the 256 threads
 
