@@ -87,7 +87,10 @@ def write_hf_as_gguf(folder: Path, path: Path, q8_0: tuple[str, ...] = (), pre: 
     writer.add_key_length(head_dim)
     writer.add_value_length(head_dim)
     writer.add_pad_token_id(0)
-    writer.add_layer_norm_rms_eps(config["rms_norm_eps"])
+    if layout.layer_norm:
+        writer.add_layer_norm_eps(config["layer_norm_eps"])
+    else:
+        writer.add_layer_norm_rms_eps(config["rms_norm_eps"])
     writer.add_rope_freq_base(float(rope.get("rope_theta", config.get("rope_theta", 10000.0))))
     fraction = rope.get("partial_rotary_factor", config.get("partial_rotary_factor")) or 1.0
     writer.add_rope_dimension_count(int(fraction * head_dim))

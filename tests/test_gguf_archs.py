@@ -1,12 +1,13 @@
-"""GGUF files of every architecture with a GGUF layout (llama, qwen2, qwen3, phi3, gemma), written the way
-llama.cpp's converter writes them (tests/hf_to_gguf.py: its tensor names, llama's permuted q/k
+"""GGUF files of every architecture with a GGUF layout (llama, qwen2, qwen3, phi3, gemma, stablelm), written
+the way llama.cpp's converter writes them (tests/hf_to_gguf.py: its tensor names, llama's permuted q/k
 rows, phi3's fused projections and partial RoPE, Gemma's norms stored plus one, some matrices as
 Q8_0) from tiny random transformers models, built by `webbuild build`.
 
 The oracle is transformers loading the same GGUF file (`from_pretrained(dir, gguf_file=...)`,
 dequantized to float32). Where transformers 5.24 cannot stand in for llama.cpp (it loads no `gemma`
-GGUF, and reads a `phi3` file's partial RoPE, `phi3.rope.dimension_count`, as full) the oracle is
-the HF folder the file was written from (its matrices then all F32). The CPU build's logits
+GGUF, reads a `phi3` file's partial RoPE, `phi3.rope.dimension_count`, as full, and ignores
+`stablelm.rope.freq_base`) the oracle is the HF folder the file was written from (its matrices then
+all F32). The CPU build's logits
 after a two-chunk prefill and 8 decode steps match it to 1e-3, for `q0f32` and for the faithful
 `source` build (Q8_0 kept as int8 groups).
 """
@@ -30,8 +31,8 @@ DECODE = [77, 8, 300, 16, 2, 99, 123, 64]
 TOL = 1e-3
 # transformers 5.24's GGUF loader reads no head_dim for qwen3 (it keeps Qwen3Config's 128), so the
 # qwen3 file uses head_dim 128; ours comes from qwen3.attention.key_length either way
-GGUF_CASES = {"llama": {}, "qwen2": {}, "qwen3": {"head_dim": 128}, "phi3": {}, "gemma": {}}
-HF_ORACLE = {"gemma", "phi3"}  # files transformers does not read as llama.cpp does
+GGUF_CASES = {"llama": {}, "qwen2": {}, "qwen3": {"head_dim": 128}, "phi3": {}, "gemma": {}, "stablelm": {}}
+HF_ORACLE = {"gemma", "phi3", "stablelm"}  # files transformers does not read as llama.cpp does
 Q8_0 = ("ffn_up", "attn_output")
 
 

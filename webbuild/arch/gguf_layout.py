@@ -11,6 +11,7 @@ keys every llama-shaped GGUF has (see webbuild.loaders.gguf_loader).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 GLOBAL_NAMES = {"token_embd": "model.embed_tokens", "output_norm": "model.norm", "output": "lm_head"}
@@ -38,6 +39,10 @@ class GGUFLayout:
     partial_rotary: bool = False
     # added to every `*norm.weight` read (Gemma: llama.cpp stores 1 + w where HF stores w)
     norm_offset: float = 0.0
+    # LayerNorm models: the epsilon is `<arch>.attention.layer_norm_epsilon`, given as `layer_norm_eps`
+    layer_norm: bool = False
+    # more HF config fields from (metadata, tensor names), e.g. biases told by which tensors exist
+    extra_config: Callable[[dict, frozenset[str]], dict] | None = None
 
     def hf_name(self, gguf_name: str) -> str | None:
         """The HF name of GGUF tensor `gguf_name`; None when it has no counterpart."""

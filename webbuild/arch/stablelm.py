@@ -13,6 +13,7 @@ from dataclasses import replace
 
 from ..errors import ConfigError
 from .base import Architecture, BuildOptions, ConfigReader, flag
+from .gguf_layout import BLOCK_NAMES, GGUFLayout
 from .llama import llama_config
 from .transformer import (
     HFLayout,
@@ -73,10 +74,22 @@ def weight_map(c: TransformerConfig):
     return weight_map_for(c, layout, head_norm_sources=_per_head_norm)
 
 
+def _gguf_config(metadata: dict, tensors: frozenset[str]) -> dict:
+    """The StableLM fields a GGUF tells by its tensors: q/k/v biases, and one norm per layer
+    (parallel residual) when the blocks have no ffn_norm."""
+    return {"use_qkv_bias": "blk.0.attn_q.bias" in tensors,
+            "use_parallel_residual": "blk.0.ffn_norm.weight" not in tensors}
+
+
 ARCH = Architecture(
     name="stablelm",
     hf_model_types=("stablelm",),
     parse_config=parse_config,
     build_model=TransformerLM,
     weight_map=weight_map,
+    # llama.cpp stacks the 12B models' per-head q/k norms into one tensor: no GGUF name for them here
+    gguf=GGUFLayout(names=("stablelm",), model_type="stablelm", hf_class="StableLmForCausalLM", partial_rotary=True,
+                    layer_norm=True,
+                    block_names={k: v for k, v in BLOCK_NAMES.items() if k not in ("attn_q_norm", "attn_k_norm")},
+                    extra_config=_gguf_config),
 )

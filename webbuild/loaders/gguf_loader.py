@@ -319,7 +319,8 @@ def gguf_config(gguf_file: GGUFFile) -> dict:
         "num_attention_heads": n_heads,
         "num_key_value_heads": _number(md, f"{arch}.attention.head_count_kv", path, default=n_heads),
         "head_dim": head_dim,
-        "rms_norm_eps": _number(md, f"{arch}.attention.layer_norm_rms_epsilon", path, float),
+        **({"layer_norm_eps": _number(md, f"{arch}.attention.layer_norm_epsilon", path, float)} if layout.layer_norm
+           else {"rms_norm_eps": _number(md, f"{arch}.attention.layer_norm_rms_epsilon", path, float)}),
         "rope_theta": _number(md, f"{arch}.rope.freq_base", path, float, default=10000.0),
         "max_position_embeddings": _number(md, f"{arch}.context_length", path),
         "vocab_size": _vocab_size(gguf_file, arch),
@@ -334,6 +335,8 @@ def gguf_config(gguf_file: GGUFFile) -> dict:
         _check_rope_dims(md, arch, head_dim, path)
     if f"{arch}.attention.sliding_window" in md:
         config["sliding_window"] = _number(md, f"{arch}.attention.sliding_window", path)
+    if layout.extra_config is not None:
+        config.update(layout.extra_config(md, frozenset(gguf_file.tensors)))
     if (scaling := _rope_scaling(md, arch)) is not None:
         config["rope_scaling"] = scaling
     config.update(_special_ids(md))
