@@ -11,6 +11,7 @@ import gguf
 import numpy as np
 import pytest
 
+from hf_to_gguf import permute_like_llama_cpp
 from synthetic_gguf import write_gguf
 from webbuild.catalog import load_catalog, load_recipe, resolve_recipe_source, resolve_source
 from webbuild.errors import (
@@ -136,19 +137,13 @@ def test_q8_0_embedding_matches_independent_decoding(smollm, smollm_file):
     np.testing.assert_array_equal(loaded, mine)
 
 
-def _permute_like_llama_cpp(w: np.ndarray, n_head: int) -> np.ndarray:
-    """HF rotate-half rows -> GGUF interleaved rows (the converter's direction)."""
-    n_out, n_in = w.shape
-    return w.reshape(n_head, 2, n_out // n_head // 2, n_in).swapaxes(1, 2).reshape(n_out, n_in)
-
-
 @pytest.mark.parametrize("proj, gguf_name, n_head",
                          [("q_proj", "attn_q", 9), ("k_proj", "attn_k", 3)])
 def test_unpermute_inverts_gguf_layout(smollm, smollm_file, proj, gguf_name, n_head):
     hf = smollm.read_tensor(f"model.layers.5.self_attn.{proj}.weight")
     stored = smollm_file.dequantize(f"blk.5.{gguf_name}.weight")
     assert not np.array_equal(hf, stored)
-    np.testing.assert_array_equal(_permute_like_llama_cpp(hf, n_head), stored)
+    np.testing.assert_array_equal(permute_like_llama_cpp(hf, n_head), stored)
 
 
 # ---------- small synthetic GGUF files ----------
@@ -159,8 +154,8 @@ def test_synthetic_gguf_config_and_values(tmp_path):
     hf_q = rng.standard_normal((8, 8), dtype=np.float32)  # 2 heads x head_dim 4
     hf_k = rng.standard_normal((4, 8), dtype=np.float32)  # 1 KV head
     tensors = write_gguf(path, tensors={
-        "blk.0.attn_q.weight": _permute_like_llama_cpp(hf_q, 2),
-        "blk.0.attn_k.weight": _permute_like_llama_cpp(hf_k, 1),
+        "blk.0.attn_q.weight": permute_like_llama_cpp(hf_q, 2),
+        "blk.0.attn_k.weight": permute_like_llama_cpp(hf_k, 1),
     })
     checkpoint = load_gguf(path)
     assert checkpoint.config["tie_word_embeddings"] is False
