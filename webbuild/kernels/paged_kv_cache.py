@@ -14,6 +14,7 @@ from tvm.target import Target
 
 from ..tvm_patches.fused_decode_entry import FusedDecodeKVCache
 from .decode_attention import supports
+from .rope import rope_kernel_args
 
 
 @dataclass(frozen=True)
@@ -67,11 +68,7 @@ def create_kv_cache(spec: KVCacheSpec, dtype: str, max_batch_size, max_total_seq
         attn_kind.append("mha")
         window_kwargs = {"layer_sliding_window_size": spec.sliding_window}
         support_sliding_window = 0
-    scaling = dict(spec.rope_scaling or {})
-    scale = 1.0
-    if scaling.get("rope_type", scaling.get("type")) == "linear":
-        scale = float(scaling.pop("factor"))
-        scaling = {}
+    scale, scaling = rope_kernel_args(spec.rope_scaling)  # linear scaling: positions / factor
     cache_class, extra = TIRPagedKVCache, {}
     if fused_decode and supports(spec.rope_mode, scaling):
         cache_class = FusedDecodeKVCache
