@@ -121,3 +121,22 @@ def test_mistral_webgpu_matches_cpu_build_across_the_window(mistral, model_build
           f"{np.array2string(np.array(diffs), precision=8)}")
     assert len(got) == 8 and max(diffs) <= TOL, diffs
     assert result["tokens"] == tokens
+
+
+@pytest.mark.parametrize("name", ["qwen2_sliding", "gemma3"])
+def test_mixed_window_and_full_layers_on_webgpu_match_transformers_past_a_page(name, arch_checkpoint, model_build):
+    """Models with windowed and full layers (Qwen2's max_window_layers, Gemma 3's pattern), 30 tokens of
+    prompt and 12 decode steps: once the window has left the first KV page behind, the full layers still
+    attend over every page (the plain aux-data manager used to overwrite their page table with the
+    window's: webbuild.tvm_patches.layer_sliding_aux), in prefill and in decode, on WebGPU and on CPU."""
+    source = arch_checkpoint(name)
+    prompt = PROMPT + list(range(50, 68))
+    web = model_build(source, "q0f32", "webgpu", prefill_chunk=8)
+    result = run_model(web, prompt, decode=12, packed_params=True, no_prefetch_shaders=True, prefill_chunk=8,
+                       all_logits=True)
+    tokens = result["tokens"]
+    ref = hf_logits(source, prompt + tokens[:-1])[len(prompt) - 1:]  # (12, vocab)
+    got = np.stack([np.asarray(g, np.float32).reshape(-1) for g in [result["logits"]] + result["decode_logits"]])
+    assert np.abs(got - ref).max() <= TOL
+    cpu = CpuModel(model_build(source, "q0f32", "cpu", prefill_chunk=8))
+    assert cpu.greedy(prompt, 12) == tokens

@@ -7,7 +7,8 @@ the patch). Two groups:
   functions renamed, so that webbuild's ``webbuild_threads.cc`` provides them (worker threads
   allocate from a private arena, never from malloc);
 - the fused decode attention's hooks in the paged KV cache (webbuild.tvm_patches.fused_decode_entry,
-  imported when asked for: it needs TVM).
+  imported when asked for: it needs TVM);
+- separate device page tables for windowed layers (webbuild.tvm_patches.layer_sliding_aux).
 """
 
 from __future__ import annotations
@@ -48,10 +49,12 @@ def thread_pool_patches() -> dict[str, dict[str, str]]:
 def source_patches() -> dict[str, dict[str, str]]:
     """Every text patch to the runtime sources (part of the wasm runtime's cache key)."""
     from .fused_decode_entry import RUNTIME_PATCHES as FUSED_DECODE_PATCHES
+    from .layer_sliding_aux import RUNTIME_PATCHES as LAYER_SLIDING_PATCHES
 
     patches = thread_pool_patches()
-    for relative, replacements in FUSED_DECODE_PATCHES.items():
-        patches.setdefault(relative, {}).update(replacements)
+    for group in (FUSED_DECODE_PATCHES, LAYER_SLIDING_PATCHES):
+        for relative, replacements in group.items():
+            patches.setdefault(relative, {}).update(replacements)
     return patches
 
 
