@@ -74,6 +74,10 @@ CASES: list[ArchCase] = [
     # Llama with GQA and a non-default RoPE theta (transformers 5 saves it inside rope_parameters)
     ArchCase("llama", "LlamaConfig", "LlamaForCausalLM",
              dict(COMMON, intermediate_size=160, num_key_value_heads=2, rms_norm_eps=1e-5, rope_theta=5000.0)),
+    # Llama with linear RoPE scaling (positions divided by the factor, in the KV cache's RoPE kernels)
+    ArchCase("llama_rope_linear", "LlamaConfig", "LlamaForCausalLM",
+             dict(COMMON, intermediate_size=160, num_key_value_heads=2, rms_norm_eps=1e-5,
+                  rope_parameters={"rope_type": "linear", "factor": 2.0, "rope_theta": 5000.0})),
     # Mistral: sliding window 5, so the 12-token prompt and 8 decode steps (crossing a 16-token KV
     # page) run far past it; explicit head_dim 24 != 64/4, GQA, theta 1e6
     ArchCase("mistral", "MistralConfig", "MistralForCausalLM",
@@ -107,6 +111,15 @@ CASES: list[ArchCase] = [
     ArchCase("gemma", "GemmaConfig", "GemmaForCausalLM",
              dict(COMMON, intermediate_size=160, num_key_value_heads=1, head_dim=24, rms_norm_eps=1e-6,
                   rope_parameters={"rope_type": "default", "rope_theta": 5000.0}, pad_token_id=0),
+             init=gemma_init),
+    # Gemma 3 shape: four norms per block, per-head q/k RMSNorm, scores scaled by query_pre_attn_scalar (32, not
+    # head_dim 24), a sliding layer (window 6, RoPE base 100) then a global one (base 5000, linear scaling x2)
+    ArchCase("gemma3", "Gemma3TextConfig", "Gemma3ForCausalLM",
+             dict(COMMON, intermediate_size=160, num_key_value_heads=1, head_dim=24, rms_norm_eps=1e-6,
+                  query_pre_attn_scalar=32, sliding_window=6, layer_types=["sliding_attention", "full_attention"],
+                  rope_parameters={"sliding_attention": {"rope_type": "default", "rope_theta": 100.0},
+                                   "full_attention": {"rope_type": "linear", "factor": 2.0, "rope_theta": 5000.0}},
+                  pad_token_id=0),
              init=gemma_init),
     # StableLM-2 1.6B shape: LayerNorm with bias, q/k/v biases, GQA, a quarter of each head rotated
     ArchCase("stablelm", "StableLmConfig", "StableLmForCausalLM",

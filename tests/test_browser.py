@@ -39,8 +39,8 @@ TURN_JS = """async ([url, request]) => {
 }"""
 
 # non-Llama architectures decoded in the browser (tests/arch_cases.py names): recurrent state,
-# learned absolute positions, parallel block with partial rotary
-BROWSER_ARCHS = ("rwkv", "gpt_bigcode", "phi")
+# learned absolute positions, parallel block with partial rotary, Gemma 3 (post norms, per-layer RoPE, window)
+BROWSER_ARCHS = ("rwkv", "gpt_bigcode", "phi", "gemma3")
 
 
 @pytest.fixture(scope="module")

@@ -4,7 +4,8 @@ An architecture module turns its Hugging Face config into a `TransformerConfig` 
 biases, rotary fraction, MLP kind, residual wiring, positions, head) and names where its
 checkpoint keeps each weight in an `HFLayout`; this module supplies the Relax model and the
 weight map. Attention always goes through TVM's paged KV cache with one fused q/k/v matmul;
-RoPE (full or partial, rotate-half) is applied by the cache's kernels. Checkpoints with
+RoPE (full or partial, rotate-half) is applied by the cache's kernels, or per layer by
+webbuild.kernels.rope where the layers' bases differ (Gemma 3). Checkpoints with
 interleaved ("rotate every two") rotary get their q/k rows permuted at build time, which is
 exact: q.k is unchanged when both are permuted alike.
 
@@ -12,7 +13,8 @@ On WebGPU the one-token `decode` runs each block in four fused GEMV kernels
 (webbuild.kernels.decode_gemv: norm + qkv, output + residual, norm + gate/up, activation + down +
 residual) plus one attention kernel (webbuild.kernels.decode_attention: RoPE, KV append and
 paged attention), and the output head applies the final norm itself; `prefill` and the CPU modules
-keep the separate norm and activation ops.
+keep the separate norm and activation ops. Blocks with post norms (Gemma 2/3: a norm on each
+sublayer's output before the residual add) keep those norms and adds outside the GEMVs.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from ..kernels.activations import activate
 from ..kernels.kv_page import KV_PAGE_SIZE
 from ..kernels.model_kernels import ModelKernels
 from ..kernels.paged_kv_cache import KVCacheSpec
+from ..kernels.rope import apply_rope
 from ..quant import layers
 from ..quant.scheme import QuantScheme
 from .base import BuildOptions, ConfigReader, WeightMap, WeightSource, concat_rows
@@ -83,6 +86,12 @@ class TransformerConfig:
     tie_word_embeddings: bool = False
     lm_head_bias: bool = False
     embed_scale: float | None = None
+    attn_scale: float | None = None  # attention score scale; None: head_dim ** -0.5
+    # Gemma 2/3: an RMSNorm on the attention output and on the MLP output, before each residual add
+    post_norms: bool = False
+    # (theta, scaling) of each layer when the layers' RoPE differs (Gemma 3's local and global
+    # layers): the model then rotates q and k itself (webbuild.kernels.rope), the cache does not
+    layer_rope: tuple[tuple[float, dict | None], ...] | None = None
 
     def __post_init__(self):
         # A window no shorter than the context excludes nothing: plain causal attention. Otherwise
@@ -121,7 +130,7 @@ class TransformerConfig:
             rope_theta=self.rope_theta,
             rope_scaling=self.rope_scaling,
             rotary_dim=self.rotary,
-            rope_mode=RopeMode.NORMAL if self.rope else RopeMode.NONE,
+            rope_mode=RopeMode.NORMAL if self.rope and self.layer_rope is None else RopeMode.NONE,
             sliding_layers=self.windowed_layers,
             sliding_window=self.sliding_window or 0,
         )
@@ -257,8 +266,11 @@ class HeadNorm(nn.Module):
 
 
 class Attention(nn.Module):
-    def __init__(self, c: TransformerConfig, scheme: QuantScheme):
+    def __init__(self, c: TransformerConfig, scheme: QuantScheme, layer_id: int):
         self.heads, self.kv_heads, self.head_dim = c.num_attention_heads, c.num_key_value_heads, c.head_dim
+        self.sm_scale = c.attn_scale if c.attn_scale is not None else c.head_dim**-0.5
+        self.rotary = c.rotary
+        self.rope = c.layer_rope[layer_id] if c.layer_rope is not None else None  # (theta, scaling)
         rows = (self.heads + 2 * self.kv_heads) * self.head_dim
         self.qkv = layers.linear(c.hidden_size, rows, scheme, bias=c.qkv_bias)
         self.o = layers.linear(self.heads * self.head_dim, c.hidden_size, scheme, bias=c.o_bias)
@@ -279,7 +291,12 @@ class Attention(nn.Module):
         if self.q_norm is not None and self.k_norm is not None:
             q, k, v = op.split(qkv, [self.heads, self.heads + self.kv_heads], axis=2)
             qkv = op.concat([self.q_norm(q), self.k_norm(k), v], dim=2)  # (b, s, heads + 2 kv_heads, head_dim)
-        out = cache.attention_with_fused_qkv(layer_id, qkv, self.heads, sm_scale=self.head_dim**-0.5)
+        if self.rope is not None:
+            flat = op.reshape(qkv, (b * s, self.heads + 2 * self.kv_heads, self.head_dim))
+            rotated = apply_rope(flat, cache.get_query_positions(b * s), self.heads, self.kv_heads, self.rotary,
+                                 *self.rope)  # (b * s, heads + 2 kv_heads, head_dim)
+            qkv = op.reshape(rotated, (b, s, self.heads + 2 * self.kv_heads, self.head_dim))
+        out = cache.attention_with_fused_qkv(layer_id, qkv, self.heads, sm_scale=self.sm_scale)
         return op.reshape(out, (b, s, self.heads * self.head_dim))
 
 
@@ -301,20 +318,25 @@ class MLP(nn.Module):
 
 
 class Block(nn.Module):
-    def __init__(self, c: TransformerConfig, scheme: QuantScheme):
+    def __init__(self, c: TransformerConfig, scheme: QuantScheme, layer_id: int):
         self.residual = c.residual
         self.attn_norm = make_norm(c, c.hidden_size, scheme.dtype)
-        self.attn = Attention(c, scheme)
+        self.attn = Attention(c, scheme, layer_id)
         self.mlp_norm = None if c.residual == "parallel_shared" else make_norm(c, c.hidden_size, scheme.dtype)
         self.mlp = MLP(c, scheme)
+        self.post_attn_norm = make_norm(c, c.hidden_size, scheme.dtype) if c.post_norms else None
+        self.post_mlp_norm = make_norm(c, c.hidden_size, scheme.dtype) if c.post_norms else None
+
+    def _post(self, norm: nn.Module | None, x: Tensor) -> Tensor:
+        return x if norm is None else norm(x)
 
     def forward(self, x: Tensor, cache: PagedKVCache, layer_id: int) -> Tensor:
         h = self.attn_norm(x)  # (b, s, hidden)
-        attn = self.attn(h, cache, layer_id)
+        attn = self._post(self.post_attn_norm, self.attn(h, cache, layer_id))
         if self.residual == "sequential":
             assert self.mlp_norm is not None  # only "parallel_shared" blocks have none
             x = x + attn
-            return x + self.mlp(self.mlp_norm(x))
+            return x + self._post(self.post_mlp_norm, self.mlp(self.mlp_norm(x)))
         return x + attn + self.mlp(h if self.mlp_norm is None else self.mlp_norm(x))
 
     def decode_step(self, x: Tensor, cache: PagedKVCache, layer_id: int) -> Tensor:
@@ -323,13 +345,18 @@ class Block(nn.Module):
         in the epilogues of the output and down projections. (1, 1, hidden) -> (1, 1, hidden)."""
         qkv = decode_gemv.fused_linear(x, self.attn.qkv, norm=self.attn_norm)  # (1, 1, (heads + 2 kv) * head_dim)
         attn = self.attn.attend(qkv, cache, layer_id)  # (1, 1, heads * head_dim)
-        x_attn = decode_gemv.fused_linear(attn, self.attn.o, residual=x)  # x + o(attn): (1, 1, hidden)
+        if self.post_attn_norm is not None:  # the norm comes between o(attn) and the residual add
+            x_attn = x + self.post_attn_norm(decode_gemv.fused_linear(attn, self.attn.o))  # (1, 1, hidden)
+        else:
+            x_attn = decode_gemv.fused_linear(attn, self.attn.o, residual=x)  # x + o(attn): (1, 1, hidden)
         if self.residual == "sequential":
             up_in, up_norm = x_attn, self.mlp_norm
         else:
             up_in, up_norm = x, self.attn_norm if self.mlp_norm is None else self.mlp_norm
         mlp = self.mlp
         up = decode_gemv.fused_linear(up_in, mlp.up, norm=up_norm)  # (1, 1, (2 if gated else 1) * intermediate)
+        if self.post_mlp_norm is not None:
+            return x_attn + self.post_mlp_norm(decode_gemv.fused_linear(up, mlp.down, act=mlp.act, gated=mlp.gated))
         return decode_gemv.fused_linear(up, mlp.down, act=mlp.act, gated=mlp.gated, residual=x_attn)
 
 
@@ -342,7 +369,7 @@ class TransformerLM(nn.Module):
         self.kernels = kernels
         self.tok_embed = layers.embedding(c.vocab_size, c.hidden_size, scheme)
         self.pos_embed = None if c.rope else nn.Embedding(c.max_position_embeddings, c.hidden_size, dtype=scheme.dtype)
-        self.layers = nn.ModuleList([Block(c, scheme) for _ in range(c.num_hidden_layers)])
+        self.layers = nn.ModuleList([Block(c, scheme, i) for i in range(c.num_hidden_layers)])
         self.final_norm = make_norm(c, c.hidden_size, scheme.dtype)
         self.lm_head = None if c.tie_word_embeddings else layers.linear(
             c.hidden_size, c.vocab_size, scheme, bias=c.lm_head_bias)
@@ -416,6 +443,8 @@ class HFLayout:
     mlp_in: tuple[str, ...]
     down: str
     mlp_norm: str | None = None
+    post_attn_norm: str | None = None  # norms on the attention / MLP outputs (TransformerConfig.post_norms)
+    post_mlp_norm: str | None = None
     q_norm: str | None = None
     k_norm: str | None = None
     pos_embed: str | None = None
@@ -490,8 +519,10 @@ def weight_map_for(c: TransformerConfig, layout: HFLayout, head_norm_sources: Ca
     for i in range(c.num_hidden_layers):
         src, dst = layout.layer.format(i=i), f"layers.{i}."
         add_norm(dst + "attn_norm", src + layout.attn_norm)
-        if layout.mlp_norm:
-            add_norm(dst + "mlp_norm", src + layout.mlp_norm)
+        for name, path in (("mlp_norm", layout.mlp_norm), ("post_attn_norm", layout.post_attn_norm),
+                           ("post_mlp_norm", layout.post_mlp_norm)):
+            if path:
+                add_norm(dst + name, src + path)
         add_linear(dst + "attn.qkv", tuple(src + p for p in layout.qkv), c.qkv_bias, _qkv_combine(c, layout))
         add_linear(dst + "attn.o", (src + layout.o,), c.o_bias)
         add_linear(dst + "mlp.up", tuple(src + p for p in layout.mlp_in), c.mlp_bias)
