@@ -17,7 +17,7 @@ import numpy as np
 from gguf import GGMLQuantizationType
 from safetensors.numpy import load_file
 
-from webbuild.arch import REGISTRY
+from webbuild.arch import get_architecture
 
 
 def permute_like_llama_cpp(w: np.ndarray, n_head: int) -> np.ndarray:
@@ -70,7 +70,7 @@ def write_hf_as_gguf(folder: Path, path: Path, q8_0: tuple[str, ...] = (), pre: 
     `q8_0` (e.g. "ffn_up") are stored as Q8_0, everything else as F32. `pre`: the byte-level BPE
     pre-tokenizer, or "sentencepiece" for a SentencePiece vocabulary."""
     config = json.loads((folder / "config.json").read_text())
-    arch = REGISTRY[config["model_type"]]
+    arch = get_architecture(config["model_type"])
     layout = arch.gguf
     assert layout is not None, f"{arch.name} has no GGUF layout"
     name = layout.names[0]
@@ -91,10 +91,11 @@ def write_hf_as_gguf(folder: Path, path: Path, q8_0: tuple[str, ...] = (), pre: 
         writer.add_layer_norm_eps(config["layer_norm_eps"])
     else:
         writer.add_layer_norm_rms_eps(config["rms_norm_eps"])
+    rope = rope.get("full_attention", rope)  # Gemma 3 keeps one entry per layer kind: the file has the global base
     writer.add_rope_freq_base(float(rope.get("rope_theta", config.get("rope_theta", 10000.0))))
     fraction = rope.get("partial_rotary_factor", config.get("partial_rotary_factor")) or 1.0
     writer.add_rope_dimension_count(int(fraction * head_dim))
-    if layout.partial_rotary and config.get("sliding_window"):  # phi3 writes its window
+    if name in ("phi3", "gemma3") and config.get("sliding_window"):  # the converters that write the window
         writer.add_sliding_window(config["sliding_window"])
     if pre == "sentencepiece":
         add_sentencepiece_vocabulary(writer, config["vocab_size"])

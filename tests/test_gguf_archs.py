@@ -1,4 +1,4 @@
-"""GGUF files of every architecture with a GGUF layout (llama, qwen2, qwen3, phi3, gemma, stablelm), written
+"""GGUF files of every architecture with a GGUF layout (llama, qwen2, qwen3, phi3, gemma, gemma3, stablelm), written
 the way llama.cpp's converter writes them (tests/hf_to_gguf.py: its tensor names, llama's permuted q/k
 rows, phi3's fused projections and partial RoPE, Gemma's norms stored plus one, some matrices as
 Q8_0) from tiny random transformers models, built by `webbuild build`.
@@ -23,6 +23,7 @@ from tokenizers import Tokenizer
 
 from arch_cases import CASES, save_case
 from hf_to_gguf import write_hf_as_gguf
+from webbuild.arch import get_architecture
 from webbuild.loaders.gguf_loader import load_gguf
 from webbuild.runner import CpuModel
 
@@ -31,8 +32,15 @@ DECODE = [77, 8, 300, 16, 2, 99, 123, 64]
 TOL = 1e-3
 # transformers 5.24's GGUF loader reads no head_dim for qwen3 (it keeps Qwen3Config's 128), so the
 # qwen3 file uses head_dim 128; ours comes from qwen3.attention.key_length either way
-GGUF_CASES = {"llama": {}, "qwen2": {}, "qwen3": {"head_dim": 128}, "phi3": {}, "gemma": {}, "stablelm": {}}
-HF_ORACLE = {"gemma", "phi3", "stablelm"}  # files transformers does not read as llama.cpp does
+GGUF_CASES = {"llama": {}, "qwen2": {}, "qwen3": {"head_dim": 128}, "phi3": {}, "gemma": {}, "stablelm": {},
+              # what llama.cpp assumes of every gemma3 file: every sixth layer global, local RoPE base
+              # 10 000, scores scaled by 1/sqrt(head_dim); the window (6) and the global base are written
+              "gemma3": {"num_hidden_layers": 6, "layer_types": None, "query_pre_attn_scalar": 24,
+                         "rope_parameters": {"sliding_attention": {"rope_type": "default", "rope_theta": 10000.0},
+                                             "full_attention": {"rope_type": "default", "rope_theta": 5000.0}}}}
+# files transformers does not read as llama.cpp does (gemma3: it takes Gemma3TextConfig's default
+# query_pre_attn_scalar, 256, where llama.cpp uses head_dim)
+HF_ORACLE = {"gemma", "phi3", "stablelm", "gemma3"}
 Q8_0 = ("ffn_up", "attn_output")
 
 
@@ -69,7 +77,7 @@ def _steps(folder) -> np.ndarray:
 @pytest.mark.parametrize("name", list(GGUF_CASES))
 def test_gguf_config_names_the_architecture(gguf_files, name):
     checkpoint = load_gguf(gguf_files[name][0])
-    assert checkpoint.config["model_type"] == name
+    assert get_architecture(checkpoint.config["model_type"]).name == name
     case = next(c for c in CASES if c.name == name)
     expected = {**case.config, **GGUF_CASES[name]}
     head_dim = expected.get("head_dim", expected["hidden_size"] // expected["num_attention_heads"])
