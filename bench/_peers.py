@@ -45,7 +45,7 @@ async function drain(stream) {
   const t0 = window.__t0;
   let text = '', first = null, last = null, usage = null, timings = null, finish = null;
   for await (const c of stream) {
-    const d = c.choices?.[0]?.delta?.content;
+    const d = c.choices?.[0]?.delta?.content ?? c.choices?.[0]?.text;  // chat or raw completion chunks
     if (d) { const now = performance.now(); first ??= now; last = now; text += d; }
     finish = c.choices?.[0]?.finish_reason ?? finish;
     usage = c.usage ?? usage;
@@ -101,6 +101,16 @@ WLLAMA_GEN_JS = """async ([question, tokens]) => {
   const stream = await window.wl.createChatCompletion({
     messages: [{role: 'user', content: question}], temperature: 0, max_tokens: tokens,
     ignore_eos: true, cache_prompt: false, stream: true});
+  return await drain(stream);
+}""" % STREAM_JS
+
+# The prompt text webbuild's chat template renders, as a raw completion: both engines then read the
+# same tokens (wllama's chat API would apply the GGUF's template, or ChatML for a file without one).
+WLLAMA_RAW_GEN_JS = """async ([prompt, tokens]) => {
+  %s
+  window.__t0 = performance.now();
+  const stream = await window.wl.createCompletion({
+    prompt, temperature: 0, max_tokens: tokens, ignore_eos: true, cache_prompt: false, stream: true});
   return await drain(stream);
 }""" % STREAM_JS
 

@@ -26,8 +26,9 @@ Missing webbuild folders (and those without a module the configurations run) are
 
 Every configuration gets its own browser: a cold load (nothing cached), a warm load (the browser's
 caches), then a warm-up round and --runs measured rounds, each running every configuration once
-(interleaved); medians of the measured runs are reported. Same ChatML prompt (the chat template's
-default system prompt + the question), greedy, the prompt re-prefilled each run, the stop token banned
+(interleaved); medians of the measured runs are reported. Same prompt text (webbuild's chat template
+rendered for the question; wllama gets it as a raw completion, so a GGUF without a template is not
+given llama.cpp's ChatML fallback), greedy, the prompt re-prefilled each run, the stop token banned
 so every run generates exactly its token count (webbuild: logit_bias -100; wllama: ignore_eos).
 
 Recorded per configuration: load (cold, warm), time to first token, prefill and decode tok/s (each
@@ -63,6 +64,7 @@ from _peers import (
     WLLAMA_DIR,
     WLLAMA_GEN_JS,
     WLLAMA_LOAD_JS,
+    WLLAMA_RAW_GEN_JS,
     Config,
     MemorySampler,
     evaluate_load,
@@ -80,6 +82,23 @@ from _peers import (
 sys.path.insert(0, str(REPO / "bench"))
 
 from browser_support import cpu_greedy_ids, decode_text, launch_chromium, webbuild_server  # noqa: E402
+
+
+def rendered_prompt(folder: Path, question: str) -> str:
+    """The user turn `question` as webbuild's runtime renders it (the folder's chat template), without a
+    leading BOS text where the tokenizer adds BOS itself (llama.cpp's completion adds it too)."""
+    from jinja2.sandbox import ImmutableSandboxedEnvironment
+    from tokenizers import Tokenizer
+
+    config = json.loads((folder / "chat-config.json").read_text())
+    env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
+    prompt = env.from_string(config["chat_template"]).render(
+        messages=[{"role": "user", "content": question}], add_generation_prompt=True)
+    bos = config.get("bos_token_id")
+    bos_text = Tokenizer.from_file(str(folder / "tokenizer.json")).id_to_token(bos) if bos is not None else None
+    if config.get("add_bos_token") and bos_text and prompt.startswith(bos_text):
+        prompt = prompt[len(bos_text):]
+    return prompt
 
 MODEL = "smollm2-135m-instruct"
 QUANTIZATIONS = ("q4f32_1", "q0f32", "source")
@@ -586,12 +605,16 @@ class Plan:
                     count_gpu=backend == "webgpu"))
         if self.wl:
             url = stack.enter_context(wllama_server(self.gguf))
+            templated = next((f for (_, target), f in self.folders.items() if target == "webgpu"), None)
+            # the same prompt text as webbuild's (raw completion); the GGUF's own template without webbuild builds
+            run = (streamed_run(WLLAMA_RAW_GEN_JS, wllama_metrics, rendered_prompt(templated, args.question))
+                   if templated is not None else streamed_run(WLLAMA_GEN_JS, wllama_metrics, args.question))
             for n in self.wl:
                 threads = int(n.split("-")[1].rstrip("t"))
                 out.append(Config(
                     n, {"engine": "wllama", "version": self.versions["wllama"], "weights": self.gguf.name,
-                        "threads": threads},
-                    url, streamed_run(WLLAMA_GEN_JS, wllama_metrics, args.question), self.tokens[n],
+                        "threads": threads, "prompt": "webbuild's template" if templated else "the GGUF's"},
+                    url, run, self.tokens[n],
                     load=evaluate_load(WLLAMA_LOAD_JS, [f"{url}model.gguf", threads])))
         if self.tj:
             try:
