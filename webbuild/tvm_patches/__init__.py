@@ -45,6 +45,13 @@ PATCHES: tuple[Patch, ...] = (
           "kernels.paged_kv_cache (WebGPU backend, fused_decode) and runtime_sources",
           "the cache's constructor argument order and the conditions under which its decode path "
           "runs (forks, sliding window, inline RoPE); tests/test_webgpu_attention.py"),
+    Patch("layer_sliding_aux", "runtime source",
+          "PlainPagedKVCacheAuxDataManager's per-depth array loop in src/runtime/vm/attn_utils.h; the "
+          "windowed page-table copies (page_indptr / page_indices / length info / k_rope_pos_offset "
+          "'_sliding_window' ... , d)) in src/runtime/vm/paged_kv_cache.cc",
+          "runtime_sources (every wasm runtime build)",
+          "whether the plain aux-data manager still shares one array per depth between the full and the "
+          "windowed page tables; tests/test_sliding_window.py's mixed-window WebGPU test"),
     Patch("merge_state", "TIR rewrite",
           "PrimFuncs named tir_attention_merge_state* in a module with batch_decode_paged_kv*",
           "backends.webgpu.WebGPUBackend.prepare (before tvm.compile)",
