@@ -81,19 +81,16 @@ from _peers import (
 
 sys.path.insert(0, str(REPO / "bench"))
 
-from browser_support import cpu_greedy_ids, decode_text, launch_chromium, webbuild_server  # noqa: E402
+from browser_support import cpu_greedy_ids, decode_text, launch_chromium, render_chat, webbuild_server  # noqa: E402
 
 
 def rendered_prompt(folder: Path, question: str) -> str:
     """The user turn `question` as webbuild's runtime renders it (the folder's chat template), without a
     leading BOS text where the tokenizer adds BOS itself (llama.cpp's completion adds it too)."""
-    from jinja2.sandbox import ImmutableSandboxedEnvironment
     from tokenizers import Tokenizer
 
     config = json.loads((folder / "chat-config.json").read_text())
-    env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
-    prompt = env.from_string(config["chat_template"]).render(
-        messages=[{"role": "user", "content": question}], add_generation_prompt=True)
+    prompt = render_chat(config["chat_template"], [{"role": "user", "content": question}])
     bos = config.get("bos_token_id")
     bos_text = Tokenizer.from_file(str(folder / "tokenizer.json")).id_to_token(bos) if bos is not None else None
     if config.get("add_bos_token") and bos_text and prompt.startswith(bos_text):

@@ -108,13 +108,17 @@ def run_engine(page, server, model: str, request: dict, **options):
     return page.evaluate(ENGINE_JS, [f"{server}models/{model}/", options, request])
 
 
+def render_chat(template: str, messages) -> str:
+    """`messages` rendered by a chat template with the generation prompt, as the runtime renders them."""
+    env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
+    return env.from_string(template).render(messages=messages, add_generation_prompt=True)
+
+
 def chat_prompt_ids(folder: Path, messages) -> list[int]:
     """The prompt ids of `messages` under the folder's chat template, as the runtime tokenizes them."""
     config = json.loads((Path(folder) / "chat-config.json").read_text())
     tok = Tokenizer.from_file(str(Path(folder) / "tokenizer.json"))
-    env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
-    prompt = env.from_string(config["chat_template"]).render(messages=messages, add_generation_prompt=True)
-    return tok.encode(prompt, add_special_tokens=False).ids
+    return tok.encode(render_chat(config["chat_template"], messages), add_special_tokens=False).ids
 
 
 def decode_text(folder: Path, ids: list[int]) -> str:

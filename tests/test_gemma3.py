@@ -33,7 +33,7 @@ import numpy as np
 import pytest
 from tokenizers import Tokenizer
 
-from browser_support import REPO, chat_prompt_ids, decode_text, page_at, run_engine, webbuild_server
+from browser_support import REPO, chat_prompt_ids, decode_text, page_at, render_chat, run_engine, webbuild_server
 from webbuild.catalog import get_recipe, resolve_source
 from webbuild.runner import CpuModel
 
@@ -56,13 +56,6 @@ HARD = [
     "",
 ]
 LOAD_TIMEOUT_MS = 600_000
-
-
-def _chat_text(messages, recipe) -> str:
-    from jinja2.sandbox import ImmutableSandboxedEnvironment
-
-    env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
-    return env.from_string(recipe.chat_template).render(messages=messages, add_generation_prompt=True)
 
 
 @pytest.fixture(scope="module")
@@ -106,7 +99,7 @@ def _compute_oracle(path: Path, chat_text: str, tmp: Path) -> dict:
 
 @pytest.fixture(scope="module")
 def oracle(gguf_path, tmp_path_factory) -> dict:
-    chat_text = _chat_text(CHAT, get_recipe(MODEL))
+    chat_text = render_chat(get_recipe(MODEL).chat_template, CHAT)
     cache = Path(os.environ.get("WEBBUILD_TEST_CACHE", Path.home() / ".cache" / "webbuild-tests"))
     target = cache / f"gemma3-oracle-{_oracle_key(gguf_path, chat_text)}.npz"
     if not target.exists():

@@ -132,15 +132,14 @@ def build(req: BuildRequest, progress: ProgressFn = silent) -> BuildResult:
     checkpoint = synthetic.load_synthetic(req.source) if random_weights else load_checkpoint(source_path)
     if recipe and recipe.chat_template:
         checkpoint.chat_template = recipe.chat_template
-    if recipe and recipe.stop_tokens:
-        check_tokenizer(checkpoint)
-        add_stop_tokens(checkpoint, recipe.stop_tokens, f"{recipe.path}: stop_tokens")
     arch = get_architecture(checkpoint.config.get("model_type"))
     options = BuildOptions(req.context_window or checkpoint.context_window, req.prefill_chunk)
     config = arch.parse_config(checkpoint.config, options)
     check_special_ids(checkpoint.config, checkpoint.generation_config, config.vocab_size)
     special_tokens(checkpoint)  # tokenizer files readable before any compile (chat-config needs them)
     check_tokenizer(checkpoint)
+    if recipe and recipe.stop_tokens:
+        add_stop_tokens(checkpoint, recipe.stop_tokens, f"{recipe.path}: stop_tokens")
     wmap = None
     if checkpoint.param_generator is None:
         wmap = arch.weight_map(config)
