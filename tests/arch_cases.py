@@ -121,6 +121,14 @@ CASES: list[ArchCase] = [
                                    "full_attention": {"rope_type": "linear", "factor": 2.0, "rope_theta": 5000.0}},
                   pad_token_id=0),
              init=gemma_init),
+    # Gemma 2 shape: four norms per block, scores scaled by query_pre_attn_scalar (32, not head_dim 24), a
+    # sliding layer (window 6) then a global one, attention scores capped at 1 and logits at 2 (tanh), MQA
+    ArchCase("gemma2", "Gemma2Config", "Gemma2ForCausalLM",
+             dict(COMMON, intermediate_size=160, num_key_value_heads=1, head_dim=24, rms_norm_eps=1e-6,
+                  query_pre_attn_scalar=32, sliding_window=6, attn_logit_softcapping=1.0,
+                  final_logit_softcapping=2.0, rope_parameters={"rope_type": "default", "rope_theta": 5000.0},
+                  pad_token_id=0),
+             init=gemma_init),
     # StableLM-2 1.6B shape: LayerNorm with bias, q/k/v biases, GQA, a quarter of each head rotated
     ArchCase("stablelm", "StableLmConfig", "StableLmForCausalLM",
              dict(COMMON, intermediate_size=160, num_key_value_heads=2, use_qkv_bias=True, partial_rotary_factor=0.25,

@@ -123,7 +123,7 @@ def test_mistral_webgpu_matches_cpu_build_across_the_window(mistral, model_build
     assert result["tokens"] == tokens
 
 
-@pytest.mark.parametrize("name", ["qwen2_sliding", "gemma3"])
+@pytest.mark.parametrize("name", ["qwen2_sliding", "gemma3", "gemma2"])
 def test_mixed_window_and_full_layers_on_webgpu_match_transformers_past_a_page(name, arch_checkpoint, model_build):
     """Models with windowed and full layers (Qwen2's max_window_layers, Gemma 3's pattern), 30 tokens of
     prompt and 12 decode steps: once the window has left the first KV page behind, the full layers still

@@ -80,7 +80,7 @@ def test_fused_decode_entry_rejects_an_unexpected_create_call():
         FusedDecodeKVCache._with_fused_entry(object.__new__(FusedDecodeKVCache), call)
 
 
-def _webgpu_attention_module(backend):
+def _webgpu_attention_module(backend, attn_softcap=None):
     """A one-layer model's exported Relax module with the backend's paged KV cache."""
     from tvm.relax.frontend import nn
     from tvm.relax.frontend.nn import op
@@ -113,9 +113,38 @@ def _webgpu_attention_module(backend):
         def create_paged_kv_cache(self, max_batch_size, max_total_seq_len, prefill_chunk_size, page_size,
                                   support_sliding_window):
             spec = KVCacheSpec(num_layers=1, num_heads=nq, num_kv_heads=nkv, head_dim=d, rope_theta=10000.0,
-                               rope_scaling=None, rotary_dim=d)
+                               rope_scaling=None, rotary_dim=d, attn_softcap=attn_softcap)
             return kernels.kv_cache(spec, "float32", max_batch_size, max_total_seq_len, prefill_chunk_size,
                                     page_size, support_sliding_window)
 
     mod, _ = Attn().export_tvm(spec=kv_model_spec((nq + 2 * nkv) * d, "float32", param_mode="plain"))
     return mod
+
+
+@pytest.mark.parametrize("backend", ["webgpu", "cpu"])
+def test_attention_softcap_caps_every_attention_kernel_once(backend):
+    """Every kernel the cache's create call names for attention (prefill, decode, ragged, tree, the
+    fused decode on WebGPU) gets exactly one tanh where its scores are complete; the other kernels none.
+    (That the capped scores equal transformers' is tests/test_arch_parity.py's gemma2 case.)"""
+    from tvm import tirx
+
+    from webbuild.backends.host_cpu import HostCpuBackend
+    from webbuild.backends.webgpu import WebGPUBackend
+
+    make = WebGPUBackend if backend == "webgpu" else HostCpuBackend
+    plain, capped = _webgpu_attention_module(make()), _webgpu_attention_module(make(), attn_softcap=50.0)
+    tanh = {gv.name_hint: f.script().count("T.tanh(") for gv, f in capped.functions.items()
+            if isinstance(f, tirx.PrimFunc)}
+    attention = {name for name in tanh if name.startswith(("batch_", "tree_attn", "webbuild_fused"))}
+    assert len(attention) >= 7 and ("webbuild_fused_decode_attention" in attention) == (backend == "webgpu")
+    assert all(tanh[name] == 1 for name in attention), tanh
+    assert all(n == 0 for name, n in tanh.items() if name not in attention), tanh
+    assert all(f.script().count("T.tanh(") == 0 for f in plain.functions.values() if isinstance(f, tirx.PrimFunc))
+
+
+def test_attention_softcap_is_loud_without_a_score_to_cap():
+    from webbuild.tvm_patches.attention_softcap import softcap_scores
+    from webbuild.tvm_patches.merge_state import merge_state_kernel
+
+    with pytest.raises(ToolchainError):
+        softcap_scores(merge_state_kernel("float32"), 50.0)

@@ -3,7 +3,23 @@
 from __future__ import annotations
 
 from ..errors import UnknownArchitectureError
-from . import gemma, gemma3, glm, gpt_bigcode, gpt_neox, gptj, llama, mistral, phi, phi3, qwen2, qwen3, rwkv, stablelm
+from . import (
+    gemma,
+    gemma2,
+    gemma3,
+    glm,
+    gpt_bigcode,
+    gpt_neox,
+    gptj,
+    llama,
+    mistral,
+    phi,
+    phi3,
+    qwen2,
+    qwen3,
+    rwkv,
+    stablelm,
+)
 from .base import Architecture
 
 REGISTRY: dict[str, Architecture] = {
@@ -11,6 +27,7 @@ REGISTRY: dict[str, Architecture] = {
     "rwkv": rwkv.ARCH,
     "gpt_bigcode": gpt_bigcode.ARCH,
     "gemma": gemma.ARCH,
+    "gemma2": gemma2.ARCH,
     "gemma3": gemma3.ARCH,
     "stablelm": stablelm.ARCH,
     "glm": glm.ARCH,

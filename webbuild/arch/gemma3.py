@@ -27,12 +27,12 @@ LAYER_TYPES = ("sliding_attention", "full_attention")
 DEFAULT_THETA = {"full_attention": 1_000_000.0, "sliding_attention": 10_000.0}
 
 
-def layer_types(raw: dict, layers: int) -> list[str]:
+def layer_types(raw: dict, layers: int, default_pattern: int = 6) -> list[str]:
     """Each layer's attention kind: `layer_types`, else every `sliding_window_pattern`-th layer
-    global (default 6), as transformers derives it."""
+    global (default 6; Gemma 2: 2), as transformers derives it."""
     types = raw.get("layer_types")
     if types is None:
-        pattern = ConfigReader(raw).get("sliding_window_pattern", 6)
+        pattern = ConfigReader(raw).get("sliding_window_pattern", default_pattern)
         return ["full_attention" if (i + 1) % pattern == 0 else "sliding_attention" for i in range(layers)]
     if not isinstance(types, list) or len(types) != layers or any(t not in LAYER_TYPES for t in types):
         raise ConfigError(f"layer_types should list {layers} entries from {', '.join(LAYER_TYPES)}",

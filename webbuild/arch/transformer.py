@@ -15,6 +15,8 @@ residual) plus one attention kernel (webbuild.kernels.decode_attention: RoPE, KV
 paged attention), and the output head applies the final norm itself; `prefill` and the CPU modules
 keep the separate norm and activation ops. Blocks with post norms (Gemma 2/3: a norm on each
 sublayer's output before the residual add) keep those norms and adds outside the GEMVs.
+Soft-capping (Gemma 2: x -> cap * tanh(x / cap)) applies to the output logits here and to the
+attention scores inside the cache's kernels (webbuild.tvm_patches.attention_softcap).
 """
 
 from __future__ import annotations
@@ -92,6 +94,9 @@ class TransformerConfig:
     # (theta, scaling) of each layer when the layers' RoPE differs (Gemma 3's local and global
     # layers): the model then rotates q and k itself (webbuild.kernels.rope), the cache does not
     layer_rope: tuple[tuple[float, dict | None], ...] | None = None
+    # Gemma 2: attention scores and output logits soft-capped, x -> cap * tanh(x / cap); None: not capped
+    attn_softcap: float | None = None
+    final_softcap: float | None = None
 
     def __post_init__(self):
         # A window no shorter than the context excludes nothing: plain causal attention. Otherwise
@@ -133,6 +138,7 @@ class TransformerConfig:
             rope_mode=RopeMode.NORMAL if self.rope and self.layer_rope is None else RopeMode.NONE,
             sliding_layers=self.windowed_layers,
             sliding_window=self.sliding_window or 0,
+            attn_softcap=self.attn_softcap,
         )
 
     @property
@@ -390,7 +396,12 @@ class TransformerLM(nn.Module):
             logits = layers.tied_lm_head(self.tok_embed, hidden)
         else:
             logits = self.lm_head(hidden)
-        return logits.astype("float32") if logits.dtype != "float32" else logits  # (b, s, vocab)
+        return self._capped(logits.astype("float32") if logits.dtype != "float32" else logits)  # (b, s, vocab)
+
+    def _capped(self, logits: Tensor) -> Tensor:
+        """float32 logits, soft-capped where the model does it (Gemma 2's final_logit_softcapping)."""
+        cap = self.config.final_softcap
+        return logits if cap is None else op.tanh(logits / cap) * cap
 
     def embed(self, input_ids: Tensor) -> Tensor:
         x = self.tok_embed(input_ids)  # (seq, hidden)
@@ -404,7 +415,8 @@ class TransformerLM(nn.Module):
         if self.kernels.fused_decode:
             x = self._body(input_embed, paged_kv_cache, fused=True)  # (1, 1, hidden), before the final norm
             head = self.tok_embed if self.lm_head is None else self.lm_head
-            return decode_gemv.fused_linear(x, head, norm=self.final_norm, out_dtype="float32"), paged_kv_cache
+            logits = decode_gemv.fused_linear(x, head, norm=self.final_norm, out_dtype="float32")  # (1, 1, vocab)
+            return self._capped(logits), paged_kv_cache
         hidden = self._body(input_embed, paged_kv_cache)  # (1, 1, hidden)
         return self._logits(hidden), paged_kv_cache
 

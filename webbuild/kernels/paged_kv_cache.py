@@ -12,6 +12,7 @@ from tvm import relax as rx
 from tvm.relax.frontend.nn.llm.kv_cache import PagedKVCache, RopeMode, TIRPagedKVCache
 from tvm.target import Target
 
+from ..tvm_patches.attention_softcap import softcap_cache_kernels
 from ..tvm_patches.fused_decode_entry import FusedDecodeKVCache
 from .decode_attention import supports
 from .rope import rope_kernel_args
@@ -32,6 +33,8 @@ class KVCacheSpec:
     # layers whose attention sees only the last `sliding_window` positions (masked per query)
     sliding_layers: tuple[int, ...] = ()
     sliding_window: int = 0
+    # Gemma 2: every attention score s becomes cap * tanh(s / cap) before the softmax
+    attn_softcap: float | None = None
 
 
 def create_kv_cache(spec: KVCacheSpec, dtype: str, max_batch_size, max_total_seq_len, prefill_chunk_size,
@@ -58,7 +61,10 @@ def create_kv_cache(spec: KVCacheSpec, dtype: str, max_batch_size, max_total_seq
     With `fused_decode` (the WebGPU backend) the cache also gets webbuild's fused one-token
     attention kernel (webbuild.kernels.decode_attention, hooked in by
     webbuild.tvm_patches.fused_decode_entry) where it computes the model's RoPE exactly; the
-    runtime uses it for decode calls on plain MHA layers."""
+    runtime uses it for decode calls on plain MHA layers.
+
+    With `spec.attn_softcap` every attention kernel of the cache (the fused one included) caps its
+    scores (webbuild.tvm_patches.attention_softcap)."""
     attn_kind: str | list[str] = "mha"
     window_kwargs = {}
     if spec.sliding_layers:
@@ -75,7 +81,7 @@ def create_kv_cache(spec: KVCacheSpec, dtype: str, max_batch_size, max_total_seq
         extra = {"kernel": {"num_heads": spec.num_heads, "num_kv_heads": spec.num_kv_heads,
                             "head_dim": spec.head_dim, "dtype": dtype, "rotary_dim": spec.rotary_dim,
                             "rope_theta": spec.rope_theta, "rope_scale": scale, "rope_scaling": scaling}}
-    return cache_class(
+    cache = cache_class(
         attn_kind=attn_kind,
         max_batch_size=max_batch_size,
         max_total_seq_len=max_total_seq_len,
@@ -102,3 +108,6 @@ def create_kv_cache(spec: KVCacheSpec, dtype: str, max_batch_size, max_total_seq
         **window_kwargs,
         **extra,
     )
+    if spec.attn_softcap is not None:
+        softcap_cache_kernels(cache._expr, spec.attn_softcap)
+    return cache

@@ -52,6 +52,13 @@ PATCHES: tuple[Patch, ...] = (
           "runtime_sources (every wasm runtime build)",
           "whether the plain aux-data manager still shares one array per depth between the full and the "
           "windowed page tables; tests/test_sliding_window.py's mixed-window WebGPU test"),
+    Patch("attention_softcap", "TIR rewrite",
+          "the attention kernels named by TIRPagedKVCache's create call ((tag, kernel) tuples): the 'S_store' "
+          "block of the GPU tiled kernels, the one 'score * sm_scale * log2e' statement of the scalar ones, the "
+          "GPU decode kernel's store of its tvm_thread_allreduce result; exactly one per kernel",
+          "kernels.paged_kv_cache.create_kv_cache (models with attention soft-capping: Gemma 2)",
+          "whether every attention kernel still completes its scores in one place, in the log2 domain, "
+          "before masking; tests/test_tvm_patches.py and the gemma2 cases of test_arch_parity / test_sliding_window"),
     Patch("merge_state", "TIR rewrite",
           "PrimFuncs named tir_attention_merge_state* in a module with batch_decode_paged_kv*",
           "backends.webgpu.WebGPUBackend.prepare (before tvm.compile)",
