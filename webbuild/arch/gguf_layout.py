@@ -2,17 +2,29 @@
 
 An architecture that llama.cpp's converter writes names its `general.architecture` values, the HF
 `model_type` (and class) its config becomes, the GGUF tensor names of its weights (stems without
-`.weight` / `.bias`: global ones, and per block `blk.{i}.<stem>` under `model.layers.{i}.`), and the
-projections whose rows the converter permuted for llama.cpp's interleaved RoPE (Llama's q and k;
-the others are stored as in the HF checkpoint), and what else differs from the HF tensors (Gemma's
-norm weights are stored plus one). The config fields come from the `<arch>.*` metadata
-keys every llama-shaped GGUF has (see webbuild.loaders.gguf_loader).
+`.weight` / `.bias`: global ones, and per block `blk.{i}.<stem>` under the HF checkpoint's block
+prefix, `model.layers.{i}.` unless the layout says otherwise, e.g. `gpt_neox.layers.{i}.`), and what
+differs from the HF tensors: the projections whose rows the converter permuted for llama.cpp's
+interleaved RoPE (Llama's q and k; the others are stored as in the HF checkpoint), fused tensors
+whose rows it reordered (GPT-NeoX's per-head q/k/v, stored as [q; k; v]; `row_order` undoes it),
+and Gemma's norm weights stored plus one. The config fields come from the `<arch>.*` metadata keys
+every such GGUF has (see webbuild.loaders.gguf_loader), plus each layout's `extra_config`; GPT-2
+style configs get them under their own names (`config_aliases`, e.g. `n_embd`).
+
+Loaded: llama, qwen2, qwen3, phi3, gemma, gemma2, gemma3, stablelm, phi2 (HF `phi`), gptneox
+(HF `gpt_neox`), starcoder (HF `gpt_bigcode`). Registered architectures without a layout, because
+llama.cpp writes no GGUF of them: `gptj` (its converter registers no `GPTJForCausalLM` and
+llama.cpp has no GPT-J graph; the `gptj` name in gguf-py's constants is unused) and `rwkv`
+(HF RWKV-4: llama.cpp converts only RWKV-6 / RWKV-7 checkpoints, architectures `rwkv6`,
+`rwkv6qwen2`, `rwkv7`, `arwkv7`, with other tensors and state). Mistral files are `llama` ones;
+`glm` has no layout yet.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 GLOBAL_NAMES = {"token_embd": "model.embed_tokens", "output_norm": "model.norm", "output": "lm_head"}
 BLOCK_NAMES = {
@@ -43,6 +55,13 @@ class GGUFLayout:
     layer_norm: bool = False
     # more HF config fields from (metadata, tensor names), e.g. biases told by which tensors exist
     extra_config: Callable[[dict, frozenset[str]], dict] | None = None
+    # where the HF checkpoint keeps block i's tensors
+    layer_prefix: str = "model.layers.{i}."
+    # block stem -> (HF config -> rows -> rows): undo a row order the converter gave a fused tensor
+    # (applied to its weight and bias rows, and to each row-wise array of an exact container)
+    row_order: dict[str, Callable[[dict], Callable[[Any], Any]]] = field(default_factory=dict)
+    # config field -> more names to give it, for configs that spell fields GPT-2's way (`n_embd`)
+    config_aliases: dict[str, tuple[str, ...]] = field(default_factory=dict)
 
     def hf_name(self, gguf_name: str) -> str | None:
         """The HF name of GGUF tensor `gguf_name`; None when it has no counterpart."""
@@ -53,5 +72,5 @@ class GGUFLayout:
             return f"{self.global_names[stem]}.{suffix}"
         parts = stem.split(".")
         if len(parts) == 3 and parts[0] == "blk" and parts[1].isdigit() and parts[2] in self.block_names:
-            return f"model.layers.{int(parts[1])}.{self.block_names[parts[2]]}.{suffix}"
+            return f"{self.layer_prefix.format(i=int(parts[1]))}{self.block_names[parts[2]]}.{suffix}"
         return None

@@ -9,8 +9,9 @@ webbuild's checks added: reads past the end of the file, tensor types webbuild c
 dequantize and malformed tensor-table entries are typed errors naming the file. Tensor data
 stays in the reader's read-only memory map and is dequantized to float32 with
 `gguf.quants.dequantize` only when `read_tensor` asks for it. llama.cpp stores the rows of some
-projections permuted for interleaved RoPE (the layout's `permuted`: Llama's Q and K);
-`read_tensor` undoes that so the weights fit HF rotate-half RoPE.
+projections permuted for interleaved RoPE (the layout's `permuted`: Llama's Q and K) and reorders
+the rows of some fused ones (the layout's `row_order`: GPT-NeoX's per-head q/k/v as [q; k; v]);
+`read_tensor` and `read_exact` undo both, so the weights are in the HF checkpoint's order.
 """
 
 from __future__ import annotations
@@ -329,7 +330,8 @@ def gguf_config(gguf_file: GGUFFile) -> dict:
         "mlp_bias": False,
     }
     rope_dims = md.get(f"{arch}.rope.dimension_count", head_dim)
-    if layout.partial_rotary and isinstance(rope_dims, int) and 0 < rope_dims < head_dim:
+    if layout.partial_rotary and isinstance(rope_dims, int) and 0 < rope_dims <= head_dim:
+        # always given: the families' HF defaults are partial (StableLM 0.25, Phi 0.5, GPT-NeoX 0.25)
         config["partial_rotary_factor"] = rope_dims / head_dim
     else:
         _check_rope_dims(md, arch, head_dim, path)
@@ -340,6 +342,9 @@ def gguf_config(gguf_file: GGUFFile) -> dict:
     if (scaling := _rope_scaling(md, arch)) is not None:
         config["rope_scaling"] = scaling
     config.update(_special_ids(md))
+    for name, aliases in layout.config_aliases.items():
+        if name in config:
+            config.update(dict.fromkeys(aliases, config[name]))
     return config
 
 
@@ -394,6 +399,7 @@ def _name_map(gguf_file: GGUFFile, arch: str, layout: GGUFLayout) -> dict[str, s
 def _make_reader(gguf_file: GGUFFile, config: dict, mapping: dict[str, str], layout: GGUFLayout):
     heads = {stem: count for stem, count in (("attn_q", config["num_attention_heads"]),
                                              ("attn_k", config["num_key_value_heads"])) if stem in layout.permuted}
+    reorders = {stem: make(config) for stem, make in layout.row_order.items()}
 
     def gguf_name_of(hf_name: str) -> str:
         if hf_name not in mapping:
@@ -403,10 +409,21 @@ def _make_reader(gguf_file: GGUFFile, config: dict, mapping: dict[str, str], lay
 
     def unpermute(gguf_name: str, rows: np.ndarray) -> np.ndarray:
         """llama.cpp stores the layout's permuted projections (llama: attn_q, attn_k) with each head's
-        rows interleaved; rows convert independently, so the same row order fixes the float tensor
-        and each (rows, ...) array of its exact container."""
+        rows interleaved, and the layout's `row_order` tensors (GPT-NeoX: attn_qkv) in its own row
+        order; rows convert independently, so the same row order fixes the float tensor (weight or
+        bias) and each (rows, ...) array of its exact container."""
         kind = gguf_name.split(".")[-2]
-        return np.ascontiguousarray(unpermute_rows(rows, heads[kind])) if kind in heads else rows
+        try:
+            if kind in heads:
+                return np.ascontiguousarray(unpermute_rows(rows, heads[kind]))
+            if kind in reorders and gguf_name.startswith("blk."):
+                return np.ascontiguousarray(reorders[kind](rows))
+        except ValueError as exc:  # a row count the heads do not divide
+            raise WeightMappingError(
+                f"tensor {gguf_name!r} has {rows.shape[0]} rows, which do not split into the "
+                f"{config['num_attention_heads']} attention heads the metadata gives",
+                where=str(gguf_file.path), fix=RECONVERT_FIX) from exc
+        return rows
 
     def read_tensor(hf_name: str) -> np.ndarray:
         gguf_name = gguf_name_of(hf_name)
