@@ -1,15 +1,20 @@
 """Write a Hugging Face checkpoint (one of tests/arch_cases.py's tiny models) as a GGUF file the way
 llama.cpp's converter lays it out: its tensor names (from the architecture's `GGUFLayout`), the q/k
-rows of llama permuted for interleaved RoPE, the `<arch>.*` hyperparameter keys, and a byte-level
-BPE vocabulary of the model's size. Matrices can be stored as Q8_0 (`gguf.quants.quantize`).
+rows of llama permuted for interleaved RoPE, GPT-NeoX's per-head query_key_value rows reordered
+to [q; k; v], the `<arch>.*` hyperparameter keys (for phi2, gptneox and starcoder exactly the keys
+their converter classes write, e.g. `feed_forward_length` as 4 * hidden for phi2 and starcoder and
+no RoPE base), and a byte-level BPE vocabulary of the model's size. Matrices can be stored as Q8_0
+(`gguf.quants.quantize`); `q8_0_round_trip` gives those matrices as the file holds them.
 
 Written here from the GGUF format and the `gguf` package's writer; the oracle for such files is
-transformers itself loading them (`from_pretrained(dir, gguf_file=...)`), not this writer.
+transformers itself loading them (`from_pretrained(dir, gguf_file=...)`), not this writer, or where
+transformers cannot read a family as llama.cpp does, the HF folder the file was written from.
 """
 
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import gguf
@@ -24,6 +29,13 @@ def permute_like_llama_cpp(w: np.ndarray, n_head: int) -> np.ndarray:
     """HF rotate-half rows -> GGUF interleaved rows (the converter's direction); w (n_out, ...)."""
     n_out, rest = w.shape[0], w.shape[1:]
     return w.reshape(n_head, 2, n_out // n_head // 2, *rest).swapaxes(1, 2).reshape(w.shape)
+
+
+def per_head_qkv_to_blocks_like_llama_cpp(w: np.ndarray, n_head: int) -> np.ndarray:
+    """GPT-NeoX's query_key_value rows (heads, [q, k, v], head_dim) -> [q; k; v], as the converter
+    stores them (weight or bias); w (3 * hidden, ...)."""
+    per_head = w.reshape(n_head, 3, w.shape[0] // n_head // 3, *w.shape[1:])
+    return np.concatenate([per_head[:, part].reshape(-1, *w.shape[1:]) for part in range(3)], axis=0)
 
 
 def _byte_chars() -> list[str]:
@@ -65,19 +77,11 @@ def add_sentencepiece_vocabulary(writer: gguf.GGUFWriter, vocab_size: int) -> No
     writer.add_eos_token_id(2)
 
 
-def write_hf_as_gguf(folder: Path, path: Path, q8_0: tuple[str, ...] = (), pre: str = "gpt2") -> Path:
-    """`folder` (config.json + model.safetensors) as a GGUF at `path`; GGUF block stems listed in
-    `q8_0` (e.g. "ffn_up") are stored as Q8_0, everything else as F32. `pre`: the byte-level BPE
-    pre-tokenizer, or "sentencepiece" for a SentencePiece vocabulary."""
-    config = json.loads((folder / "config.json").read_text())
-    arch = get_architecture(config["model_type"])
-    layout = arch.gguf
-    assert layout is not None, f"{arch.name} has no GGUF layout"
-    name = layout.names[0]
+def _llama_like_hparams(writer: gguf.GGUFWriter, config: dict, name: str, layer_norm: bool) -> None:
+    """The keys llama.cpp's converter writes for the llama-shaped families (TextModel's defaults)."""
     heads, kv_heads = config["num_attention_heads"], config.get("num_key_value_heads", config["num_attention_heads"])
     head_dim = config.get("head_dim") or config["hidden_size"] // heads
     rope = config.get("rope_parameters") or {}
-    writer = gguf.GGUFWriter(path, name)
     writer.add_block_count(config["num_hidden_layers"])
     writer.add_context_length(config["max_position_embeddings"])
     writer.add_embedding_length(config["hidden_size"])
@@ -87,7 +91,7 @@ def write_hf_as_gguf(folder: Path, path: Path, q8_0: tuple[str, ...] = (), pre: 
     writer.add_key_length(head_dim)
     writer.add_value_length(head_dim)
     writer.add_pad_token_id(0)
-    if layout.layer_norm:
+    if layer_norm:
         writer.add_layer_norm_eps(config["layer_norm_eps"])
     else:
         writer.add_layer_norm_rms_eps(config["rms_norm_eps"])
@@ -97,26 +101,115 @@ def write_hf_as_gguf(folder: Path, path: Path, q8_0: tuple[str, ...] = (), pre: 
     writer.add_rope_dimension_count(int(fraction * head_dim))
     if name in ("phi3", "gemma3") and config.get("sliding_window"):  # the converters that write the window
         writer.add_sliding_window(config["sliding_window"])
+
+
+def _rotary_fraction(config: dict, old_name: str) -> float:
+    rope = config.get("rope_parameters") or {}
+    return float(rope.get("partial_rotary_factor", config.get("partial_rotary_factor", config.get(old_name))))
+
+
+def _phi2_hparams(writer: gguf.GGUFWriter, config: dict) -> None:
+    """Phi2Model.set_gguf_parameters: no RoPE base, no key length, the MLP width as 4 * hidden."""
+    n_embd, n_head = config["hidden_size"], config["num_attention_heads"]
+    writer.add_context_length(config["max_position_embeddings"])
+    writer.add_embedding_length(n_embd)
+    writer.add_feed_forward_length(4 * n_embd)
+    writer.add_block_count(config["num_hidden_layers"])
+    writer.add_head_count(n_head)
+    writer.add_head_count_kv(n_head)
+    writer.add_layer_norm_eps(config["layer_norm_eps"])
+    writer.add_rope_dimension_count(int(_rotary_fraction(config, "partial_rotary_factor") * n_embd) // n_head)
+    writer.add_add_bos_token(False)
+
+
+def _gptneox_hparams(writer: gguf.GGUFWriter, config: dict) -> None:
+    """GPTNeoXModel.set_gguf_parameters: no RoPE base, no key/value head count."""
+    hidden, heads = config["hidden_size"], config["num_attention_heads"]
+    writer.add_context_length(config["max_position_embeddings"])
+    writer.add_embedding_length(hidden)
+    writer.add_block_count(config["num_hidden_layers"])
+    writer.add_feed_forward_length(config["intermediate_size"])
+    writer.add_rope_dimension_count(int(_rotary_fraction(config, "rotary_pct") * (hidden // heads)))
+    writer.add_head_count(heads)
+    writer.add_parallel_residual(config.get("use_parallel_residual", True))
+    writer.add_layer_norm_eps(config["layer_norm_eps"])
+
+
+def _starcoder_hparams(writer: gguf.GGUFWriter, config: dict) -> None:
+    """StarCoderModel.set_gguf_parameters: one key/value head and 4 * n_embd whatever the config says."""
+    writer.add_context_length(config["n_positions"])
+    writer.add_embedding_length(config["n_embd"])
+    writer.add_feed_forward_length(4 * config["n_embd"])
+    writer.add_block_count(config["n_layer"])
+    writer.add_head_count(config["n_head"])
+    writer.add_head_count_kv(1)
+    writer.add_layer_norm_eps(config["layer_norm_epsilon"])
+
+
+HPARAMS = {"phi2": _phi2_hparams, "gptneox": _gptneox_hparams, "starcoder": _starcoder_hparams}
+
+
+def _gguf_stem(hf_base: str, layout) -> str:
+    """The GGUF stem (`token_embd`, `blk.3.attn_qkv`) of an HF tensor name without its suffix."""
+    to_gguf = {hf: stem for stem, hf in layout.global_names.items()}
+    if hf_base in to_gguf:
+        return to_gguf[hf_base]
+    head, tail = layout.layer_prefix.split("{i}")
+    match = re.fullmatch(re.escape(head) + r"(\d+)" + re.escape(tail) + r"(.+)", hf_base)
+    if match is None:
+        raise KeyError(f"{hf_base!r} has no GGUF name in the {layout.names[0]} layout")
+    block = {hf: stem for stem, hf in layout.block_names.items()}[match.group(2)]
+    return f"blk.{int(match.group(1))}.{block}"
+
+
+def _layout_of(folder: Path):
+    config = json.loads((folder / "config.json").read_text())
+    layout = get_architecture(config["model_type"]).gguf
+    assert layout is not None, f"{config['model_type']} has no GGUF layout"
+    return config, layout
+
+
+def q8_0_round_trip(folder: Path, q8_0: tuple[str, ...]) -> dict[str, np.ndarray]:
+    """HF name -> values of the matrices `write_hf_as_gguf(folder, ..., q8_0)` stores as Q8_0, as
+    the file holds them (quantized and dequantized; row reorders commute with Q8_0's row blocks)."""
+    _, layout = _layout_of(folder)
+    stored = {}
+    for hf_name, value in load_file(str(folder / "model.safetensors")).items():
+        stem = _gguf_stem(hf_name.rpartition(".")[0], layout)
+        if stem.split(".")[-1] in q8_0 and value.ndim == 2:
+            packed = gguf.quants.quantize(value.astype(np.float32), GGMLQuantizationType.Q8_0)
+            stored[hf_name] = gguf.quants.dequantize(packed, GGMLQuantizationType.Q8_0).reshape(value.shape)
+    return stored
+
+
+def write_hf_as_gguf(folder: Path, path: Path, q8_0: tuple[str, ...] = (), pre: str = "gpt2") -> Path:
+    """`folder` (config.json + model.safetensors) as a GGUF at `path`; GGUF block stems listed in
+    `q8_0` (e.g. "ffn_up") are stored as Q8_0, everything else as F32. `pre`: the byte-level BPE
+    pre-tokenizer, or "sentencepiece" for a SentencePiece vocabulary."""
+    config, layout = _layout_of(folder)
+    name = layout.names[0]
+    heads = config.get("num_attention_heads")  # (GPT-2 style configs have n_head, and no permuted rows)
+    kv_heads = config.get("num_key_value_heads", heads)
+    writer = gguf.GGUFWriter(path, name)
+    if name in HPARAMS:
+        HPARAMS[name](writer, config)
+    else:
+        _llama_like_hparams(writer, config, name, layout.layer_norm)
     if pre == "sentencepiece":
         add_sentencepiece_vocabulary(writer, config["vocab_size"])
     else:
         add_bpe_vocabulary(writer, config["vocab_size"], pre)
 
-    to_gguf = {f"{hf}": stem for stem, hf in layout.global_names.items()}
     weights = load_file(str(folder / "model.safetensors"))
     for hf_name, value in weights.items():
         base, _, suffix = hf_name.rpartition(".")
-        parts = base.split(".")
-        if base in to_gguf:
-            stem = to_gguf[base]
-        else:  # model.layers.{i}.<path>
-            i, path_in_block = int(parts[2]), ".".join(parts[3:])
-            block = {hf: stem for stem, hf in layout.block_names.items()}[path_in_block]
-            stem = f"blk.{i}.{block}"
+        stem = _gguf_stem(base, layout)
         value = value.astype(np.float32) - np.float32(layout.norm_offset if stem.endswith("norm") else 0.0)
         kind = stem.split(".")[-1]
         if kind in layout.permuted:
             value = permute_like_llama_cpp(value, heads if kind == "attn_q" else kv_heads)
+        if name == "gptneox" and kind == "attn_qkv":
+            value = per_head_qkv_to_blocks_like_llama_cpp(value, heads)
         if kind in q8_0 and value.ndim == 2:
             writer.add_tensor(f"{stem}.{suffix}", gguf.quants.quantize(value, GGMLQuantizationType.Q8_0),
                               raw_dtype=GGMLQuantizationType.Q8_0)

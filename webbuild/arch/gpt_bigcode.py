@@ -8,6 +8,11 @@ tied to the token embeddings. The model is the shared `TransformerLM`.
 
 `c_attn` rows are [q; k; v] with multi-query attention, but per head [q_h; k_h; v_h] without it
 (transformers views the output as (heads, 3 * head_dim)); the weight map reorders the latter.
+
+GGUF (`starcoder`): llama.cpp's converter stores the tensors as they are (`c_attn` [q; k; v]),
+`position_embd` for `wpe`, and always writes one key/value head and `feed_forward_length` as
+4 * n_embd (llama.cpp reads no other MLP width); a file with more key/value heads is refused.
+llama.cpp computes GELU's tanh form, the HF default `gelu_pytorch_tanh`.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ import numpy as np
 
 from ..errors import ConfigError
 from .base import Architecture, BuildOptions, ConfigReader, flag
+from .gguf_layout import GGUFLayout
 from .transformer import HFLayout, TransformerConfig, TransformerLM, activation, weight_map_for, window_of
 
 
@@ -97,10 +103,36 @@ def parse_config(raw: dict, options: BuildOptions) -> TransformerConfig:
     )
 
 
+def _gguf_config(metadata: dict, tensors: frozenset[str]) -> dict:
+    """llama.cpp's StarCoder is multi-query only: its converter writes one key/value head."""
+    kv_heads = metadata.get("starcoder.attention.head_count_kv", 1)
+    if kv_heads != 1:
+        raise ConfigError(f"starcoder GGUF with {kv_heads!r} key/value heads; llama.cpp's StarCoder has one "
+                          "(multi-query attention)", where="GGUF metadata: starcoder.attention.head_count_kv",
+                          fix="build from the model's HF folder")
+    return {"multi_query": True}
+
+
+GGUF = GGUFLayout(
+    names=("starcoder",), model_type="gpt_bigcode", hf_class="GPTBigCodeForCausalLM",
+    hidden_act="gelu_pytorch_tanh", layer_norm=True, layer_prefix="transformer.h.{i}.",
+    global_names={"token_embd": "transformer.wte", "position_embd": "transformer.wpe",
+                  "output_norm": "transformer.ln_f", "output": "lm_head"},
+    block_names={"attn_norm": "ln_1", "attn_qkv": "attn.c_attn", "attn_output": "attn.c_proj",
+                 "ffn_norm": "ln_2", "ffn_up": "mlp.c_fc", "ffn_down": "mlp.c_proj"},
+    # parse_config reads GPT-2's field names
+    config_aliases={"hidden_size": ("n_embd",), "num_attention_heads": ("n_head",),
+                    "num_hidden_layers": ("n_layer",), "max_position_embeddings": ("n_positions",),
+                    "intermediate_size": ("n_inner",), "layer_norm_eps": ("layer_norm_epsilon",),
+                    "hidden_act": ("activation_function",)},
+    extra_config=_gguf_config,
+)
+
 ARCH = Architecture(
     name="gpt_bigcode",
     hf_model_types=("gpt_bigcode",),
     parse_config=parse_config,
     build_model=TransformerLM,
     weight_map=lambda c: weight_map_for(c, layout_for(c)),
+    gguf=GGUF,
 )

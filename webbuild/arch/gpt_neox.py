@@ -9,6 +9,13 @@ the embeddings are tied. The model is the shared `TransformerLM`.
 Configs come in two spellings: transformers >= 5 writes `rope_parameters` (`rope_theta`,
 `partial_rotary_factor`, `rope_type`); older checkpoints write `rotary_emb_base` / `rotary_pct`
 (and maybe `rope_scaling`). Both are read.
+
+GGUF (`gptneox`): llama.cpp's converter stores `query_key_value` with its rows reordered from per
+head (heads, [q, k, v], head_dim) to [q; k; v] blocks (weight and bias); the layout's `row_order`
+puts them back. It writes `rope.dimension_count` (the rotary fraction), `use_parallel_residual`
+and the LayerNorm epsilon, but no RoPE base (llama.cpp then uses 10 000) and no activation: llama.cpp
+computes GELU's tanh form; HF GPT-NeoX configs (Pythia, RedPajama-INCITE, Dolly v2) say `gelu`,
+which is what the file is read as.
 """
 
 from __future__ import annotations
@@ -19,6 +26,7 @@ import numpy as np
 
 from ..errors import ConfigError
 from .base import Architecture, BuildOptions, ConfigReader, flag
+from .gguf_layout import GGUFLayout
 from .transformer import (
     HFLayout,
     TransformerConfig,
@@ -48,6 +56,17 @@ def per_head_qkv_to_blocks(heads: int, head_dim: int):
     def reorder(rows: np.ndarray) -> np.ndarray:
         shaped = rows.reshape(heads, 3, head_dim, *rows.shape[1:])  # (heads, 3, head_dim, ...)
         return np.swapaxes(shaped, 0, 1).reshape(rows.shape)  # (3 * heads * head_dim, ...)
+
+    return reorder
+
+
+def blocks_to_per_head_qkv(heads: int, head_dim: int):
+    """Rows [q; k; v] (each (heads, head_dim), as llama.cpp stores `attn_qkv`) -> per head
+    (heads, [q, k, v], head_dim), HF's order: the inverse of `per_head_qkv_to_blocks`."""
+
+    def reorder(rows: np.ndarray) -> np.ndarray:
+        shaped = rows.reshape(3, heads, head_dim, *rows.shape[1:])  # (3, heads, head_dim, ...)
+        return np.swapaxes(shaped, 0, 1).reshape(rows.shape)  # (heads * 3 * head_dim, ...)
 
     return reorder
 
@@ -137,10 +156,30 @@ def weight_map(c: TransformerConfig):
     return weight_map_for(c, layout)
 
 
+def _gguf_config(metadata: dict, tensors: frozenset[str]) -> dict:
+    """The GPT-NeoX fields of a `gptneox` GGUF: the residual kind, and attention biases told by the tensors."""
+    return {"use_parallel_residual": metadata.get("gptneox.use_parallel_residual", True),
+            "attention_bias": "blk.0.attn_qkv.bias" in tensors}
+
+
+GGUF = GGUFLayout(
+    names=("gptneox",), model_type="gpt_neox", hf_class="GPTNeoXForCausalLM", hidden_act="gelu",
+    partial_rotary=True, layer_norm=True, layer_prefix=LAYOUT.layer,
+    global_names={"token_embd": LAYOUT.embed, "output_norm": LAYOUT.final_norm, "output": LAYOUT.lm_head},
+    block_names={"attn_norm": "input_layernorm", "attn_qkv": "attention.query_key_value",
+                 "attn_output": "attention.dense", "ffn_norm": "post_attention_layernorm",
+                 "ffn_up": "mlp.dense_h_to_4h", "ffn_down": "mlp.dense_4h_to_h"},
+    row_order={"attn_qkv": lambda c: blocks_to_per_head_qkv(c["num_attention_heads"], c["head_dim"])},
+    # the older spellings, which parse_config reads when there is no rope_parameters
+    config_aliases={"partial_rotary_factor": ("rotary_pct",), "rope_theta": ("rotary_emb_base",)},
+    extra_config=_gguf_config,
+)
+
 ARCH = Architecture(
     name="gpt_neox",
     hf_model_types=("gpt_neox",),
     parse_config=parse_config,
     build_model=TransformerLM,
     weight_map=weight_map,
+    gguf=GGUF,
 )

@@ -6,12 +6,20 @@ q/k/v and the output projection `dense` with bias; a plain MLP fc1 -> gelu_new -
 `final_layernorm`; an untied `lm_head` with bias. `qk_layernorm` adds one LayerNorm over head_dim
 (with bias) shared by all query heads and one by all key heads, applied before RoPE; the weight
 map tiles each shared row over the heads. The model is the shared `TransformerLM`.
+
+GGUF (`phi2`): llama.cpp's converter writes transformers' Phi checkpoints with separate q/k/v
+(no permutation: Phi's RoPE is rotate-half, llama.cpp's NeoX kind), the LayerNorm epsilon,
+`rope.dimension_count` (the rotary fraction) and `feed_forward_length` as 4 * hidden (llama.cpp
+reads no other MLP width), but no RoPE base (10 000, Phi's). It has no tensor names for
+`qk_layernorm`, and files converted from Microsoft's earlier checkpoint layout keep q/k/v fused in
+one `attn_qkv`; neither loads here (a WeightMappingError names the tensor).
 """
 
 from __future__ import annotations
 
 from ..errors import ConfigError
 from .base import Architecture, BuildOptions, ConfigReader, flag
+from .gguf_layout import GGUFLayout
 from .transformer import (
     HFLayout,
     TransformerConfig,
@@ -89,10 +97,19 @@ def parse_config(raw: dict, options: BuildOptions) -> TransformerConfig:
     )
 
 
+GGUF = GGUFLayout(
+    names=("phi2",), model_type="phi", hf_class="PhiForCausalLM", hidden_act="gelu_new",
+    partial_rotary=True, layer_norm=True, layer_prefix=LAYOUT.layer,
+    global_names={"token_embd": LAYOUT.embed, "output_norm": LAYOUT.final_norm, "output": LAYOUT.lm_head},
+    block_names={"attn_norm": LAYOUT.attn_norm, **dict(zip(("attn_q", "attn_k", "attn_v"), LAYOUT.qkv)),
+                 "attn_output": LAYOUT.o, "ffn_up": LAYOUT.mlp_in[0], "ffn_down": LAYOUT.down},
+)
+
 ARCH = Architecture(
     name="phi",
     hf_model_types=("phi",),
     parse_config=parse_config,
     build_model=TransformerLM,
     weight_map=lambda c: weight_map_for(c, LAYOUT),
+    gguf=GGUF,
 )
