@@ -8,6 +8,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
+import numpy as np
 import pytest
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 from tokenizers import Tokenizer
@@ -23,6 +24,7 @@ from browser_support import (
 )
 from smollm_facts import QUESTION
 from tiny_models import hf_greedy
+from webbuild.runner import CpuModel
 
 ANSWER_TEXT = "The capital of France is Paris."
 TINY_MESSAGES = [{"role": "user", "content": "w5 w9 w33 w100 w7"}]
@@ -102,6 +104,48 @@ def test_greedy_completion_equals_cpu_build(quantization, page, server, tiny_lla
     # the tiny word-level vocabulary decodes ids to distinct space-separated words: equal text is equal ids
     assert result["text"].strip() == cpu_greedy_text(cpu, TINY_MESSAGES, 32).strip()
     assert result["usage"]["completion_tokens"] == 32
+
+
+LOGPROBS_JS = """async ([url, options, request]) => {
+  const wb = await import('/dist/webbuild.js');
+  const engine = await wb.createEngine(url, options);
+  try {
+    const whole = await engine.chat.completions.create(request);
+    const streamed = [];
+    for await (const chunk of await engine.chat.completions.create({...request, stream: true})) {
+      streamed.push(...(chunk.choices[0]?.logprobs?.content ?? []));
+    }
+    return {text: whole.choices[0].message.content, entries: whole.choices[0].logprobs.content, streamed,
+            backend: engine.backend};
+  } finally { await engine.unload(); }
+}"""
+
+
+@pytest.mark.parametrize("backend", ["webgpu", "wasm"])
+def test_logprobs_equal_the_cpu_builds_log_softmax(backend, page, server, models, tiny_llama_dirs, model_build):
+    """logprobs / top_logprobs of a greedy reply: each generated token's and its 5 likeliest alternatives'
+    log-softmax equal the CPU build's to 1e-4; the stream reports the same tokens."""
+    request = {"messages": TINY_MESSAGES, "temperature": 0, "max_tokens": 8, "logprobs": True, "top_logprobs": 5,
+               "logit_bias": {"0": -100, "1": -100, "2": -100}}
+    result = page.evaluate(LOGPROBS_JS, [f"{server}models/tiny-q0f32/", {"backend": backend}, request])
+    assert result["backend"] == backend
+    entries = result["entries"]
+    assert len(entries) == 8 and [e["token"] for e in result["streamed"]] == [e["token"] for e in entries]
+    # the streamed request reuses the first one's KV cache (its prompt is not prefilled again): last bits differ
+    assert max(abs(a["logprob"] - b["logprob"]) for a, b in zip(result["streamed"], entries)) <= 1e-5
+    tok = Tokenizer.from_file(str(models / "tiny-q0f32" / "tokenizer.json"))
+    tokens = [tok.token_to_id(e["token"]) for e in entries]
+    assert result["text"].strip() == _words(tokens)
+    cpu = CpuModel(model_build(tiny_llama_dirs["untied"][0], "q0f32", "cpu"))
+    steps = [cpu.prefill(_tiny_prompt_ids(models / "tiny-q0f32", TINY_MESSAGES))] + [cpu.decode(t) for t in tokens[:-1]]
+    for entry, token, logits in zip(entries, tokens, steps):
+        logits = logits.astype(np.float64)
+        expected = logits - (logits.max() + np.log(np.exp(logits - logits.max()).sum()))  # log-softmax, (vocab,)
+        assert abs(entry["logprob"] - expected[token]) <= 1e-4
+        assert entry["bytes"] == list(entry["token"].encode())
+        top = [tok.token_to_id(t["token"]) for t in entry["top_logprobs"]]
+        assert top == list(np.argsort(-expected, kind="stable")[:5])
+        assert max(abs(t["logprob"] - expected[i]) for t, i in zip(entry["top_logprobs"], top)) <= 1e-4
 
 
 def _tiny_prompt_ids(folder: Path, messages) -> list[int]:

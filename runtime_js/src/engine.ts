@@ -11,7 +11,7 @@ import { withOutOfMemoryCheck } from "./gpu.js";
 import { LLMChatPipeline, type GenerationResult } from "./llm_chat_pipeline.js";
 import {
   buildChatCompletion, validateRequest,
-  type ChatCompletion, type ChatCompletionChunk, type ChatCompletionRequest, type NormalizedRequest,
+  type ChatCompletion, type ChatCompletionChunk, type ChatCompletionRequest, type NormalizedRequest, type TokenLogprob,
 } from "./protocol.js";
 import { pushStream } from "./push_stream.js";
 import { Tokenizer } from "./tokenizer.js";
@@ -154,10 +154,12 @@ export class LocalEngine implements ChatEngine {
       contextWindow: this.config.context_window_size });
     if (req.stream) return this.stream(req, signal);
     let text = "";
+    const logprobs: TokenLogprob[] = [];
     const result = await this.exclusive(() => this.generate({ ...req, include_usage: true }, signal, (chunk) => {
       text += chunk.choices[0]?.delta?.content ?? "";
+      logprobs.push(...(chunk.choices[0]?.logprobs?.content ?? []));
     }));
-    return buildChatCompletion(result.meta, text, result.finish, result.usage);
+    return buildChatCompletion(result.meta, text, result.finish, result.usage, req.logprobs ? logprobs : null);
   }
 
   /** Streams chunks; the whole generation holds the engine (one request at a time). */

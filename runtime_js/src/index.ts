@@ -21,8 +21,8 @@ export type { ChatConfig, SamplingDefaults, StateConfig } from "./config.js";
 export type { CacheKind, ShardStore } from "./storage.js";
 
 export type {
-  ChatCompletion, ChatCompletionChunk, ChatCompletionRequest, ChatMessage, CompletionUsage, FinishReason, Role,
-  TextContentPart, UsageExtra,
+  ChatCompletion, ChatCompletionChunk, ChatCompletionRequest, ChatMessage, ChoiceLogprobs, CompletionUsage,
+  FinishReason, Role, TextContentPart, TokenLogprob, TopLogprob, UsageExtra,
 } from "./protocol.js";
 
 export {

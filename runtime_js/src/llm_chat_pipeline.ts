@@ -2,16 +2,19 @@
 // validated request it applies the chat template, keeps the cached tokens the prompt shares with
 // the previous turn, runs the rest of the prompt through the model in chunks (prefill), then
 // decodes token by token (greedy on the device, else sampled on the CPU) until a stop token, a
-// stop string, the token budget or an abort, streaming chunks as the text becomes final. Between
+// stop string, the token budget or an abort, streaming chunks as the text becomes final (with the
+// log-probabilities of the tokens each chunk completes, when asked; logits are then read back). Between
 // calls it gives the event loop a turn (event_loop.ts) and checks for an abort, so Stop ends a
 // generation within one call, in the prefill too: prefill calls are sized from the measured
 // speed to take about PREFILL_CALL_MS each.
 import type { Backend } from "./backend.js";
 import type { ChatConfig } from "./config.js";
 import { EventLoopTurns } from "./event_loop.js";
+import { tokenLogprob } from "./logprobs.js";
 import {
   buildChunk, buildUsage, makeCompletionId, nowSeconds, resolveMaxTokens,
   type ChatCompletionChunk, type CompletionMeta, type CompletionUsage, type FinishReason, type NormalizedRequest,
+  type TokenLogprob,
 } from "./protocol.js";
 import { Sampler } from "./sampling.js";
 import { StopMatcher } from "./stop.js";
@@ -23,7 +26,7 @@ export type ChatRuntime = Pick<TvmRuntime, "metadata" | "hasArgmax" | "createSta
   "forward" | "readLogits" | "readArgmax" | "sync">;
 
 /** What the pipeline needs of the tokenizer (tokenizer.ts). */
-export type ChatTokenizer = Pick<Tokenizer, "encodeChat" | "streamDecoder">;
+export type ChatTokenizer = Pick<Tokenizer, "encodeChat" | "streamDecoder" | "decode" | "tokenBytes">;
 
 /** Where the model runs, as reported in `usage.extra`. */
 export interface Placement {
@@ -139,27 +142,35 @@ export class LLMChatPipeline {
 
     const logits = stopped() ? null : await this.prefill(ids.slice(keep), stopped, turns);
     let finish: FinishReason = logits ? "length" : "abort";
-    let token = logits ? await this.nextToken(logits, sampler, req) : -1;
+    // the log-probabilities of the tokens not yet in an emitted chunk (with req.logprobs)
+    let pending: TokenLogprob[] = [];
+    const withLogprobs = (choice: { content?: string; finishReason?: FinishReason }) => {
+      if (!req.logprobs || (!pending.length && choice.finishReason === undefined)) return choice;
+      const out = { ...choice, logprobs: pending };
+      pending = [];
+      return out;
+    };
+    let token = logits ? await this.nextToken(logits, sampler, req, pending) : -1;
     let generated = 0;
     const firstToken = performance.now();
     while (logits && generated < budget) {
       await turns.give();
-      if (stopped()) { finish = "abort"; break; }
+      if (stopped()) { if (req.logprobs) pending.pop(); finish = "abort"; break; }  // `token` is not emitted
       sampler.accept(token);
       generated++;
-      if (stops.has(token)) { finish = "stop"; break; }
+      if (stops.has(token)) { if (req.logprobs) pending.pop(); finish = "stop"; break; }
       const { text, stopped: atStopString } = matcher.push(decoder.push(token));
-      if (text) emit(buildChunk(meta, { content: text }));
+      if (text) emit(buildChunk(meta, withLogprobs({ content: text })));
       if (atStopString) { finish = "stop"; break; }
       if (generated >= budget) break;
       const next = this.runtime.forward([token]);
       this.cached.push(token);
-      token = await this.nextToken(next, sampler, req);
+      token = await this.nextToken(next, sampler, req, pending);
     }
     if (!matcher.stopped) {
       // the text held back as a possible stop-string prefix (or incomplete bytes) is final now
       const rest = matcher.push(decoder.flush()).text + matcher.flush();
-      if (rest) emit(buildChunk(meta, { content: rest }));
+      if (rest) emit(buildChunk(meta, withLogprobs({ content: rest })));
     }
     const end = performance.now();
     const { backend, threads } = this.placement;
@@ -169,7 +180,7 @@ export class LLMChatPipeline {
       timeToFirstTokenSeconds: (firstToken - start) / 1000, cachedTokens: keep, backend,
       ...(backend === "wasm" ? { threads } : {}),
     });
-    emit(buildChunk(meta, { finishReason: finish }, req.include_usage ? usage : undefined));
+    emit(buildChunk(meta, withLogprobs({ finishReason: finish }), req.include_usage ? usage : undefined));
     return { meta, finish, usage };
   }
 
@@ -222,10 +233,17 @@ export class LLMChatPipeline {
   }
 
   /** The next token from a forward call's logits: on the device when decoding is plain greedy
-   * (temperature 0, no bias or penalties), else sampled on the CPU from the logits read back. */
-  private async nextToken(logits: Logits, sampler: Sampler, req: NormalizedRequest): Promise<number> {
+   * (temperature 0, no bias or penalties) and no logprobs are asked for, else sampled on the CPU
+   * from the logits read back; with req.logprobs its entry is appended to `logprobs`. */
+  private async nextToken(logits: Logits, sampler: Sampler, req: NormalizedRequest,
+                          logprobs: TokenLogprob[]): Promise<number> {
     const greedy = this.runtime.hasArgmax && req.temperature <= 0 && req.logit_bias.size === 0 &&
       req.repetition_penalty === 1 && req.frequency_penalty === 0 && req.presence_penalty === 0;
-    return greedy ? this.runtime.readArgmax(logits) : sampler.sample(await this.runtime.readLogits(logits));
+    if (greedy && !req.logprobs) return this.runtime.readArgmax(logits);
+    const values = await this.runtime.readLogits(logits);
+    const model = req.logprobs ? Float32Array.from(values) : values;  // the sampler edits its logits in place
+    const token = sampler.sample(values);
+    if (req.logprobs) logprobs.push(tokenLogprob(model, token, req.top_logprobs, this.tokenizer));
+    return token;
   }
 }

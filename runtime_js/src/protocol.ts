@@ -41,6 +41,10 @@ export interface ChatCompletionRequest {
   stream?: boolean | null;
   stream_options?: { include_usage?: boolean } | null;
   n?: number | null;
+  /** Return each generated token's log-probability (and, with top_logprobs, the likeliest alternatives). */
+  logprobs?: boolean | null;
+  /** 0..20 alternatives per token; needs logprobs: true. */
+  top_logprobs?: number | null;
   [extra: string]: unknown;
 }
 
@@ -62,6 +66,9 @@ export interface NormalizedRequest extends SamplingDefaults {
   logit_bias: Map<number, number>;
   stream: boolean;
   include_usage: boolean;
+  logprobs: boolean;
+  /** Alternatives per token in the logprobs (0 without logprobs). */
+  top_logprobs: number;
 }
 
 export interface RequestLimits {
@@ -78,6 +85,8 @@ const FALLBACK_SAMPLING: SamplingDefaults = {
 };
 const ROLES = new Set<string>(["system", "user", "assistant"]);
 const MAX_STOP = 4;
+/** The most alternatives `top_logprobs` may ask for (as OpenAI). */
+export const MAX_TOP_LOGPROBS = 20;
 
 function bad(field: string, message: string): never {
   throw new InvalidRequestError(field, message);
@@ -172,7 +181,16 @@ export function validateRequest(request: unknown, limits: RequestLimits = {}): N
 
   if (given(req.n) && req.n !== 1) bad("n", "only n = 1 is supported");
   if (given(req.tools) && !(Array.isArray(req.tools) && req.tools.length === 0)) bad("tools", "tool calls are not supported");
-  if (given(req.logprobs) && req.logprobs !== false) bad("logprobs", "logprobs are not supported");
+  if (given(req.logprobs) && typeof req.logprobs !== "boolean") bad("logprobs", "must be a boolean");
+  let topLogprobs = 0;
+  if (given(req.top_logprobs)) {
+    const k = req.top_logprobs;
+    if (typeof k !== "number" || !Number.isSafeInteger(k) || k < 0 || k > MAX_TOP_LOGPROBS) {
+      bad("top_logprobs", `must be an integer in [0, ${MAX_TOP_LOGPROBS}]`);
+    }
+    if (req.logprobs !== true) bad("top_logprobs", "needs logprobs: true");
+    topLogprobs = k;
+  }
   const fmt = req.response_format as { type?: unknown } | null | undefined;
   if (given(fmt) && fmt?.type !== "text") bad("response_format", "only {type: \"text\"} is supported");
   if (given(req.stream) && typeof req.stream !== "boolean") bad("stream", "must be a boolean");
@@ -201,6 +219,8 @@ export function validateRequest(request: unknown, limits: RequestLimits = {}): N
     logit_bias: normalizeLogitBias(req.logit_bias, limits.vocabSize),
     stream: req.stream === true,
     include_usage: so?.include_usage === true,
+    logprobs: req.logprobs === true,
+    top_logprobs: topLogprobs,
   };
 }
 
@@ -238,6 +258,25 @@ export interface CompletionUsage {
   extra: UsageExtra;
 }
 
+/** One alternative at a position: the token's text, its natural-log probability and its bytes. */
+export interface TopLogprob {
+  token: string;
+  logprob: number;
+  /** The token's bytes (UTF-8 of `token`, or the raw bytes of a token that is part of a character). */
+  bytes: number[] | null;
+}
+
+/** A generated token's log-probability, with the likeliest tokens at its position (most likely first). */
+export interface TokenLogprob extends TopLogprob {
+  top_logprobs: TopLogprob[];
+}
+
+/** `choices[i].logprobs` when the request asked for them. */
+export interface ChoiceLogprobs {
+  content: TokenLogprob[] | null;
+  refusal: null;
+}
+
 export interface ChatCompletion {
   id: string;
   object: "chat.completion";
@@ -247,7 +286,7 @@ export interface ChatCompletion {
     index: 0;
     message: { role: "assistant"; content: string };
     finish_reason: FinishReason;
-    logprobs: null;
+    logprobs: ChoiceLogprobs | null;
   }>;
   usage: CompletionUsage;
 }
@@ -262,7 +301,7 @@ export interface ChatCompletionChunk {
     index: 0;
     delta: { role?: "assistant"; content?: string };
     finish_reason: FinishReason | null;
-    logprobs: null;
+    logprobs: ChoiceLogprobs | null;
   }>;
   usage?: CompletionUsage | null;
 }
@@ -322,11 +361,13 @@ export interface CompletionMeta {
   model: string;
 }
 
+/** `logprobs`: the generated tokens' entries when the request asked for them, else null. */
 export function buildChatCompletion(meta: CompletionMeta, content: string, finishReason: FinishReason,
-                                    usage: CompletionUsage): ChatCompletion {
+                                    usage: CompletionUsage, logprobs: TokenLogprob[] | null = null): ChatCompletion {
   return {
     id: meta.id, object: "chat.completion", created: meta.created, model: meta.model,
-    choices: [{ index: 0, message: { role: "assistant", content }, finish_reason: finishReason, logprobs: null }],
+    choices: [{ index: 0, message: { role: "assistant", content }, finish_reason: finishReason,
+                logprobs: logprobs ? { content: logprobs, refusal: null } : null }],
     usage,
   };
 }
@@ -334,10 +375,11 @@ export function buildChatCompletion(meta: CompletionMeta, content: string, finis
 /**
  * One streaming chunk. The first chunk of a stream should carry `role: "assistant"`; the last
  * content chunk carries the finish_reason; with include_usage a final chunk has no choices and the
- * usage (pass `choice: null`).
+ * usage (pass `choice: null`). `choice.logprobs`: the entries of the tokens this chunk completes.
  */
 export function buildChunk(meta: CompletionMeta,
-                           choice: { role?: "assistant"; content?: string; finishReason?: FinishReason | null } | null,
+                           choice: { role?: "assistant"; content?: string; finishReason?: FinishReason | null;
+                                     logprobs?: TokenLogprob[] } | null,
                            usage?: CompletionUsage | null): ChatCompletionChunk {
   const chunk: ChatCompletionChunk = {
     id: meta.id, object: "chat.completion.chunk", created: meta.created, model: meta.model,
@@ -348,7 +390,7 @@ export function buildChunk(meta: CompletionMeta,
         ...(choice.content !== undefined ? { content: choice.content } : {}),
       },
       finish_reason: choice.finishReason ?? null,
-      logprobs: null,
+      logprobs: choice.logprobs ? { content: choice.logprobs, refusal: null } : null,
     }],
   };
   if (usage !== undefined) chunk.usage = usage;

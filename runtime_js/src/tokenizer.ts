@@ -43,6 +43,17 @@ function pickTemplate(value: unknown): string | null {
   return null;
 }
 
+/** GPT-2's byte-level alphabet inverted: the character standing for each byte -> the byte. */
+const BYTE_OF_CHAR: ReadonlyMap<string, number> = (() => {
+  const map = new Map<string, number>();
+  let extra = 0;
+  for (let b = 0; b < 256; b++) {
+    const printable = (b >= 0x21 && b <= 0x7e) || (b >= 0xa1 && b <= 0xac) || (b >= 0xae && b <= 0xff);
+    map.set(String.fromCharCode(printable ? b : 256 + extra++), b);
+  }
+  return map;
+})();
+
 export class Tokenizer {
   private readonly hf: HFTokenizer;
   private readonly config: JsonObject;
@@ -98,6 +109,22 @@ export class Tokenizer {
 
   idToToken(id: number): string | undefined {
     return this.hf.id_to_token(id);
+  }
+
+  /**
+   * The bytes token `id` stands for: the UTF-8 of its text, or, for a token that is only part of a
+   * character (its text decodes to U+FFFD), its raw bytes: a SentencePiece byte token (`<0xE2>`) or
+   * a byte-level BPE token (GPT-2's byte-to-character table inverted). null for an unknown id.
+   */
+  tokenBytes(id: number): number[] | null {
+    const piece = this.hf.id_to_token(id);
+    if (piece === undefined) return null;
+    const text = this.decode([id]);
+    if (!text.includes(REPLACEMENT)) return Array.from(new TextEncoder().encode(text));
+    const byteToken = /^<0x([0-9A-Fa-f]{2})>$/.exec(piece);
+    if (byteToken) return [parseInt(byteToken[1]!, 16)];
+    const bytes = Array.from(piece, (ch) => BYTE_OF_CHAR.get(ch));
+    return bytes.every((b) => b !== undefined) ? bytes : Array.from(new TextEncoder().encode(text));
   }
 
   isSpecial(id: number): boolean {

@@ -21,9 +21,10 @@ const VALUES = [
 /** Types in dist/types/index.d.ts (besides the values). */
 const TYPES = [
   "Backend", "BackendChoice", "CacheKind", "ChatCompletion", "ChatCompletionChunk", "ChatCompletionRequest",
-  "ChatConfig", "ChatEngine", "ChatMessage", "CompletionUsage", "CreateRequest", "EngineOptions", "ErrorCode",
-  "FetchFn", "FinishReason", "LoadProgress", "ProgressCallback", "ProgressStage", "Role", "SamplingDefaults",
-  "SerializedError", "ShardStore", "StateConfig", "TextContentPart", "UsageExtra",
+  "ChatConfig", "ChatEngine", "ChatMessage", "ChoiceLogprobs", "CompletionUsage", "CreateRequest", "EngineOptions",
+  "ErrorCode", "FetchFn", "FinishReason", "LoadProgress", "ProgressCallback", "ProgressStage", "Role",
+  "SamplingDefaults", "SerializedError", "ShardStore", "StateConfig", "TextContentPart", "TokenLogprob",
+  "TopLogprob", "UsageExtra",
 ];
 
 test("the bundle (built as dist/webbuild.js is) exports exactly the public values", async () => {

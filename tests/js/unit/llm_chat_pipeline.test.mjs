@@ -81,6 +81,8 @@ class FakeRuntime {
 const tokenizer = {
   encodeChat: (messages) => ({ prompt: "", ids: [...messages.map((m) => m.content).join("")].map((c) => c.charCodeAt(0)) }),
   streamDecoder: () => ({ push: (id) => String.fromCharCode(id), flush: () => "" }),
+  decode: (idList) => String.fromCharCode(...idList),
+  tokenBytes: (id) => [id],
 };
 
 function config({ chunk = 4, window = null, kind = "paged_kv_cache", stopStrings = [] } = {}) {
@@ -246,4 +248,35 @@ test("yieldIntervalMs Infinity: no turns, the generation runs as one task", asyn
   setImmediate(() => { stop = true; });
   const r = await run(pipeline, request("abcdefghij", { max_tokens: 20 }), () => stop);
   assert.deepEqual([r.finish, r.usage.completion_tokens], ["length", 20]);
+});
+
+test("logprobs: read back even for greedy, one entry per emitted token (no stop token), spread over the chunks", async () => {
+  const runtime = new FakeRuntime({ script: [...ids("ok."), 0] });
+  const pipeline = new LLMChatPipeline(runtime, config({ stopStrings: ["."] }), tokenizer, { backend: "webgpu", threads: 1 });
+  const r = await run(pipeline, request("q", { max_tokens: 10, logprobs: true, top_logprobs: 2 }));
+  assert.equal(runtime.reads.argmax, 0);
+  assert.deepEqual([r.text, r.finish], ["ok", "stop"]);
+  const entries = r.chunks.flatMap((c) => c.choices[0]?.logprobs?.content ?? []);
+  // the fake's logits: 30 for the scripted token, -30 for the 127 others
+  const top = -Math.log1p(127 * Math.exp(-60));
+  assert.deepEqual(entries.map((e) => e.token), ["o", "k", "."], "the stop string's token is reported, the stop token not");
+  for (const e of entries) {
+    assert.ok(Math.abs(e.logprob - top) < 1e-12);
+    assert.deepEqual(e.bytes, [e.token.charCodeAt(0)]);
+    assert.equal(e.top_logprobs.length, 2);
+    assert.equal(e.top_logprobs[0].token, e.token);
+    assert.ok(Math.abs(e.top_logprobs[1].logprob - (-60 + top)) < 1e-9);
+  }
+  const plain = await run(new LLMChatPipeline(new FakeRuntime({ script: ids("ab") }), config(), tokenizer,
+    { backend: "webgpu", threads: 1 }), request("q", { max_tokens: 2 }));
+  assert.ok(plain.chunks.every((c) => c.choices.every((ch) => ch.logprobs === null)));
+});
+
+test("logprobs: an aborted reply reports only the tokens it emitted", async () => {
+  const runtime = new FakeRuntime({ script: ids("abcdefgh") });
+  const pipeline = new LLMChatPipeline(runtime, config(), tokenizer, { backend: "webgpu", threads: 1 });
+  let checks = 0;
+  const r = await run(pipeline, request("q", { max_tokens: 10, logprobs: true }), () => ++checks > 4);
+  const entries = r.chunks.flatMap((c) => c.choices[0]?.logprobs?.content ?? []);
+  assert.deepEqual([r.text, r.finish, entries.map((e) => e.token).join("")], ["ab", "abort", "ab"]);
 });

@@ -99,7 +99,10 @@ test("invalid requests name the field", () => {
   rejects({ ...user("x"), stream: "yes" }, "stream");
   rejects({ ...user("x"), n: 2 }, "n");
   rejects({ ...user("x"), tools: [{ type: "function" }] }, "tools");
-  rejects({ ...user("x"), logprobs: true }, "logprobs");
+  rejects({ ...user("x"), logprobs: "yes" }, "logprobs");
+  rejects({ ...user("x"), top_logprobs: 3 }, "top_logprobs");
+  rejects({ ...user("x"), logprobs: true, top_logprobs: 21 }, "top_logprobs");
+  rejects({ ...user("x"), logprobs: true, top_logprobs: 1.5 }, "top_logprobs");
   rejects({ ...user("x"), response_format: { type: "json_object" } }, "response_format");
 });
 
@@ -149,4 +152,14 @@ test("completion and chunk builders", () => {
   assert.deepEqual(u.choices, []);
   assert.equal(u.usage.prompt_tokens, 37);
   assert.equal(u.object, "chat.completion.chunk");
+});
+
+test("logprobs and top_logprobs: off by default, top_logprobs up to 20 with logprobs", () => {
+  const plain = P.validateRequest(user("x"));
+  assert.equal(plain.logprobs, false);
+  assert.equal(plain.top_logprobs, 0);
+  const asked = P.validateRequest({ ...user("x"), logprobs: true, top_logprobs: 20 });
+  assert.equal(asked.logprobs, true);
+  assert.equal(asked.top_logprobs, 20);
+  assert.equal(P.validateRequest({ ...user("x"), logprobs: true }).top_logprobs, 0);
 });
