@@ -99,8 +99,11 @@ def _llama_like_hparams(writer: gguf.GGUFWriter, config: dict, name: str, layer_
     writer.add_rope_freq_base(float(rope.get("rope_theta", config.get("rope_theta", 10000.0))))
     fraction = rope.get("partial_rotary_factor", config.get("partial_rotary_factor")) or 1.0
     writer.add_rope_dimension_count(int(fraction * head_dim))
-    if name in ("phi3", "gemma3") and config.get("sliding_window"):  # the converters that write the window
+    if name in ("phi3", "gemma2", "gemma3") and config.get("sliding_window"):  # the converters that write the window
         writer.add_sliding_window(config["sliding_window"])
+    if name == "gemma2":
+        writer.add_attn_logit_softcapping(config["attn_logit_softcapping"])
+        writer.add_final_logit_softcapping(config["final_logit_softcapping"])
 
 
 def _rotary_fraction(config: dict, old_name: str) -> float:

@@ -1,8 +1,8 @@
-"""GGUF files of the architectures with a GGUF layout (llama, qwen2, qwen3, phi3, gemma, gemma3,
-stablelm, phi2, gptneox, starcoder; no gemma2 case yet), written the way llama.cpp's converter writes
-them (tests/hf_to_gguf.py: its tensor names, llama's permuted q/k rows, phi3's fused projections and
-partial RoPE, GPT-NeoX's query_key_value rows reordered to [q; k; v], Gemma's norms stored plus one,
-the keys the phi2, gptneox and starcoder converters write and no more, some matrices as Q8_0) from
+"""GGUF files of the architectures with a GGUF layout (llama, qwen2, qwen3, phi3, gemma, gemma2, gemma3,
+stablelm, phi2, gptneox, starcoder), written the way llama.cpp's converter writes them
+(tests/hf_to_gguf.py: its tensor names, llama's permuted q/k rows, phi3's fused projections and partial
+RoPE, GPT-NeoX's query_key_value rows reordered to [q; k; v], Gemma's norms stored plus one, Gemma 2's
+soft-caps, the keys the phi2, gptneox and starcoder converters write and no more, some matrices as Q8_0) from
 tiny random transformers models, built by `webbuild build`. llama.cpp writes no GPT-J or RWKV-4 file
 (webbuild.arch.gguf_layout); those architectures, and its own RWKV-6/7, are refused by name.
 
@@ -44,6 +44,9 @@ GGUF_CASES = {"llama": {}, "qwen2": {}, "qwen3": {"head_dim": 128}, "phi3": {}, 
               "gemma3": {"num_hidden_layers": 6, "layer_types": None, "query_pre_attn_scalar": 24,
                          "rope_parameters": {"sliding_attention": {"rope_type": "default", "rope_theta": 10000.0},
                                              "full_attention": {"rope_type": "default", "rope_theta": 5000.0}}},
+              # what llama.cpp assumes of every gemma2 file: scores scaled by 1/sqrt(head_dim) (but for the
+              # 27B), every other layer sliding; the window and both soft-caps are written
+              "gemma2": {"query_pre_attn_scalar": 24},
               # what llama.cpp's converters write and assume: phi2 and starcoder files give the MLP
               # width as 4 * hidden; gptneox files no RoPE base (llama.cpp's default, 10 000)
               "phi": {"intermediate_size": 256}, "gpt_neox": {"rotary_emb_base": 10000.0},
@@ -54,8 +57,9 @@ GGUF_CASES = {"llama": {}, "qwen2": {}, "qwen3": {"head_dim": 128}, "phi3": {}, 
 # the architecture of each case (its name unless it is a variant)
 ARCH = {"gpt_neox_sequential": "gpt_neox"}
 # files transformers does not read as llama.cpp does (gemma3: it takes Gemma3TextConfig's default
-# query_pre_attn_scalar, 256, where llama.cpp uses head_dim), or does not read at all
-HF_ORACLE = {"gemma", "phi3", "stablelm", "gemma3", "phi", "gpt_neox", "gpt_bigcode", "gpt_neox_sequential"}
+# query_pre_attn_scalar, 256, where llama.cpp uses head_dim; gemma2: that and the default soft-caps,
+# 50 and 30, whatever the file says), or does not read at all
+HF_ORACLE = {"gemma", "phi3", "stablelm", "gemma2", "gemma3", "phi", "gpt_neox", "gpt_bigcode", "gpt_neox_sequential"}
 Q8_0 = ("ffn_up", "attn_output", "attn_qkv")
 # the byte-level BPE pre-tokenizers of the test files (SentencePiece: Llama 2, Mistral, Phi-3, Gemma)
 PRE = {"qwen2": "qwen2", "qwen3": "qwen2", "phi": "gpt2", "gpt_neox": "gpt2", "gpt_bigcode": "gpt2",
