@@ -148,6 +148,66 @@ def test_logprobs_equal_the_cpu_builds_log_softmax(backend, page, server, models
         assert max(abs(t["logprob"] - expected[i]) for t, i in zip(entry["top_logprobs"], top)) <= 1e-4
 
 
+COMPLETIONS_JS = """async ([url, options, requests]) => {
+  const wb = await import('/dist/webbuild.js');
+  const engine = await wb.createEngine(url, options);
+  try {
+    const out = [];
+    for (const request of requests) {
+      const whole = await engine.completions.create(request);
+      const chunks = [];
+      for await (const chunk of await engine.completions.create({...request, stream: true})) chunks.push(chunk);
+      out.push({whole, chunks});
+    }
+    return out;
+  } finally { await engine.unload(); }
+}"""
+TINY_PROMPT = "w5 w9 w33 w100 w7"
+BANNED = {"0": -100, "1": -100, "2": -100}  # <unk>, <s>, </s>: equal text is then equal ids
+
+
+@pytest.mark.parametrize("options", [{"backend": "wasm"}, {"backend": "webgpu", "worker": True}])
+def test_completions_continue_a_raw_prompt_like_the_cpu_build(options, page, server, models, tiny_llama_dirs,
+                                                               model_build):
+    """engine.completions.create: a raw prompt (no chat template) continued greedily gives the CPU build's ids
+    with its logprobs (legacy format); echo prepends the prompt; n = 2 with a seed gives two choices, the same
+    again, streamed or not."""
+    greedy = {"prompt": TINY_PROMPT, "temperature": 0, "max_tokens": 8, "logprobs": 2, "logit_bias": BANNED}
+    seeded = {"prompt": TINY_PROMPT, "temperature": 1, "max_tokens": 8, "n": 2, "seed": 11, "echo": True,
+              "logit_bias": BANNED}
+    (first, second) = page.evaluate(COMPLETIONS_JS, [f"{server}models/tiny-q0f32/", options, [greedy, seeded]])
+    folder = models / "tiny-q0f32"
+    config = json.loads((folder / "chat-config.json").read_text())
+    tok = Tokenizer.from_file(str(folder / "tokenizer.json"))
+    ids = tok.encode(TINY_PROMPT, add_special_tokens=False).ids
+    if config.get("add_bos_token") and config.get("bos_token_id") is not None:
+        ids = [config["bos_token_id"]] + ids
+    cpu = CpuModel(model_build(tiny_llama_dirs["untied"][0], "q0f32", "cpu"))
+    logits, tokens = cpu.prefill(ids), []
+    for _ in range(8):
+        logits[:3] = -np.inf  # the banned ids
+        tokens.append(int(np.argmax(logits)))
+        logits = cpu.decode(tokens[-1])
+    whole = first["whole"]
+    assert whole["object"] == "text_completion" and whole["id"].startswith("cmpl-")
+    assert whole["choices"][0]["text"].strip() == _words(tokens)
+    legacy = whole["choices"][0]["logprobs"]
+    assert [tok.token_to_id(t) for t in legacy["tokens"]] == tokens
+    assert len(legacy["top_logprobs"]) == 8 and all(len(t) == 2 for t in legacy["top_logprobs"])
+    streamed = "".join(c["choices"][0]["text"] for c in first["chunks"] if c["choices"])
+    assert streamed == whole["choices"][0]["text"]
+    assert whole["usage"]["prompt_tokens"] == len(ids)
+
+    texts = [c["text"] for c in second["whole"]["choices"]]
+    assert [c["index"] for c in second["whole"]["choices"]] == [0, 1]
+    assert all(t.startswith(TINY_PROMPT) and len(t.split()) == 5 + 8 for t in texts)
+    assert texts[0] != texts[1]
+    again = ["".join(c["choices"][0]["text"] for c in second["chunks"]
+                     if c["choices"] and c["choices"][0]["index"] == i) for i in (0, 1)]
+    assert again == texts, "the same seed streams the same choices"
+    assert second["whole"]["usage"]["completion_tokens"] == 16
+
+
 def _tiny_prompt_ids(folder: Path, messages) -> list[int]:
     """The runtime's prompt ids for `messages`: chat template, then the tokenizer (no special tokens)."""
     config = json.loads((folder / "chat-config.json").read_text())

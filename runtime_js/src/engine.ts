@@ -6,12 +6,15 @@
 import { loadModelArtifacts, loadModelLib, ShardLoader, type LoadOptions, type ModelArtifacts } from "./artifacts.js";
 import { chooseBackend, type Backend, type BackendChoice, type ChosenBackend } from "./backend.js";
 import { type ChatConfig, withContextWindow } from "./config.js";
+import {
+  CompletionChunker, mergeCompletionChunks, validateCompletionRequest, type Completion, type CompletionRequest,
+} from "./completions.js";
 import { ModelLoadError } from "./errors.js";
 import { withOutOfMemoryCheck } from "./gpu.js";
 import { LLMChatPipeline, type GenerationResult } from "./llm_chat_pipeline.js";
 import {
   buildChatCompletion, validateRequest,
-  type ChatCompletion, type ChatCompletionChunk, type ChatCompletionRequest, type NormalizedRequest, type TokenLogprob,
+  type ChatCompletion, type ChatCompletionChunk, type ChatCompletionRequest, type NormalizedRequest, type ChoiceResult,
 } from "./protocol.js";
 import { pushStream } from "./push_stream.js";
 import { Tokenizer } from "./tokenizer.js";
@@ -48,6 +51,7 @@ export interface EngineOptions extends LoadOptions {
 const DEFAULT_YIELD_INTERVAL_MS = 4;
 
 export type CreateRequest = ChatCompletionRequest & { signal?: AbortSignal };
+export type CompletionCreateRequest = CompletionRequest & { signal?: AbortSignal };
 
 export interface ChatEngine {
   readonly config: ChatConfig;
@@ -56,6 +60,8 @@ export interface ChatEngine {
   /** CPU threads the model runs on (wasm backend; 1 on webgpu). */
   readonly threads: number;
   readonly chat: { completions: { create(request: CreateRequest): Promise<ChatCompletion | AsyncIterable<ChatCompletionChunk>> } };
+  /** Raw-prompt completions (no chat template), OpenAI's `text_completion` objects. */
+  readonly completions: { create(request: CompletionCreateRequest): Promise<Completion | AsyncIterable<Completion>> };
   interrupt(): void;
   resetChat(): Promise<void>;
   unload(): Promise<void>;
@@ -63,6 +69,7 @@ export interface ChatEngine {
 
 export class LocalEngine implements ChatEngine {
   readonly chat = { completions: { create: (request: CreateRequest) => this.create(request) } };
+  readonly completions = { create: (request: CompletionCreateRequest) => this.createCompletion(request) };
   private interrupted = false;
   private busy: Promise<unknown> = Promise.resolve();
   private disposed = false;
@@ -153,13 +160,37 @@ export class LocalEngine implements ChatEngine {
     const req = validateRequest(body, { sampling: this.config.sampling, vocabSize: this.config.vocab_size,
       contextWindow: this.config.context_window_size });
     if (req.stream) return this.stream(req, signal);
-    let text = "";
-    const logprobs: TokenLogprob[] = [];
-    const result = await this.exclusive(() => this.generate({ ...req, include_usage: true }, signal, (chunk) => {
-      text += chunk.choices[0]?.delta?.content ?? "";
-      logprobs.push(...(chunk.choices[0]?.logprobs?.content ?? []));
+    const choices: ChoiceResult[] = Array.from({ length: req.n }, () => (
+      { content: "", finishReason: "abort", logprobs: req.logprobs ? [] : null }));
+    const result = await this.exclusive(() => this.generate(req, signal, (chunk) => {
+      for (const c of chunk.choices) {
+        const choice = choices[c.index]!;
+        choice.content += c.delta.content ?? "";
+        choice.logprobs?.push(...(c.logprobs?.content ?? []));
+      }
     }));
-    return buildChatCompletion(result.meta, text, result.finish, result.usage, req.logprobs ? logprobs : null);
+    result.finishes.forEach((finish, i) => { choices[i]!.finishReason = finish; });
+    return buildChatCompletion(result.meta, choices, result.usage);
+  }
+
+  private async createCompletion(request: CompletionCreateRequest): Promise<Completion | AsyncIterable<Completion>> {
+    if (this.disposed) throw new ModelLoadError(this.config.model_id, "the engine was unloaded", "create a new engine");
+    const { signal, ...body } = request;
+    const { req, prompt, echo } = validateCompletionRequest(body, { sampling: this.config.sampling,
+      vocabSize: this.config.vocab_size, contextWindow: this.config.context_window_size });
+    const { ids, text } = this.pipeline.promptOf(prompt);
+    const chunker = new CompletionChunker(echo ? text : null, req.top_logprobs);
+    const run = (push: (c: Completion) => void) => this.exclusive(() => {
+      this.interrupted = false;
+      return this.pipeline.complete(ids, req, () => Boolean(signal?.aborted) || this.interrupted, (chunk) => {
+        const converted = chunker.convert(chunk);
+        if (converted) push(converted);
+      });
+    });
+    if (req.stream) return pushStream(run);
+    const chunks: Completion[] = [];
+    const result = await run((c) => chunks.push(c));
+    return mergeCompletionChunks(result.meta, req.n, chunks, result.usage, req.logprobs);
   }
 
   /** Streams chunks; the whole generation holds the engine (one request at a time). */

@@ -14,7 +14,8 @@ export async function createEngine(modelUrl: string, options: EngineOptions = {}
   return options.worker ? WorkerEngine.load(modelUrl, options) : LocalEngine.load(modelUrl, options);
 }
 
-export type { ChatEngine, CreateRequest, EngineOptions } from "./engine.js";
+export type { ChatEngine, CompletionCreateRequest, CreateRequest, EngineOptions } from "./engine.js";
+export type { Completion, CompletionChoice, CompletionLogprobs, CompletionRequest } from "./completions.js";
 export type { FetchFn } from "./artifacts.js";
 export type { Backend, BackendChoice } from "./backend.js";
 export type { ChatConfig, SamplingDefaults, StateConfig } from "./config.js";

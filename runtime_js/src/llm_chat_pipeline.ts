@@ -26,7 +26,7 @@ export type ChatRuntime = Pick<TvmRuntime, "metadata" | "hasArgmax" | "createSta
   "forward" | "readLogits" | "readArgmax" | "sync">;
 
 /** What the pipeline needs of the tokenizer (tokenizer.ts). */
-export type ChatTokenizer = Pick<Tokenizer, "encodeChat" | "streamDecoder" | "decode" | "tokenBytes">;
+export type ChatTokenizer = Pick<Tokenizer, "encodeChat" | "encodePrompt" | "streamDecoder" | "decode" | "tokenBytes">;
 
 /** Where the model runs, as reported in `usage.extra`. */
 export interface Placement {
@@ -37,7 +37,10 @@ export interface Placement {
 
 export interface GenerationResult {
   meta: CompletionMeta;
+  /** The first choice's finish reason (`finishes[0]`). */
   finish: FinishReason;
+  /** Each choice's finish reason, by index. */
+  finishes: FinishReason[];
   usage: CompletionUsage;
 }
 
@@ -124,29 +127,69 @@ export class LLMChatPipeline {
     this.cached = [];
   }
 
-  /** Generate the reply to `req`, passing each chunk to `emit`; `stopped()` true ends it with "abort".
-   * `stopped()` is checked before the prefill, between prefill calls and before each token. */
+  /** Generate the reply to `req` (its `n` choices, one after the other), passing each chunk to `emit`;
+   * `stopped()` true ends it with "abort". `stopped()` is checked before the prefill, between
+   * prefill calls and before each token. */
   async generate(req: NormalizedRequest, stopped: () => boolean,
                  emit: (chunk: ChatCompletionChunk) => void): Promise<GenerationResult> {
+    return this.complete(this.tokenizer.encodeChat(req.messages).ids, req, stopped, emit);
+  }
+
+  /** A raw prompt's token ids (a string is tokenized with the model's BOS rule) and its text. */
+  promptOf(prompt: string | readonly number[]): { ids: number[]; text: string } {
+    if (typeof prompt === "string") return { ids: this.tokenizer.encodePrompt(prompt), text: prompt };
+    return { ids: [...prompt], text: this.tokenizer.decode(prompt) };
+  }
+
+  /**
+   * Continue the prompt `ids` (a rendered chat, or a raw prompt) `req.n` times. Each choice starts
+   * from the prompt's KV state: the next one pops the previous one's tokens and recomputes only the
+   * prompt's last token. Choice i samples with seed `req.seed + i` (reproducible with a seed).
+   */
+  async complete(ids: readonly number[], req: NormalizedRequest, stopped: () => boolean,
+                 emit: (chunk: ChatCompletionChunk) => void): Promise<GenerationResult> {
     const meta = { id: makeCompletionId(), created: nowSeconds(), model: this.config.model_id };
-    const { ids } = this.tokenizer.encodeChat(req.messages);
     const budget = resolveMaxTokens(ids.length, req.max_tokens, this.config.context_window_size);
     const start = performance.now();
+    const finishes: FinishReason[] = [];
+    let completionTokens = 0, cachedTokens = 0, firstToken = start;
+    for (let index = 0; index < req.n; index++) {
+      const choice = await this.choice(index, ids, budget, req, stopped, emit, meta);
+      finishes.push(choice.finish);
+      completionTokens += choice.generated;
+      if (index === 0) [cachedTokens, firstToken] = [choice.cached, choice.firstToken];
+    }
+    const end = performance.now();
+    const { backend, threads } = this.placement;
+    const usage = buildUsage({
+      promptTokens: ids.length, completionTokens,
+      prefillSeconds: (firstToken - start) / 1000, decodeSeconds: (end - firstToken) / 1000,
+      timeToFirstTokenSeconds: (firstToken - start) / 1000, cachedTokens, backend,
+      ...(backend === "wasm" ? { threads } : {}),
+    });
+    if (req.include_usage) emit(buildChunk(meta, null, usage));
+    return { meta, finish: finishes[0]!, finishes, usage };
+  }
+
+  /** One choice: prefill what the cache lacks of `ids`, then decode; its chunks carry `index`. */
+  private async choice(index: number, ids: readonly number[], budget: number, req: NormalizedRequest,
+                       stopped: () => boolean, emit: (chunk: ChatCompletionChunk) => void, meta: CompletionMeta):
+      Promise<{ finish: FinishReason; generated: number; cached: number; firstToken: number }> {
     const keep = this.reuseCache(ids);
-    const sampler = new Sampler(req, ids);
+    const sampler = new Sampler({ ...req, seed: req.seed === null ? null : req.seed + index }, ids);
     const stops = new Set(this.config.stop_token_ids);
     const matcher = new StopMatcher([...req.stop, ...this.config.stop_strings]);
     const decoder = this.tokenizer.streamDecoder({ skipSpecial: true, context: ids.slice(-4) });
     const turns = new EventLoopTurns(this.yieldIntervalMs);
-    emit(buildChunk(meta, { role: "assistant", content: "" }));
+    emit(buildChunk(meta, { index, role: "assistant", content: "" }));
 
     const logits = stopped() ? null : await this.prefill(ids.slice(keep), stopped, turns);
     let finish: FinishReason = logits ? "length" : "abort";
     // the log-probabilities of the tokens not yet in an emitted chunk (with req.logprobs)
     let pending: TokenLogprob[] = [];
     const withLogprobs = (choice: { content?: string; finishReason?: FinishReason }) => {
-      if (!req.logprobs || (!pending.length && choice.finishReason === undefined)) return choice;
-      const out = { ...choice, logprobs: pending };
+      if (!req.logprobs || (!pending.length && choice.finishReason === undefined)) return { index, ...choice };
+      const out = { index, ...choice, logprobs: pending };
       pending = [];
       return out;
     };
@@ -172,16 +215,8 @@ export class LLMChatPipeline {
       const rest = matcher.push(decoder.flush()).text + matcher.flush();
       if (rest) emit(buildChunk(meta, withLogprobs({ content: rest })));
     }
-    const end = performance.now();
-    const { backend, threads } = this.placement;
-    const usage = buildUsage({
-      promptTokens: ids.length, completionTokens: generated,
-      prefillSeconds: (firstToken - start) / 1000, decodeSeconds: (end - firstToken) / 1000,
-      timeToFirstTokenSeconds: (firstToken - start) / 1000, cachedTokens: keep, backend,
-      ...(backend === "wasm" ? { threads } : {}),
-    });
-    emit(buildChunk(meta, withLogprobs({ finishReason: finish }), req.include_usage ? usage : undefined));
-    return { meta, finish, usage };
+    emit(buildChunk(meta, withLogprobs({ finishReason: finish })));
+    return { finish, generated, cached: keep, firstToken };
   }
 
   /** Keep the cached tokens shared with the prompt `ids` (recomputing at least its last token); returns how many. */

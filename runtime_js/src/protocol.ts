@@ -40,6 +40,7 @@ export interface ChatCompletionRequest {
   logit_bias?: Record<string, number> | null;
   stream?: boolean | null;
   stream_options?: { include_usage?: boolean } | null;
+  /** How many choices to generate for the prompt (1..MAX_N). */
   n?: number | null;
   /** Return each generated token's log-probability (and, with top_logprobs, the likeliest alternatives). */
   logprobs?: boolean | null;
@@ -69,6 +70,8 @@ export interface NormalizedRequest extends SamplingDefaults {
   logprobs: boolean;
   /** Alternatives per token in the logprobs (0 without logprobs). */
   top_logprobs: number;
+  /** Choices to generate. */
+  n: number;
 }
 
 export interface RequestLimits {
@@ -87,6 +90,8 @@ const ROLES = new Set<string>(["system", "user", "assistant"]);
 const MAX_STOP = 4;
 /** The most alternatives `top_logprobs` may ask for (as OpenAI). */
 export const MAX_TOP_LOGPROBS = 20;
+/** The most choices `n` may ask for (each one is generated in turn). */
+export const MAX_N = 64;
 
 function bad(field: string, message: string): never {
   throw new InvalidRequestError(field, message);
@@ -179,7 +184,9 @@ export function validateRequest(request: unknown, limits: RequestLimits = {}): N
   const req = request as Record<string, unknown>;
   const d = { ...FALLBACK_SAMPLING, ...limits.sampling };
 
-  if (given(req.n) && req.n !== 1) bad("n", "only n = 1 is supported");
+  if (given(req.n) && (typeof req.n !== "number" || !Number.isSafeInteger(req.n) || req.n < 1 || req.n > MAX_N)) {
+    bad("n", `must be an integer in [1, ${MAX_N}]`);
+  }
   if (given(req.tools) && !(Array.isArray(req.tools) && req.tools.length === 0)) bad("tools", "tool calls are not supported");
   if (given(req.logprobs) && typeof req.logprobs !== "boolean") bad("logprobs", "must be a boolean");
   let topLogprobs = 0;
@@ -221,6 +228,7 @@ export function validateRequest(request: unknown, limits: RequestLimits = {}): N
     include_usage: so?.include_usage === true,
     logprobs: req.logprobs === true,
     top_logprobs: topLogprobs,
+    n: (req.n as number | null | undefined) ?? 1,
   };
 }
 
@@ -283,7 +291,7 @@ export interface ChatCompletion {
   created: number;
   model: string;
   choices: Array<{
-    index: 0;
+    index: number;
     message: { role: "assistant"; content: string };
     finish_reason: FinishReason;
     logprobs: ChoiceLogprobs | null;
@@ -298,7 +306,7 @@ export interface ChatCompletionChunk {
   model: string;
   /** Empty in the final usage-only chunk (stream_options.include_usage). */
   choices: Array<{
-    index: 0;
+    index: number;
     delta: { role?: "assistant"; content?: string };
     finish_reason: FinishReason | null;
     logprobs: ChoiceLogprobs | null;
@@ -361,13 +369,20 @@ export interface CompletionMeta {
   model: string;
 }
 
-/** `logprobs`: the generated tokens' entries when the request asked for them, else null. */
-export function buildChatCompletion(meta: CompletionMeta, content: string, finishReason: FinishReason,
-                                    usage: CompletionUsage, logprobs: TokenLogprob[] | null = null): ChatCompletion {
+/** One choice of a whole response; `logprobs`: its tokens' entries when the request asked for them, else null. */
+export interface ChoiceResult {
+  content: string;
+  finishReason: FinishReason;
+  logprobs: TokenLogprob[] | null;
+}
+
+export function buildChatCompletion(meta: CompletionMeta, choices: ChoiceResult[], usage: CompletionUsage): ChatCompletion {
   return {
     id: meta.id, object: "chat.completion", created: meta.created, model: meta.model,
-    choices: [{ index: 0, message: { role: "assistant", content }, finish_reason: finishReason,
-                logprobs: logprobs ? { content: logprobs, refusal: null } : null }],
+    choices: choices.map((c, index) => ({
+      index, message: { role: "assistant", content: c.content }, finish_reason: c.finishReason,
+      logprobs: c.logprobs ? { content: c.logprobs, refusal: null } : null,
+    })),
     usage,
   };
 }
@@ -378,13 +393,13 @@ export function buildChatCompletion(meta: CompletionMeta, content: string, finis
  * usage (pass `choice: null`). `choice.logprobs`: the entries of the tokens this chunk completes.
  */
 export function buildChunk(meta: CompletionMeta,
-                           choice: { role?: "assistant"; content?: string; finishReason?: FinishReason | null;
-                                     logprobs?: TokenLogprob[] } | null,
+                           choice: { index?: number; role?: "assistant"; content?: string;
+                                     finishReason?: FinishReason | null; logprobs?: TokenLogprob[] } | null,
                            usage?: CompletionUsage | null): ChatCompletionChunk {
   const chunk: ChatCompletionChunk = {
     id: meta.id, object: "chat.completion.chunk", created: meta.created, model: meta.model,
     choices: choice === null ? [] : [{
-      index: 0,
+      index: choice.index ?? 0,
       delta: {
         ...(choice.role ? { role: choice.role } : {}),
         ...(choice.content !== undefined ? { content: choice.content } : {}),

@@ -2,6 +2,7 @@
 // page-side proxy's messages (worker_protocol.ts).
 import { LocalEngine } from "./engine.js";
 import { serializeError } from "./errors.js";
+import type { Completion } from "./completions.js";
 import type { ChatCompletion, ChatCompletionChunk } from "./protocol.js";
 import type { FromWorker, ToWorker } from "./worker_protocol.js";
 
@@ -18,12 +19,14 @@ async function create(id: number, request: ToWorker & { type: "create" }): Promi
   const abort = new AbortController();
   aborts.set(id, abort);
   try {
-    const result = await engine.chat.completions.create({ ...request.request, signal: abort.signal });
+    const result = request.api === "chat"
+      ? await engine.chat.completions.create({ ...request.request, signal: abort.signal })
+      : await engine.completions.create({ ...request.request, signal: abort.signal });
     if (request.request.stream) {
-      for await (const chunk of result as AsyncIterable<ChatCompletionChunk>) send({ type: "chunk", id, chunk });
+      for await (const chunk of result as AsyncIterable<ChatCompletionChunk | Completion>) send({ type: "chunk", id, chunk });
       send({ type: "result", id, result: null });
     } else {
-      send({ type: "result", id, result: result as ChatCompletion });
+      send({ type: "result", id, result: result as ChatCompletion | Completion });
     }
   } finally {
     aborts.delete(id);

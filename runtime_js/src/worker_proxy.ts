@@ -1,20 +1,26 @@
 // The page side of worker mode: the ChatEngine API, forwarded to dist/worker.js.
 import type { Backend } from "./backend.js";
 import type { ChatConfig } from "./config.js";
-import type { ChatEngine, CreateRequest, EngineOptions } from "./engine.js";
+import type { Completion, CompletionRequest } from "./completions.js";
+import type { ChatEngine, CompletionCreateRequest, CreateRequest, EngineOptions } from "./engine.js";
 import { AbortedError, deserializeError, throwIfAborted } from "./errors.js";
 import type { ChatCompletion, ChatCompletionChunk, ChatCompletionRequest } from "./protocol.js";
 import { pushStream } from "./push_stream.js";
 import type { FromWorker, ToWorker } from "./worker_protocol.js";
 
+type Chunk = ChatCompletionChunk | Completion;
+type Result = ChatCompletion | Completion | null;
+type Api = { api: "chat"; request: ChatCompletionRequest } | { api: "completions"; request: CompletionRequest };
+
 interface Pending {
-  onChunk?: ((chunk: ChatCompletionChunk) => void) | undefined;
-  resolve: (result: ChatCompletion | null) => void;
+  onChunk?: ((chunk: Chunk) => void) | undefined;
+  resolve: (result: Result) => void;
   reject: (err: unknown) => void;
 }
 
 export class WorkerEngine implements ChatEngine {
   readonly chat = { completions: { create: (request: CreateRequest) => this.create(request) } };
+  readonly completions = { create: (request: CompletionCreateRequest) => this.createCompletion(request) };
   private nextId = 1;
   private readonly pending = new Map<number, Pending>();
 
@@ -55,7 +61,7 @@ export class WorkerEngine implements ChatEngine {
     }
   }
 
-  private call(message: ToWorker & { id: number }, onChunk?: (c: ChatCompletionChunk) => void): Promise<ChatCompletion | null> {
+  private call(message: ToWorker & { id: number }, onChunk?: (c: Chunk) => void): Promise<Result> {
     return new Promise((resolve, reject) => {
       this.pending.set(message.id, { resolve, reject, onChunk });
       this.worker.postMessage(message);
@@ -65,16 +71,25 @@ export class WorkerEngine implements ChatEngine {
   private async create(request: CreateRequest): Promise<ChatCompletion | AsyncIterable<ChatCompletionChunk>> {
     const { signal, ...body } = request;
     const id = this.nextId++;
-    if (!body.stream) return (await this.forward(id, body, signal)) as ChatCompletion;
-    return pushStream((push) => this.forward(id, body, signal, push));
+    if (!body.stream) return (await this.forward(id, { api: "chat", request: body }, signal)) as ChatCompletion;
+    return pushStream((push) => this.forward(id, { api: "chat", request: body }, signal,
+                                             push as (c: Chunk) => void));
+  }
+
+  private async createCompletion(request: CompletionCreateRequest): Promise<Completion | AsyncIterable<Completion>> {
+    const { signal, ...body } = request;
+    const id = this.nextId++;
+    const api: Api = { api: "completions", request: body };
+    if (!body.stream) return (await this.forward(id, api, signal)) as Completion;
+    return pushStream((push) => this.forward(id, api, signal, push as (c: Chunk) => void));
   }
 
   /** Send request `id` to the worker; the signal's abort follows it as an "abort" message, which the
    * worker handles between two model calls (a signal aborted already is sent right after). */
-  private async forward(id: number, request: ChatCompletionRequest, signal: AbortSignal | undefined,
-                        onChunk?: (c: ChatCompletionChunk) => void): Promise<ChatCompletion | null> {
+  private async forward(id: number, api: Api, signal: AbortSignal | undefined,
+                        onChunk?: (c: Chunk) => void): Promise<Result> {
     const abort = () => this.worker.postMessage({ type: "abort", id } satisfies ToWorker);
-    const done = this.call({ type: "create", id, request }, onChunk);
+    const done = this.call({ type: "create", id, ...api }, onChunk);
     if (signal?.aborted) abort();
     else signal?.addEventListener("abort", abort, { once: true });
     try {

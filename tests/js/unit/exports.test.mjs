@@ -21,7 +21,8 @@ const VALUES = [
 /** Types in dist/types/index.d.ts (besides the values). */
 const TYPES = [
   "Backend", "BackendChoice", "CacheKind", "ChatCompletion", "ChatCompletionChunk", "ChatCompletionRequest",
-  "ChatConfig", "ChatEngine", "ChatMessage", "ChoiceLogprobs", "CompletionUsage", "CreateRequest", "EngineOptions",
+  "ChatConfig", "ChatEngine", "ChatMessage", "ChoiceLogprobs", "Completion", "CompletionChoice",
+  "CompletionCreateRequest", "CompletionLogprobs", "CompletionRequest", "CompletionUsage", "CreateRequest", "EngineOptions",
   "ErrorCode", "FetchFn", "FinishReason", "LoadProgress", "ProgressCallback", "ProgressStage", "Role",
   "SamplingDefaults", "SerializedError", "ShardStore", "StateConfig", "TextContentPart", "TokenLogprob",
   "TopLogprob", "UsageExtra",

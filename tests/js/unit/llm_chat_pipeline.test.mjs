@@ -280,3 +280,39 @@ test("logprobs: an aborted reply reports only the tokens it emitted", async () =
   const entries = r.chunks.flatMap((c) => c.choices[0]?.logprobs?.content ?? []);
   assert.deepEqual([r.text, r.finish, entries.map((e) => e.token).join("")], ["ab", "abort", "ab"]);
 });
+
+test("n choices: each starts from the prompt's KV state (only its last token recomputed), seeded choices reproduce", async () => {
+  class FlatRuntime extends FakeRuntime {
+    async readLogits(logits) { this.reads.logits++; logits.dispose(); return new Float32Array(this.vocab); }
+  }
+  const sample = async () => {
+    const runtime = new FlatRuntime({ script: [], chunk: 16 });
+    const pipeline = new LLMChatPipeline(runtime, config({ chunk: 16 }), tokenizer, { backend: "wasm", threads: 1 });
+    const req = request("abcdef", { n: 3, seed: 7, temperature: 1, max_tokens: 4, logit_bias: { "0": -100 },
+                                    stream_options: { include_usage: true } });
+    const r = await pipeline.generate(req, () => false, () => {});
+    const chunks = [];
+    runtime.calls = [];
+    const again = await pipeline.generate(req, () => false, (c) => chunks.push(c));
+    return { r, again, chunks, calls: runtime.calls, pops: runtime.pops };
+  };
+  const { r, again, chunks, calls, pops } = await sample();
+  const texts = [0, 1, 2].map((i) => chunks.filter((c) => c.choices[0]?.index === i)
+    .map((c) => c.choices[0].delta.content ?? "").join(""));
+  assert.equal(new Set(texts).size, 3, "the choices differ");
+  assert.ok(texts.every((t) => t.length === 4));
+  assert.deepEqual(r.finishes, ["length", "length", "length"]);
+  assert.equal(again.usage.completion_tokens, 12);
+  assert.equal(again.usage.prompt_tokens, 6);
+  // every choice prefills only the prompt's last token ("f"), then decodes 3 tokens one per call
+  assert.equal(calls.length, 12);
+  assert.deepEqual([calls[0], calls[4], calls[8]], [ids("f"), ids("f"), ids("f")]);
+  assert.ok(pops.every((n) => n === 4), "each choice pops the previous choice's 3 tokens and the prompt's last");
+  const last = chunks.at(-1);
+  assert.deepEqual(last.choices, []);
+  assert.equal(last.usage.completion_tokens, 12);
+  const second = await sample();
+  const texts2 = [0, 1, 2].map((i) => second.chunks.filter((c) => c.choices[0]?.index === i)
+    .map((c) => c.choices[0].delta.content ?? "").join(""));
+  assert.deepEqual(texts2, texts, "the same seed gives the same choices");
+});

@@ -97,7 +97,9 @@ test("invalid requests name the field", () => {
   rejects({ ...user("x"), logit_bias: { "5": 101 } }, "logit_bias.5");
   rejects({ ...user("x"), logit_bias: [1] }, "logit_bias");
   rejects({ ...user("x"), stream: "yes" }, "stream");
-  rejects({ ...user("x"), n: 2 }, "n");
+  rejects({ ...user("x"), n: 0 }, "n");
+  rejects({ ...user("x"), n: 65 }, "n");
+  rejects({ ...user("x"), n: 1.5 }, "n");
   rejects({ ...user("x"), tools: [{ type: "function" }] }, "tools");
   rejects({ ...user("x"), logprobs: "yes" }, "logprobs");
   rejects({ ...user("x"), top_logprobs: 3 }, "top_logprobs");
@@ -135,7 +137,7 @@ test("completion and chunk builders", () => {
   assert.equal(reused.prompt_tokens_details.cached_tokens, 27);
   assert.equal(reused.extra.prefill_tokens_per_s, 20);  // only the 10 new tokens were prefilled
   const meta = { id, created: P.nowSeconds(), model: "m" };
-  const c = P.buildChatCompletion(meta, "Paris.", "stop", usage);
+  const c = P.buildChatCompletion(meta, [{ content: "Paris.", finishReason: "stop", logprobs: null }], usage);
   assert.equal(c.object, "chat.completion");
   assert.equal(c.choices[0].message.content, "Paris.");
   assert.equal(c.choices[0].message.role, "assistant");
@@ -162,4 +164,9 @@ test("logprobs and top_logprobs: off by default, top_logprobs up to 20 with logp
   assert.equal(asked.logprobs, true);
   assert.equal(asked.top_logprobs, 20);
   assert.equal(P.validateRequest({ ...user("x"), logprobs: true }).top_logprobs, 0);
+});
+
+test("n: 1 by default, up to MAX_N", () => {
+  assert.equal(P.validateRequest(user("x")).n, 1);
+  assert.equal(P.validateRequest({ ...user("x"), n: P.MAX_N }).n, P.MAX_N);
 });
