@@ -1,6 +1,7 @@
 // Public entry point of the webbuild browser runtime (dist/webbuild.js, the npm package "webbuild").
 // This is the whole public API: createEngine, the engine's and the OpenAI-style request/response
-// types, the typed errors with their codes, and the load-progress types. Everything else is
+// types, the typed errors with their codes, the load-progress types, and a model's cache entries
+// (getModelCacheInfo, deleteCachedModel). Everything else is
 // internal; tests/js/unit/exports.test.mjs fails when this list changes by accident.
 import { LocalEngine, type ChatEngine, type EngineOptions } from "./engine.js";
 import { WorkerEngine } from "./worker_proxy.js";
@@ -19,7 +20,8 @@ export type { Completion, CompletionChoice, CompletionLogprobs, CompletionReques
 export type { FetchFn } from "./artifacts.js";
 export type { Backend, BackendChoice } from "./backend.js";
 export type { ChatConfig, SamplingDefaults, StateConfig } from "./config.js";
-export type { CacheKind, ShardStore } from "./storage.js";
+export type { CacheKind, ModelCacheInfo, ModelCacheOptions, ShardStore } from "./storage.js";
+export { deleteCachedModel, getModelCacheInfo } from "./storage.js";
 
 export type {
   ChatCompletion, ChatCompletionChunk, ChatCompletionRequest, ChatMessage, ChoiceLogprobs, CompletionUsage,

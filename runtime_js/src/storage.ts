@@ -1,8 +1,11 @@
 // Pluggable byte stores for downloaded shards: the Cache API (default), IndexedDB, the Origin
 // Private File System, none, and an in-memory store (tests). Keys are the shards' absolute URLs.
 // Stores throw the browser's own errors; artifacts.ts maps quota errors to StorageQuotaError.
+// getModelCacheInfo / deleteCachedModel (public: the chat page's download size, "cached" and
+// "Remove from cache") look at one model folder's entries in a store without loading the model.
 
-import { InvalidRequestError } from "./errors.js";
+import { parseChatConfig, parseTensorCache, type ChatConfig, type TensorCache } from "./config.js";
+import { InvalidRequestError, ModelLoadError } from "./errors.js";
 import { sha256Hex } from "./sha256.js";
 
 export type CacheKind = "cache" | "indexeddb" | "opfs" | "none";
@@ -13,6 +16,8 @@ export interface ShardStore {
   get(key: string): Promise<Uint8Array | undefined>;
   put(key: string, data: Uint8Array): Promise<void>;
   delete(key: string): Promise<void>;
+  /** Whether `key` is stored, without reading its bytes (stores without it are asked with `get`). */
+  has?(key: string): Promise<boolean>;
 }
 
 /** An exact-size ArrayBuffer holding `data` (no copy when `data` already spans its whole buffer). */
@@ -28,6 +33,7 @@ export class NoStore implements ShardStore {
   async get(): Promise<undefined> { return undefined; }
   async put(): Promise<void> {}
   async delete(): Promise<void> {}
+  async has(): Promise<boolean> { return false; }
 }
 
 /** In-memory store; counts operations (for tests). */
@@ -49,6 +55,9 @@ export class MemoryStore implements ShardStore {
   async delete(key: string): Promise<void> {
     this.deletes++;
     this.data.delete(key);
+  }
+  async has(key: string): Promise<boolean> {
+    return this.data.has(key);
   }
 }
 
@@ -73,6 +82,9 @@ export class CacheApiStore implements ShardStore {
   }
   async delete(key: string): Promise<void> {
     await (await this.open()).delete(key);
+  }
+  async has(key: string): Promise<boolean> {
+    return (await (await this.open()).match(key)) !== undefined;
   }
 }
 
@@ -118,6 +130,9 @@ export class IndexedDBStore implements ShardStore {
   }
   async delete(key: string): Promise<void> {
     await this.run("readwrite", (s) => s.delete(key));
+  }
+  async has(key: string): Promise<boolean> {
+    return (await this.run("readonly", (s) => s.count(key))) > 0;
   }
 }
 
@@ -174,6 +189,15 @@ export class OPFSStore implements ShardStore {
       if ((err as { name?: string }).name !== "NotFoundError") throw err;
     }
   }
+  async has(key: string): Promise<boolean> {
+    try {
+      await (await this.open()).getFileHandle(await this.fileName(key));
+      return true;
+    } catch (err) {
+      if ((err as { name?: string }).name === "NotFoundError") return false;
+      throw err;
+    }
+  }
 }
 
 /**
@@ -200,4 +224,111 @@ export function openStore(kind: CacheKind = "cache", name = "webbuild"): ShardSt
     case "opfs": return new OPFSStore(name);
     default: return new NoStore();
   }
+}
+
+/** What getModelCacheInfo says about one model folder and one store. */
+export interface ModelCacheInfo {
+  /** The parameter shards' bytes: what loading the model downloads when nothing is stored. */
+  downloadBytes: number;
+  /** Parameter shards in the folder. */
+  shards: number;
+  /** Shards present in the store (presence only: loading still verifies them). */
+  cachedShards: number;
+  /** Their bytes (from tensor-cache.json). */
+  cachedBytes: number;
+  /** Every shard is present: loading downloads no shard. */
+  cached: boolean;
+}
+
+/** Options of getModelCacheInfo and deleteCachedModel. */
+export interface ModelCacheOptions {
+  /** The store, as in createEngine's `cache` (default "cache"). */
+  cache?: CacheKind;
+  /** A store to use instead of `cache` (tests). */
+  store?: ShardStore;
+  /** Fetches chat-config.json and tensor-cache.json (default globalThis.fetch). */
+  fetch?: (url: string, init?: RequestInit) => Promise<Response>;
+}
+
+/** A model folder URL ending in "/", resolved against the page. */
+function folderUrl(modelUrl: string): string {
+  const base = (globalThis as { location?: { href?: string } }).location?.href;
+  let url: string;
+  try {
+    url = base ? new URL(modelUrl, base).href : new URL(modelUrl).href;
+  } catch {
+    throw new ModelLoadError(modelUrl, "not a valid URL", "pass the URL of a model folder built by webbuild");
+  }
+  return url.endsWith("/") ? url : url + "/";
+}
+
+/** A metadata file as JSON: from the network, else (offline, 5xx) the copy a load stored. Stores nothing. */
+async function metadataJson(url: string, store: ShardStore, fetchFn: ModelCacheOptions["fetch"]): Promise<unknown> {
+  let bytes: Uint8Array | undefined;
+  let failure: unknown;
+  try {
+    const response = await (fetchFn ?? globalThis.fetch.bind(globalThis))(url);
+    if (response.ok) bytes = new Uint8Array(await response.arrayBuffer());
+    else if (response.status < 500) {
+      throw new ModelLoadError(url, `HTTP ${response.status}`, "check the model URL: the file is not in the model folder");
+    } else failure = new Error(`HTTP ${response.status}`);
+  } catch (err) {
+    if (err instanceof ModelLoadError) throw err;
+    failure = err;
+  }
+  bytes ??= await store.get(url).catch(() => undefined);
+  if (!bytes) {
+    throw new ModelLoadError(url, `network error (${(failure as Error)?.message ?? failure})`,
+      "check the network connection", { cause: failure });
+  }
+  try {
+    return JSON.parse(new TextDecoder().decode(bytes));
+  } catch (err) {
+    throw new ModelLoadError(url, `not valid JSON (${(err as Error).message})`, "check the model URL", { cause: err });
+  }
+}
+
+async function modelMetadata(modelUrl: string, options: ModelCacheOptions) {
+  const base = folderUrl(modelUrl);
+  const store = options.store ?? openStore(options.cache ?? "cache");
+  const configUrl = new URL("chat-config.json", base).href;
+  const config: ChatConfig = parseChatConfig(await metadataJson(configUrl, store, options.fetch), configUrl);
+  const cacheUrl = new URL(config.tensor_cache, base).href;
+  const tensors: TensorCache = parseTensorCache(await metadataJson(cacheUrl, store, options.fetch), cacheUrl);
+  return { base, store, config, tensors };
+}
+
+async function present(store: ShardStore, key: string): Promise<boolean> {
+  try {
+    return store.has ? await store.has(key) : (await store.get(key)) !== undefined;
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * A model folder's download size and how much of it the store (`options.cache`) holds, without
+ * loading the model: reads its chat-config.json and tensor-cache.json (from the network, or the
+ * stored copies when offline) and looks each shard up in the store.
+ */
+export async function getModelCacheInfo(modelUrl: string, options: ModelCacheOptions = {}): Promise<ModelCacheInfo> {
+  const { base, store, tensors } = await modelMetadata(modelUrl, options);
+  const found = await Promise.all(tensors.shards.map((s) => present(store, new URL(s.file, base).href)));
+  const cachedShards = found.filter(Boolean).length;
+  const cachedBytes = tensors.shards.reduce((sum, s, i) => sum + (found[i] ? s.nbytes : 0), 0);
+  const downloadBytes = tensors.shards.reduce((sum, s) => sum + s.nbytes, 0);
+  return { downloadBytes, shards: tensors.shards.length, cachedShards, cachedBytes, cached: cachedShards === tensors.shards.length };
+}
+
+/**
+ * Remove a model folder's entries from the store (`options.cache`): its parameter shards and the
+ * copies of its metadata files and compiled modules. The next load downloads them again. An engine
+ * already loaded keeps running (its weights are in memory).
+ */
+export async function deleteCachedModel(modelUrl: string, options: ModelCacheOptions = {}): Promise<void> {
+  const { base, store, config, tensors } = await modelMetadata(modelUrl, options);
+  // the metadata copies last: a removal cut short can still list the shards offline
+  const files = new Set([...tensors.shards.map((s) => s.file), ...config.tokenizer_files, config.model_lib,
+    ...Object.values(config.model_libs), config.tensor_cache, "chat-config.json"]);
+  for (const file of files) await store.delete(new URL(file, base).href);
 }

@@ -16,6 +16,7 @@ const entry = path.join(root, "runtime_js", "src", "index.ts");
 const VALUES = [
   "AbortedError", "ContextWindowExceededError", "IntegrityError", "InvalidRequestError", "ModelLoadError",
   "NoWebGPUError", "OutOfMemoryError", "ShaderF16Error", "StorageQuotaError", "WebbuildError", "createEngine",
+  "deleteCachedModel", "getModelCacheInfo",
 ];
 
 /** Types in dist/types/index.d.ts (besides the values). */
@@ -23,7 +24,8 @@ const TYPES = [
   "Backend", "BackendChoice", "CacheKind", "ChatCompletion", "ChatCompletionChunk", "ChatCompletionRequest",
   "ChatConfig", "ChatEngine", "ChatMessage", "ChoiceLogprobs", "Completion", "CompletionChoice",
   "CompletionCreateRequest", "CompletionLogprobs", "CompletionRequest", "CompletionUsage", "CreateRequest", "EngineOptions",
-  "ErrorCode", "FetchFn", "FinishReason", "LoadProgress", "ProgressCallback", "ProgressStage", "Role",
+  "ErrorCode", "FetchFn", "FinishReason", "LoadProgress", "ModelCacheInfo", "ModelCacheOptions", "ProgressCallback",
+  "ProgressStage", "Role",
   "SamplingDefaults", "SerializedError", "ShardStore", "StateConfig", "TextContentPart", "TokenLogprob",
   "TopLogprob", "UsageExtra",
 ];
