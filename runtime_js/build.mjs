@@ -1,7 +1,8 @@
 #!/usr/bin/env node
 // Builds the browser runtime.
 //
-//   node runtime_js/build.mjs            dist/webbuild.js (ESM bundle, browser) + dist/types/*.d.ts
+//   node runtime_js/build.mjs            dist/webbuild.js (ESM bundle, browser) + dist/types/*.d.ts,
+//                                        and dist/site-markdown.js (the chat page's markdown renderer)
 //   node runtime_js/build.mjs --modules  only dist/modules/*.js: each module of MODULES as its own
 //                                        ESM entry (shared code split into chunks), for node tests
 //   node runtime_js/build.mjs --no-types skip the tsc declaration step
@@ -60,6 +61,14 @@ async function buildBundle() {
       external: NODE_ONLY,
     });
   }
+  // the chat page's markdown renderer (site/app.js imports it): marked + DOMPurify, not in the npm package
+  await esbuild.build({
+    ...common,
+    entryPoints: [path.join(here, "site_markdown.ts")],
+    outfile: path.join(dist, "site-markdown.js"),
+    minify: true,
+    platform: "browser",
+  });
 }
 
 function buildTypes() {
