@@ -1,11 +1,14 @@
-// The chat page: pick a model, load it with a progress bar, stream answers, stop, start over.
+// The chat page: pick a model and a store, see its download size and whether it is cached, load it
+// with a progress bar, stream answers rendered as markdown, stop, start over, remove it from the cache.
 // Page state is mirrored in document.body.dataset.state ("idle" | "loading" | "ready" |
 // "generating" | "error") so people and tests can see what the page is doing.
-import { createEngine } from "/dist/webbuild.js";
+import { createEngine, deleteCachedModel, getModelCacheInfo } from "/dist/webbuild.js";
+import { renderMarkdownInto } from "/dist/site-markdown.js";
 
 const $ = (id) => document.getElementById(id);
 const ui = {
-  modelForm: $("model-form"), model: $("model"), load: $("load"), temperature: $("temperature"),
+  modelForm: $("model-form"), model: $("model"), cache: $("cache"), load: $("load"), removeCache: $("remove-cache"),
+  modelInfo: $("model-info"), temperature: $("temperature"), topP: $("top-p"), repetitionPenalty: $("repetition-penalty"),
   progress: $("progress"), progressBar: $("progress-bar"), progressLabel: $("progress-label"),
   error: $("error"), errorTitle: $("error-title"), errorMessage: $("error-message"), errorFix: $("error-fix"),
   messages: $("messages"), chatForm: $("chat-form"), prompt: $("prompt"), send: $("send"), stop: $("stop"),
@@ -15,6 +18,8 @@ const params = new URLSearchParams(location.search);
 let engine = null;
 let history = [];
 let abort = null;
+let cacheInfo = null;  // getModelCacheInfo's answer for the selected model and store
+let infoRequest = 0;   // only the latest lookup updates the page
 
 function setState(state) {
   document.body.dataset.state = state;
@@ -24,6 +29,8 @@ function setState(state) {
   ui.stop.disabled = state !== "generating";
   ui.newChat.disabled = !(ready && history.length);
   ui.load.disabled = state === "loading" || state === "generating";
+  ui.cache.disabled = state === "loading";
+  ui.removeCache.disabled = state === "loading" || !(cacheInfo?.cachedShards > 0);
 }
 
 function showError(err) {
@@ -39,13 +46,89 @@ function clearError() {
   delete ui.error.dataset.code;
 }
 
+function formatBytes(n) {
+  const units = ["bytes", "KB", "MB", "GB"];
+  let i = 0;
+  while (n >= 1000 && i < units.length - 1) { n /= 1000; i++; }
+  return i === 0 ? `${n} bytes` : `${n.toFixed(n < 10 ? 1 : 0)} ${units[i]}`;
+}
+
+/** The selected model's download size and how much of it the selected store holds. */
+async function showCacheInfo() {
+  const request = ++infoRequest;
+  const url = ui.model.value;
+  cacheInfo = null;
+  ui.modelInfo.textContent = "";
+  for (const key of ["downloadBytes", "cached", "cachedShards"]) delete ui.modelInfo.dataset[key];
+  setState(document.body.dataset.state);
+  if (!url) return;
+  let info;
+  try {
+    info = await getModelCacheInfo(new URL(url, location.href).href, { cache: ui.cache.value });
+  } catch (err) {
+    if (request === infoRequest) ui.modelInfo.textContent = `Size unknown (${err?.message ?? err})`;
+    return;
+  }
+  if (request !== infoRequest) return;
+  cacheInfo = info;
+  const where = ui.cache.options[ui.cache.selectedIndex].text;
+  const status = ui.cache.value === "none" ? "not stored between visits"
+    : info.cached ? `cached (${where})`
+      : info.cachedShards ? `${info.cachedShards} of ${info.shards} shards cached (${where})` : "not cached";
+  ui.modelInfo.textContent = `Download ${formatBytes(info.downloadBytes)} · ${status}`;
+  Object.assign(ui.modelInfo.dataset, {
+    downloadBytes: String(info.downloadBytes), cached: String(info.cached), cachedShards: String(info.cachedShards),
+  });
+  setState(document.body.dataset.state);
+}
+
+async function removeFromCache() {
+  clearError();
+  ui.removeCache.disabled = true;
+  try {
+    await deleteCachedModel(new URL(ui.model.value, location.href).href, { cache: ui.cache.value });
+  } catch (err) {
+    showError(err);
+  }
+  await showCacheInfo();
+}
+
+/** A chat bubble: user text stays plain text; assistant text is rendered as markdown. */
 function addMessage(role, text) {
   const li = document.createElement("li");
   li.className = role;
-  li.textContent = text;
+  if (role === "assistant") renderMarkdownInto(li, text);
+  else li.textContent = text;
   ui.messages.append(li);
   li.scrollIntoView({ block: "end" });
   return li;
+}
+
+/** Renders a streaming answer into `bubble` at most once per animation frame (or 100 ms, when
+ * frames are throttled, e.g. a hidden tab); `finish` renders the final text at once. */
+function markdownStream(bubble) {
+  let text = "";
+  let pending = false;
+  const render = () => {
+    pending = false;
+    const atBottom = window.innerHeight + window.scrollY >= document.documentElement.scrollHeight - 48;
+    renderMarkdownInto(bubble, text);
+    if (atBottom) bubble.scrollIntoView({ block: "end" });
+  };
+  const flush = () => { if (pending) render(); };
+  return {
+    update(next) {
+      text = next;
+      if (pending) return;
+      pending = true;
+      requestAnimationFrame(flush);
+      setTimeout(flush, 100);
+    },
+    finish(final) {
+      text = final;
+      render();
+    },
+  };
 }
 
 async function listModels() {
@@ -70,6 +153,19 @@ function onProgress(event) {
   if (total) ui.progressBar.value = loaded / total;
 }
 
+/** The sampling controls show the loaded model's defaults (its chat-config.json `sampling`). */
+function showSamplingDefaults(sampling) {
+  ui.temperature.value = String(sampling.temperature);
+  ui.topP.value = String(sampling.top_p);
+  ui.repetitionPenalty.value = String(sampling.repetition_penalty);
+}
+
+/** A control's value, or the loaded model's default when the field is empty or not a number. */
+function control(input, fallback) {
+  const value = input.value.trim() === "" ? NaN : Number(input.value);
+  return Number.isFinite(value) ? value : fallback;
+}
+
 async function loadModel(event) {
   event?.preventDefault();
   clearError();
@@ -82,8 +178,10 @@ async function loadModel(event) {
     const useWorker = params.get("worker") !== "0";
     const backend = params.get("backend") || "auto";
     const threads = params.get("threads") ? Number(params.get("threads")) : undefined;
-    engine = await createEngine(new URL(ui.model.value, location.href).href, { onProgress, worker: useWorker, backend, threads });
+    engine = await createEngine(new URL(ui.model.value, location.href).href,
+                                { onProgress, worker: useWorker, backend, threads, cache: ui.cache.value });
     document.body.dataset.backend = engine.backend;
+    showSamplingDefaults(engine.config.sampling);
     ui.progress.hidden = true;
     setState("ready");
     ui.prompt.focus();
@@ -92,6 +190,7 @@ async function loadModel(event) {
     showError(err);
     setState("error");
   }
+  showCacheInfo();
 }
 
 async function send(event) {
@@ -103,19 +202,24 @@ async function send(event) {
   history.push({ role: "user", content: text });
   addMessage("user", text);
   const bubble = addMessage("assistant", "");
+  const view = markdownStream(bubble);
   abort = new AbortController();
   setState("generating");
+  const defaults = engine.config.sampling;
   let answer = "";
   try {
     const stream = await engine.chat.completions.create({
-      messages: history, stream: true, stream_options: { include_usage: true }, temperature: Number(ui.temperature.value),
+      messages: history, stream: true, stream_options: { include_usage: true },
+      temperature: control(ui.temperature, defaults.temperature),
+      top_p: control(ui.topP, defaults.top_p),
+      repetition_penalty: control(ui.repetitionPenalty, defaults.repetition_penalty),
       max_tokens: params.get("max_tokens") ? Number(params.get("max_tokens")) : 512,
       signal: abort.signal,
     });
     let usage = null;
     for await (const chunk of stream) {
       answer += chunk.choices[0]?.delta?.content ?? "";
-      bubble.textContent = answer;
+      view.update(answer);
       if (chunk.usage) usage = chunk.usage;
     }
     if (usage) {
@@ -126,6 +230,7 @@ async function send(event) {
   } catch (err) {
     if (err?.code !== "aborted") showError(err);
   } finally {
+    view.finish(answer);
     history.push({ role: "assistant", content: answer });
     bubble.dataset.done = "true";
     abort = null;
@@ -134,6 +239,9 @@ async function send(event) {
 }
 
 ui.modelForm.addEventListener("submit", loadModel);
+ui.model.addEventListener("change", showCacheInfo);
+ui.cache.addEventListener("change", showCacheInfo);
+ui.removeCache.addEventListener("click", removeFromCache);
 ui.chatForm.addEventListener("submit", send);
 ui.prompt.addEventListener("keydown", (e) => {
   if (e.key === "Enter" && !e.shiftKey && !e.isComposing) send(e);
@@ -147,5 +255,9 @@ ui.newChat.addEventListener("click", async () => {
   setState("ready");
 });
 
+if (["cache", "indexeddb", "opfs", "none"].includes(params.get("cache"))) ui.cache.value = params.get("cache");
 setState("idle");
-listModels().then(() => { if (params.get("autoload") === "1") loadModel(); }, showError);
+listModels().then(() => {
+  showCacheInfo();
+  if (params.get("autoload") === "1") loadModel();
+}, showError);

@@ -429,3 +429,167 @@ def test_multi_turn_chat_reuses_the_kv_cache(page, server):
     assert cached < r["second"]["usage"]["prompt_tokens"]
     assert r["fresh"]["usage"]["prompt_tokens_details"]["cached_tokens"] == 0  # resetChat forgot it
     assert r["second"]["text"] == r["fresh"]["text"]  # reusing the cache changes nothing in the answer
+
+
+# ----------------------------------------------------------------------------- the chat page: markdown,
+# sampling controls, download size and "Remove from cache"
+
+HOSTILE_MARKDOWN = """**bold** and a list:
+
+- one
+- two
+
+| city | country |
+|------|---------|
+| Paris | France |
+
+```python
+print("hi")
+```
+
+<img src=x onerror="window.__pwned = 'img'"> <script>window.__pwned = 'script'</script>
+[js link](javascript:window.__pwned='link') <a href="https://example.com/" onclick="window.__pwned='click'">ok</a>
+"""
+
+RENDER_JS = """async (text) => {
+  const { renderMarkdownInto } = await import('/dist/site-markdown.js');
+  const div = document.createElement('div');
+  div.id = 'rendered';
+  document.body.append(div);
+  renderMarkdownInto(div, text);
+  await new Promise((resolve) => setTimeout(resolve, 50));  // an onerror would have fired by now
+  const q = (s) => [...div.querySelectorAll(s)];
+  return {
+    strong: q('strong').map((e) => e.textContent),
+    items: q('ul > li').map((e) => e.textContent),
+    cells: q('table th, table td').map((e) => e.textContent),
+    code: q('.code-block pre code').map((e) => e.textContent),
+    copyButtons: q('.code-block > button.copy').length,
+    dangerous: q('img, script, iframe, style, form, input').length,
+    handlers: q('*').flatMap((e) => [...e.attributes].map((a) => a.name)).filter((n) => n.startsWith('on')),
+    links: q('a').map((a) => ({href: a.getAttribute('href'), rel: a.rel, target: a.target})),
+    pwned: window.__pwned ?? null,
+  };
+}"""
+
+
+def test_chat_page_markdown_renderer_keeps_markdown_and_drops_html(browser, server):
+    with page_at(browser, server, permissions=["clipboard-read", "clipboard-write"]) as page:
+        r = page.evaluate(RENDER_JS, HOSTILE_MARKDOWN)
+        assert r["strong"] == ["bold"] and r["items"] == ["one", "two"]
+        assert r["cells"] == ["city", "country", "Paris", "France"]
+        assert r["code"] == ['print("hi")\n'] and r["copyButtons"] == 1
+        assert r["dangerous"] == 0 and r["handlers"] == [] and r["pwned"] is None
+        safe_link = {"href": "https://example.com/", "rel": "noopener noreferrer nofollow", "target": "_blank"}
+        assert r["links"] == [{"href": None, "rel": "", "target": ""}, safe_link]
+        page.click("#rendered button.copy")
+        page.wait_for_function("document.querySelector('#rendered button.copy').textContent === 'Copied'")
+        assert page.evaluate("navigator.clipboard.readText()") == 'print("hi")\n'
+
+
+def _page_ready(page):
+    page.wait_for_function("['ready','error'].includes(document.body.dataset.state)", timeout=LOAD_TIMEOUT_MS)
+    assert page.evaluate("document.body.dataset.state") == "ready", page.inner_text("#error")
+
+
+def _page_answer(page, prompt: str) -> None:
+    page.fill("#prompt", prompt)
+    page.press("#prompt", "Enter")
+    page.wait_for_selector("#messages li.assistant[data-done]", timeout=LOAD_TIMEOUT_MS)
+
+
+def test_chat_page_renders_answers_as_markdown_and_prompts_as_text(page, server):
+    # markdown would make the indented line a code block; the tiny word-level tokenizer knows only
+    # words "wN" (its JS library maps other text to undefined ids, so no markup characters here)
+    prompt = "w5 w9\n\n    w33 w100 w7"
+    page.goto(f"{server}?model=tiny-q0f32&autoload=1&max_tokens=12")
+    _page_ready(page)
+    page.fill("#temperature", "0")
+    _page_answer(page, prompt)
+    user = page.evaluate("(e => ({text: e.textContent, children: e.children.length}))"
+                         "(document.querySelector('#messages li.user'))")
+    assert user == {"text": prompt, "children": 0}  # the user's markup stays text
+    sampling = {"temperature": 0, "top_p": float(page.input_value("#top-p")),
+                "repetition_penalty": float(page.input_value("#repetition-penalty"))}
+    expected = run_engine(page, server, "tiny-q0f32", {"messages": [{"role": "user", "content": prompt}],
+                                                       "max_tokens": 12, **sampling})["text"]
+    answer = page.evaluate("(e => ({tags: [...e.children].map((c) => c.tagName), text: e.textContent.trim()}))"
+                           "(document.querySelector('#messages li.assistant'))")
+    assert answer == {"tags": ["P"], "text": expected.strip()}  # the tiny model's words: one markdown paragraph
+
+
+def test_chat_page_sampling_controls_show_the_models_defaults_and_requests_send_them(page, server, models):
+    # a copy of tiny-q0f32 whose chat-config.json has its own sampling defaults
+    folder = models / "tiny-sampling"
+    if not folder.exists():
+        shutil.copytree(models / "tiny-q0f32", folder, copy_function=os.link)
+        config_path = folder / "chat-config.json"
+        config = json.loads(config_path.read_text())
+        config["sampling"].update(temperature=0.35, top_p=0.8, repetition_penalty=1.5)
+        config_path.unlink()  # a hard link to the original: write a new file
+        config_path.write_text(json.dumps(config))
+    page.goto(f"{server}?model=tiny-sampling&autoload=1&max_tokens=16")
+    _page_ready(page)
+    assert [page.input_value(s) for s in ("#temperature", "#top-p", "#repetition-penalty")] == ["0.35", "0.8", "1.5"]
+    page.fill("#temperature", "0")
+    page.fill("#repetition-penalty", "1")
+    _page_answer(page, TINY_MESSAGES[0]["content"])
+    shown = page.inner_text("#messages li.assistant")
+    request = {"messages": TINY_MESSAGES, "max_tokens": 16, "temperature": 0}
+    sent = run_engine(page, server, "tiny-sampling", {**request, "repetition_penalty": 1.0})["text"]
+    model_default = run_engine(page, server, "tiny-sampling", request)["text"]  # repetition_penalty 1.5
+    assert sent != model_default, "the penalty must change this answer for the test to tell them apart"
+    assert shown == sent.strip()
+
+
+STORE_ENTRIES_JS = """async (kind) => {
+  if (kind === 'cache') return (await (await caches.open('webbuild')).keys()).length;
+  if (kind === 'indexeddb') {
+    return await new Promise((resolve, reject) => {
+      const open = indexedDB.open('webbuild', 1);
+      open.onupgradeneeded = () => open.result.createObjectStore('files');
+      open.onerror = () => reject(open.error);
+      open.onsuccess = () => {
+        const count = open.result.transaction('files').objectStore('files').count();
+        count.onsuccess = () => { open.result.close(); resolve(count.result); };
+        count.onerror = () => reject(count.error);
+      };
+    });
+  }
+  const dir = await (await navigator.storage.getDirectory()).getDirectoryHandle('webbuild', {create: true});
+  let n = 0;
+  for await (const _ of dir.keys()) n++;
+  return n;
+}"""
+
+
+@pytest.mark.parametrize("store", ["cache", "indexeddb", "opfs"])
+def test_chat_page_shows_the_download_size_and_removes_the_model_from_the_cache(store, browser, server, models):
+    shards = json.loads((models / "tiny-q0f32" / "tensor-cache.json").read_text())["shards"]
+    shard_requests = []
+    on_request = {"request": lambda r: "params_shard_" in r.url and shard_requests.append(r.url)}
+    info = "document.getElementById('model-info').dataset"
+    with page_at(browser, f"{server}?model=tiny-q0f32&cache={store}", on=on_request) as page:
+        page.wait_for_function(f"{info}.downloadBytes !== undefined")
+        assert page.evaluate(f"{info}.downloadBytes") == str(sum(s["nbytes"] for s in shards))
+        assert page.evaluate(f"{info}.cached") == "false"
+        assert page.inner_text("#model-info").startswith("Download ") and "not cached" in page.inner_text("#model-info")
+        assert page.is_disabled("#remove-cache")
+        assert shard_requests == []  # the size comes from tensor-cache.json, not a download
+
+        page.click("#load")
+        _page_ready(page)
+        assert len(shard_requests) == len(shards)
+        page.wait_for_function(f"{info}.cached === 'true'")
+        assert page.evaluate(STORE_ENTRIES_JS, store) > 0
+        assert page.is_enabled("#remove-cache")
+
+        page.click("#remove-cache")
+        page.wait_for_function(f"{info}.cached === 'false' && {info}.cachedShards === '0'")
+        assert page.evaluate(STORE_ENTRIES_JS, store) == 0  # shards, metadata and module copies are gone
+        assert page.is_disabled("#remove-cache")
+
+        shard_requests.clear()
+        page.click("#load")  # loading again downloads the shards again
+        _page_ready(page)
+        assert len(shard_requests) == len(shards)
