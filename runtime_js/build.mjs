@@ -2,7 +2,8 @@
 // Builds the browser runtime.
 //
 //   node runtime_js/build.mjs            dist/webbuild.js (ESM bundle, browser) + dist/types/*.d.ts,
-//                                        and dist/site-markdown.js (the chat page's markdown renderer)
+//                                        dist/xgrammar.js (the grammar engine, loaded on first use by
+//                                        grammar.ts) and dist/site-markdown.js (the chat page's markdown renderer)
 //   node runtime_js/build.mjs --modules  only dist/modules/*.js: each module of MODULES as its own
 //                                        ESM entry (shared code split into chunks), for node tests
 //   node runtime_js/build.mjs --no-types skip the tsc declaration step
@@ -23,7 +24,7 @@ const dist = path.join(root, "dist");
 const args = new Set(process.argv.slice(2));
 // The browser-independent modules the node unit tests import one by one.
 const MODULES = ["errors", "config", "protocol", "sampling", "stop", "tokenizer", "sha256", "progress", "storage", "artifacts", "backend",
-                 "metadata", "llm_chat_pipeline", "logprobs", "completions"];
+                 "metadata", "llm_chat_pipeline", "logprobs", "completions", "grammar"];
 
 const common = {
   bundle: true,
@@ -49,10 +50,10 @@ async function buildModules() {
 }
 
 // Node-only modules that TVM's JS runtime references for its node code paths; never used in a page.
-const NODE_ONLY = ["fs", "path", "perf_hooks", "ws", "crypto"];
+const NODE_ONLY = ["fs", "path", "perf_hooks", "ws", "crypto", "url", "module"];
 
 async function buildBundle() {
-  for (const [entry, out] of [["index.ts", "webbuild.js"], ["worker.ts", "worker.js"]]) {
+  for (const [entry, out] of [["index.ts", "webbuild.js"], ["worker.ts", "worker.js"], ["xgrammar_entry.ts", "xgrammar.js"]]) {
     await esbuild.build({
       ...common,
       entryPoints: [path.join(src, entry)],

@@ -11,6 +11,7 @@ import {
 } from "./completions.js";
 import { ModelLoadError } from "./errors.js";
 import { withOutOfMemoryCheck } from "./gpu.js";
+import { GrammarEngine } from "./grammar.js";
 import { LLMChatPipeline, type GenerationResult } from "./llm_chat_pipeline.js";
 import {
   buildChatCompletion, validateRequest,
@@ -116,8 +117,10 @@ export class LocalEngine implements ChatEngine {
     try {
       await runtime.loadParams(shards.tensors(), artifacts.baseUrl + "tensor-cache.json", chosen.moduleFile);
       const tokenizer = new Tokenizer(artifacts.tokenizerJson, artifacts.tokenizerConfig, config);
+      const grammars = new GrammarEngine(artifacts.tokenizerJson as Record<string, unknown>, config.vocab_size,
+                                         config.stop_token_ids);
       const pipeline = new LLMChatPipeline(runtime, config, tokenizer, { backend: chosen.kind, threads: chosen.threads },
-                                           options.yieldIntervalMs ?? DEFAULT_YIELD_INTERVAL_MS);
+                                           options.yieldIntervalMs ?? DEFAULT_YIELD_INTERVAL_MS, grammars);
       await runtime.sync();
       shards.progress.emit("compile", chosen.moduleFile, 1, 1, { backend: chosen.kind });
       shards.progress.emit("ready", null as unknown as string, 1, 1,

@@ -10,6 +10,7 @@
 import type { Backend } from "./backend.js";
 import type { ChatConfig } from "./config.js";
 import { EventLoopTurns } from "./event_loop.js";
+import type { GrammarEngine, GrammarMask, GrammarStats } from "./grammar.js";
 import { tokenLogprob } from "./logprobs.js";
 import {
   buildChunk, buildUsage, makeCompletionId, nowSeconds, resolveMaxTokens,
@@ -107,10 +108,11 @@ export class LLMChatPipeline {
 
   /** Creates the runtime's sequence state for `config` (the context window and prefill chunk).
    * `yieldIntervalMs`: the event loop gets a turn between calls once this many ms have passed
-   * since the last turn (0: after every call). */
+   * since the last turn (0: after every call). `grammars` serves requests with a response_format. */
   constructor(private readonly runtime: ChatRuntime, private readonly config: ChatConfig,
               private readonly tokenizer: ChatTokenizer, private readonly placement: Placement,
-              private readonly yieldIntervalMs = 0) {
+              private readonly yieldIntervalMs = 0,
+              private readonly grammars: Pick<GrammarEngine, "mask"> | null = null) {
     this.chunks = {
       prefillChunk: Math.min(runtime.metadata.prefill_chunk, config.context_window_size),
       slidingWindow: config.state.sliding_window,
@@ -153,8 +155,9 @@ export class LLMChatPipeline {
     const start = performance.now();
     const finishes: FinishReason[] = [];
     let completionTokens = 0, cachedTokens = 0, firstToken = start;
+    const grammar = req.constraint ? { compileSeconds: 0, maskSeconds: 0, maskedTokens: 0 } : undefined;
     for (let index = 0; index < req.n; index++) {
-      const choice = await this.choice(index, ids, budget, req, stopped, emit, meta);
+      const choice = await this.choice(index, ids, budget, req, stopped, emit, meta, grammar);
       finishes.push(choice.finish);
       completionTokens += choice.generated;
       if (index === 0) [cachedTokens, firstToken] = [choice.cached, choice.firstToken];
@@ -165,15 +168,33 @@ export class LLMChatPipeline {
       promptTokens: ids.length, completionTokens,
       prefillSeconds: (firstToken - start) / 1000, decodeSeconds: (end - firstToken) / 1000,
       timeToFirstTokenSeconds: (firstToken - start) / 1000, cachedTokens, backend,
-      ...(backend === "wasm" ? { threads } : {}),
+      ...(backend === "wasm" ? { threads } : {}), ...(grammar ? { grammar } : {}),
     });
     if (req.include_usage) emit(buildChunk(meta, null, usage));
     return { meta, finish: finishes[0]!, finishes, usage };
   }
 
-  /** One choice: prefill what the cache lacks of `ids`, then decode; its chunks carry `index`. */
+  /** One choice: prefill what the cache lacks of `ids`, then decode; its chunks carry `index`. With
+   * a response_format (`grammarStats` given) every token is sampled under the grammar's mask. */
   private async choice(index: number, ids: readonly number[], budget: number, req: NormalizedRequest,
-                       stopped: () => boolean, emit: (chunk: ChatCompletionChunk) => void, meta: CompletionMeta):
+                       stopped: () => boolean, emit: (chunk: ChatCompletionChunk) => void, meta: CompletionMeta,
+                       grammarStats?: GrammarStats):
+      Promise<{ finish: FinishReason; generated: number; cached: number; firstToken: number }> {
+    let grammar: GrammarMask | null = null;
+    if (req.constraint && grammarStats) {
+      if (!this.grammars) throw new Error("this engine has no grammar engine");
+      grammar = await this.grammars.mask(req.constraint, grammarStats);
+    }
+    try {
+      return await this.decodeChoice(index, ids, budget, req, stopped, emit, meta, grammar);
+    } finally {
+      grammar?.dispose();
+    }
+  }
+
+  private async decodeChoice(index: number, ids: readonly number[], budget: number, req: NormalizedRequest,
+                             stopped: () => boolean, emit: (chunk: ChatCompletionChunk) => void, meta: CompletionMeta,
+                             grammar: GrammarMask | null):
       Promise<{ finish: FinishReason; generated: number; cached: number; firstToken: number }> {
     const keep = this.reuseCache(ids);
     const sampler = new Sampler({ ...req, seed: req.seed === null ? null : req.seed + index }, ids);
@@ -193,7 +214,7 @@ export class LLMChatPipeline {
       pending = [];
       return out;
     };
-    let token = logits ? await this.nextToken(logits, sampler, req, pending) : -1;
+    let token = logits ? await this.nextToken(logits, sampler, req, pending, grammar) : -1;
     let generated = 0;
     const firstToken = performance.now();
     while (logits && generated < budget) {
@@ -208,7 +229,7 @@ export class LLMChatPipeline {
       if (generated >= budget) break;
       const next = this.runtime.forward([token]);
       this.cached.push(token);
-      token = await this.nextToken(next, sampler, req, pending);
+      token = await this.nextToken(next, sampler, req, pending, grammar);
     }
     if (!matcher.stopped) {
       // the text held back as a possible stop-string prefix (or incomplete bytes) is final now
@@ -268,16 +289,19 @@ export class LLMChatPipeline {
   }
 
   /** The next token from a forward call's logits: on the device when decoding is plain greedy
-   * (temperature 0, no bias or penalties) and no logprobs are asked for, else sampled on the CPU
-   * from the logits read back; with req.logprobs its entry is appended to `logprobs`. */
+   * (temperature 0, no bias or penalties) with no logprobs and no grammar, else sampled on the CPU
+   * from the logits read back (under the grammar's mask, which then accepts the token); with
+   * req.logprobs its entry (of the model's own logits) is appended to `logprobs`. */
   private async nextToken(logits: Logits, sampler: Sampler, req: NormalizedRequest,
-                          logprobs: TokenLogprob[]): Promise<number> {
+                          logprobs: TokenLogprob[], grammar: GrammarMask | null): Promise<number> {
     const greedy = this.runtime.hasArgmax && req.temperature <= 0 && req.logit_bias.size === 0 &&
       req.repetition_penalty === 1 && req.frequency_penalty === 0 && req.presence_penalty === 0;
-    if (greedy && !req.logprobs) return this.runtime.readArgmax(logits);
+    if (greedy && !req.logprobs && !grammar) return this.runtime.readArgmax(logits);
     const values = await this.runtime.readLogits(logits);
-    const model = req.logprobs ? Float32Array.from(values) : values;  // the sampler edits its logits in place
+    const model = req.logprobs ? Float32Array.from(values) : values;  // mask and sampler edit `values` in place
+    if (grammar) await grammar.apply(values);
     const token = sampler.sample(values);
+    grammar?.accept(token);
     if (req.logprobs) logprobs.push(tokenLogprob(model, token, req.top_logprobs, this.tokenizer));
     return token;
   }

@@ -8,6 +8,7 @@
 
 import type { SamplingDefaults } from "./config.js";
 import { ContextWindowExceededError, InvalidRequestError } from "./errors.js";
+import type { OutputConstraint } from "./grammar.js";
 
 export type Role = "system" | "user" | "assistant";
 export type FinishReason = "stop" | "length" | "abort";
@@ -22,6 +23,12 @@ export interface ChatMessage {
   content: string | TextContentPart[];
   name?: string;
 }
+
+export type ResponseFormat =
+  | { type: "text" }
+  | { type: "json_object" }
+  | { type: "json_schema"; json_schema: { name: string; description?: string; schema?: Record<string, unknown> | boolean; strict?: boolean | null } }
+  | { type: "grammar"; grammar: string; root?: string };
 
 export interface ChatCompletionRequest {
   messages: ChatMessage[];
@@ -46,6 +53,10 @@ export interface ChatCompletionRequest {
   logprobs?: boolean | null;
   /** 0..20 alternatives per token; needs logprobs: true. */
   top_logprobs?: number | null;
+  /** Constrain the output: {type: "text"} (none), {type: "json_object"} (a JSON object), OpenAI's
+   * {type: "json_schema", json_schema: {name, schema, strict?}}, or {type: "grammar", grammar} (EBNF,
+   * a webbuild/WebLLM extension; `root` names the start rule, default "root"). */
+  response_format?: ResponseFormat | null;
   [extra: string]: unknown;
 }
 
@@ -72,6 +83,8 @@ export interface NormalizedRequest extends SamplingDefaults {
   top_logprobs: number;
   /** Choices to generate. */
   n: number;
+  /** The output's grammar, or null (free text). */
+  constraint: OutputConstraint | null;
 }
 
 export interface RequestLimits {
@@ -175,6 +188,39 @@ function normalizeMaxTokens(req: Record<string, unknown>, contextWindow?: number
   return v;
 }
 
+/** response_format as a grammar constraint (null: free text). JSON is a JSON Schema: "json_object"
+ * is {"type": "object"}, a json_schema without a schema any JSON value. */
+function normalizeResponseFormat(format: unknown): OutputConstraint | null {
+  if (!given(format)) return null;
+  if (typeof format !== "object" || Array.isArray(format)) bad("response_format", "must be an object with a type");
+  const f = format as Record<string, unknown>;
+  switch (f.type) {
+    case "text":
+      return null;
+    case "json_object":
+      return { kind: "json_schema", schema: JSON.stringify({ type: "object" }) };
+    case "json_schema": {
+      const js = f.json_schema as Record<string, unknown> | null | undefined;
+      if (!js || typeof js !== "object" || Array.isArray(js)) bad("response_format.json_schema", "must be {name, schema, strict?}");
+      if (typeof js.name !== "string" || !/^[A-Za-z0-9_-]{1,64}$/.test(js.name)) {
+        bad("response_format.json_schema.name", "must be 1-64 letters, digits, _ or -");
+      }
+      const schema = js.schema ?? true;
+      if (typeof schema !== "boolean" && (typeof schema !== "object" || schema === null || Array.isArray(schema))) {
+        bad("response_format.json_schema.schema", "must be a JSON Schema object");
+      }
+      return { kind: "json_schema", schema: JSON.stringify(schema === true ? {} : schema) };
+    }
+    case "grammar": {
+      if (typeof f.grammar !== "string" || !f.grammar.trim()) bad("response_format.grammar", "must be a non-empty EBNF string");
+      if (given(f.root) && (typeof f.root !== "string" || !f.root)) bad("response_format.root", "must be a rule name");
+      return { kind: "grammar", ebnf: f.grammar, root: (f.root as string | undefined) ?? "root" };
+    }
+    default:
+      return bad("response_format.type", "must be text, json_object, json_schema or grammar");
+  }
+}
+
 /**
  * Validate an OpenAI chat-completions request and fill in defaults (from `limits.sampling`, the
  * model's chat-config). Pure: never mutates `request`. Throws InvalidRequestError naming the field.
@@ -198,8 +244,6 @@ export function validateRequest(request: unknown, limits: RequestLimits = {}): N
     if (req.logprobs !== true) bad("top_logprobs", "needs logprobs: true");
     topLogprobs = k;
   }
-  const fmt = req.response_format as { type?: unknown } | null | undefined;
-  if (given(fmt) && fmt?.type !== "text") bad("response_format", "only {type: \"text\"} is supported");
   if (given(req.stream) && typeof req.stream !== "boolean") bad("stream", "must be a boolean");
   if (given(req.model) && typeof req.model !== "string") bad("model", "must be a string");
   const so = req.stream_options as { include_usage?: unknown } | null | undefined;
@@ -229,6 +273,7 @@ export function validateRequest(request: unknown, limits: RequestLimits = {}): N
     logprobs: req.logprobs === true,
     top_logprobs: topLogprobs,
     n: (req.n as number | null | undefined) ?? 1,
+    constraint: normalizeResponseFormat(req.response_format),
   };
 }
 
@@ -255,6 +300,10 @@ export interface UsageExtra {
   backend?: string;
   /** CPU threads the wasm backend ran on. */
   threads?: number;
+  /** With a response_format: seconds spent loading and compiling the grammar (0 when cached). */
+  grammar_compile_s?: number;
+  /** With a response_format: milliseconds per generated token spent computing and applying the mask. */
+  grammar_mask_ms_per_token?: number;
 }
 
 export interface CompletionUsage {
@@ -340,6 +389,8 @@ export interface UsageTimings {
   cachedTokens?: number;
   backend?: string;
   threads?: number;
+  /** Grammar time (with a response_format). */
+  grammar?: { compileSeconds: number; maskSeconds: number; maskedTokens: number };
 }
 
 function rate(tokens: number, seconds: number): number {
@@ -359,6 +410,10 @@ export function buildUsage(t: UsageTimings): CompletionUsage {
       time_to_first_token_s: t.timeToFirstTokenSeconds,
       ...(t.backend ? { backend: t.backend } : {}),
       ...(t.threads ? { threads: t.threads } : {}),
+      ...(t.grammar ? {
+        grammar_compile_s: t.grammar.compileSeconds,
+        grammar_mask_ms_per_token: t.grammar.maskedTokens ? 1000 * t.grammar.maskSeconds / t.grammar.maskedTokens : 0,
+      } : {}),
     },
   };
 }

@@ -105,7 +105,14 @@ test("invalid requests name the field", () => {
   rejects({ ...user("x"), top_logprobs: 3 }, "top_logprobs");
   rejects({ ...user("x"), logprobs: true, top_logprobs: 21 }, "top_logprobs");
   rejects({ ...user("x"), logprobs: true, top_logprobs: 1.5 }, "top_logprobs");
-  rejects({ ...user("x"), response_format: { type: "json_object" } }, "response_format");
+  rejects({ ...user("x"), response_format: { type: "xml" } }, "response_format.type");
+  rejects({ ...user("x"), response_format: "json" }, "response_format");
+  rejects({ ...user("x"), response_format: { type: "json_schema" } }, "response_format.json_schema");
+  rejects({ ...user("x"), response_format: { type: "json_schema", json_schema: { schema: {} } } },
+          "response_format.json_schema.name");
+  rejects({ ...user("x"), response_format: { type: "json_schema", json_schema: { name: "a", schema: [1] } } },
+          "response_format.json_schema.schema");
+  rejects({ ...user("x"), response_format: { type: "grammar", grammar: " " } }, "response_format.grammar");
 });
 
 test("null fields mean absent", () => {
@@ -169,4 +176,17 @@ test("logprobs and top_logprobs: off by default, top_logprobs up to 20 with logp
 test("n: 1 by default, up to MAX_N", () => {
   assert.equal(P.validateRequest(user("x")).n, 1);
   assert.equal(P.validateRequest({ ...user("x"), n: P.MAX_N }).n, P.MAX_N);
+});
+
+test("response_format: json_object is an object schema, json_schema its schema, grammar its EBNF, text none", () => {
+  const fmt = (response_format) => P.validateRequest({ ...user("x"), response_format }).constraint;
+  assert.equal(fmt({ type: "text" }), null);
+  assert.equal(P.validateRequest(user("x")).constraint, null);
+  assert.deepEqual(fmt({ type: "json_object" }), { kind: "json_schema", schema: '{"type":"object"}' });
+  const schema = { type: "object", properties: { a: { type: "integer" } }, required: ["a"] };
+  assert.deepEqual(fmt({ type: "json_schema", json_schema: { name: "thing", schema, strict: true } }),
+                   { kind: "json_schema", schema: JSON.stringify(schema) });
+  assert.deepEqual(fmt({ type: "json_schema", json_schema: { name: "any" } }), { kind: "json_schema", schema: "{}" });
+  assert.deepEqual(fmt({ type: "grammar", grammar: 'root ::= "yes" | "no"' }),
+                   { kind: "grammar", ebnf: 'root ::= "yes" | "no"', root: "root" });
 });
