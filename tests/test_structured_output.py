@@ -2,7 +2,9 @@
 WASM backend: thirty JSON Schemas (tests/json_schemas.py), `json_object` and an EBNF grammar, each
 generation parsed and validated with Python `jsonschema`. Two models: a tiny random Llama with
 SmolLM2's byte-level BPE vocabulary (its unconstrained output is noise, so only the grammar can make
-it valid JSON) and the real SmolLM2 (its faithful `source` build)."""
+it valid JSON; all 30 schemas on both backends) and the real SmolLM2 (its faithful `source` build;
+all 30 on WASM, 8 of them on WebGPU, where SwiftShader decodes it at ~1.6 tokens/s: all 30 pass
+there too, in ~6 min)."""
 
 from __future__ import annotations
 
@@ -77,9 +79,10 @@ def _run(page, server, model: str, backend: str, requests: list[dict]) -> list[d
     return result["out"]
 
 
-def _check_all(outputs: list[dict]) -> None:
+def _check_all(outputs: list[dict], schemas: dict[str, dict] = SCHEMAS) -> None:
+    assert len(outputs) == len(schemas)
     failures = []
-    for (name, schema), out in zip(SCHEMAS.items(), outputs):
+    for (name, schema), out in zip(schemas.items(), outputs):
         try:
             jsonschema.validate(json.loads(out["text"]), schema, cls=jsonschema.Draft202012Validator)
         except (ValueError, jsonschema.ValidationError) as exc:
@@ -104,11 +107,17 @@ def test_tiny_random_model_gives_valid_json_for_every_schema_only_through_the_gr
     assert outputs[0]["usage"]["extra"]["grammar_compile_s"] > 0
 
 
+# SmolLM2 on SwiftShader decodes ~1.6 tokens/s: WebGPU takes one schema of each kind (all 30: ~6 min)
+WEBGPU_SUBSET = ("flat_object", "number_range", "array_of_enums", "deeply_nested", "string_pattern_code",
+                 "defs_ref", "nullable", "product")
+
+
 @pytest.mark.parametrize("backend", ["wasm", "webgpu"])
 def test_smollm2_gives_valid_json_for_every_schema(backend, page, server):
+    schemas = {k: v for k, v in SCHEMAS.items() if backend == "wasm" or k in WEBGPU_SUBSET}
     outputs = _run(page, server, "smollm2-source", backend,
-                   [_schema_request(name, schema, 200) for name, schema in SCHEMAS.items()])
-    _check_all(outputs)
+                   [_schema_request(name, schema, 200) for name, schema in schemas.items()])
+    _check_all(outputs, schemas)
 
 
 def test_a_bad_schema_or_grammar_is_an_invalid_request(page, server):
