@@ -8,7 +8,7 @@
 import { Template } from "@huggingface/jinja";
 import { Tokenizer as HFTokenizer } from "@huggingface/tokenizers";
 
-import { ModelLoadError } from "./errors.js";
+import { InvalidRequestError, ModelLoadError } from "./errors.js";
 import type { NormalizedMessage } from "./protocol.js";
 
 type JsonObject = Record<string, unknown>;
@@ -60,6 +60,8 @@ export class Tokenizer {
   private readonly chatConfig: TokenizerChatConfig;
   private template: Template | null = null;
   private readonly specialIds: Set<number>;
+  /** The model's unknown-token id (tokenizer.json `model.unk_token`), if it has one. */
+  private readonly unkId: number | undefined;
   /** Strings passed to the chat template besides messages (bos_token, eos_token, ...). */
   private readonly templateTokens: Record<string, string>;
 
@@ -84,6 +86,8 @@ export class Tokenizer {
       throw new ModelLoadError("tokenizer.json", `cannot load the tokenizer (${(err as Error).message})`,
         "rebuild the model folder; the tokenizer type may be unsupported", { cause: err });
     }
+    const unk = (tokenizerJson as { model?: { unk_token?: unknown } }).model?.unk_token;
+    this.unkId = typeof unk === "string" ? this.hf.token_to_id(unk) : undefined;
     this.specialIds = new Set();
     for (const [id, tok] of this.hf.get_added_tokens_decoder()) if (tok.special) this.specialIds.add(id);
     this.templateTokens = {};
@@ -93,9 +97,18 @@ export class Tokenizer {
     }
   }
 
-  /** Token ids of `text`; no special tokens are added (special-token text in `text` maps to its id). */
+  /** Token ids of `text`; no special tokens are added (special-token text in `text` maps to its id).
+   * Words a vocabulary cannot represent are its unknown token, as the Rust library gives them
+   * (@huggingface/tokenizers leaves a word-level model's unknown words as undefined ids); without
+   * an unknown token that is an InvalidRequestError. */
   encode(text: string): number[] {
-    return this.hf.encode(text, { add_special_tokens: false }).ids;
+    const ids = this.hf.encode(text, { add_special_tokens: false }).ids;
+    if (ids.every((id) => Number.isInteger(id))) return ids;
+    const unk = this.unkId;
+    if (unk === undefined) {
+      throw new InvalidRequestError("messages", "the text has words the model's vocabulary cannot represent");
+    }
+    return ids.map((id) => (Number.isInteger(id) ? id : unk));
   }
 
   decode(ids: ArrayLike<number>, options: DecodeOptions = {}): string {

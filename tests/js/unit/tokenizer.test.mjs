@@ -129,3 +129,11 @@ test("stream decoder: skipSpecial, context ids, flush of dangling bytes", () => 
 test("a tokenizer.json that is not an object is a model-load error", () => {
   assert.throws(() => new Tokenizer(null), (e) => e.code === "model-load");
 });
+
+test("a word-level vocabulary's unknown words are its <unk> id (as the Rust tokenizers give them)", () => {
+  const vocab = { "<unk>": 0, "<s>": 1, "</s>": 2, w5: 3, w7: 4 };
+  const json = { version: "1.0", added_tokens: [], normalizer: null, post_processor: null, decoder: null,
+                 pre_tokenizer: { type: "Whitespace" }, model: { type: "WordLevel", vocab, unk_token: "<unk>" } };
+  const tok = new Tokenizer(json, {}, {});
+  assert.deepEqual(tok.encode("w5 ** <b> w7"), [3, 0, 0, 0, 0, 4]);
+});
