@@ -48,7 +48,8 @@ export interface CompletionRequest {
 export interface CompletionLogprobs {
   tokens: string[];
   token_logprobs: number[];
-  top_logprobs: Array<Record<string, number>> | null;
+  /** Per token, the likeliest tokens at its position (an empty object with logprobs 0). */
+  top_logprobs: Array<Record<string, number>>;
   /** Each token's character offset in the choice's text. */
   text_offset: number[];
 }
@@ -57,17 +58,23 @@ export interface CompletionChoice {
   text: string;
   index: number;
   logprobs: CompletionLogprobs | null;
-  finish_reason: FinishReason | null;
+  finish_reason: FinishReason;
 }
 
-/** A whole response or, streamed, one chunk of it (same shape; `finish_reason` null until a choice ends). */
+/** A whole response. */
 export interface Completion {
   id: string;
   object: "text_completion";
   created: number;
   model: string;
   choices: CompletionChoice[];
-  usage?: CompletionUsage | null;
+  usage?: CompletionUsage;
+}
+
+/** One streamed chunk: the same shape, `finish_reason` null until its choice ends; with
+ * stream_options.include_usage a last chunk has no choices and the usage. */
+export interface CompletionChunk extends Omit<Completion, "choices"> {
+  choices: Array<Omit<CompletionChoice, "finish_reason"> & { finish_reason: FinishReason | null }>;
 }
 
 export interface NormalizedCompletionRequest {
@@ -139,7 +146,7 @@ export function legacyLogprobs(entries: readonly TokenLogprob[], top: number, st
   return {
     tokens: entries.map((e) => e.token),
     token_logprobs: entries.map((e) => e.logprob),
-    top_logprobs: top > 0 ? entries.map((e) => Object.fromEntries(e.top_logprobs.map((t) => [t.token, t.logprob]))) : null,
+    top_logprobs: entries.map((e) => Object.fromEntries(e.top_logprobs.slice(0, top).map((t) => [t.token, t.logprob]))),
     text_offset: offsets,
   };
 }
@@ -154,8 +161,8 @@ export class CompletionChunker {
 
   constructor(private readonly echoText: string | null, private readonly top: number) {}
 
-  convert(chunk: ChatCompletionChunk): Completion | null {
-    const choices: CompletionChoice[] = [];
+  convert(chunk: ChatCompletionChunk): CompletionChunk | null {
+    const choices: CompletionChunk["choices"] = [];
     for (const c of chunk.choices) {
       let text = c.delta.content ?? "";
       if (c.delta.role && this.echoText) text = this.echoText + text;
@@ -166,18 +173,18 @@ export class CompletionChunker {
       choices.push({ text, index: c.index, finish_reason: c.finish_reason,
                      logprobs: entries ? legacyLogprobs(entries, this.top, start) : null });
     }
-    if (!choices.length && chunk.usage === undefined) return null;
+    if (!choices.length && !chunk.usage) return null;
     return { id: makeTextCompletionId(chunk.id), object: "text_completion", created: chunk.created,
-             model: chunk.model, choices, ...(chunk.usage !== undefined ? { usage: chunk.usage } : {}) };
+             model: chunk.model, choices, ...(chunk.usage ? { usage: chunk.usage } : {}) };
   }
 }
 
 /** A whole response from the converted chunks of a generation. */
-export function mergeCompletionChunks(meta: CompletionMeta, n: number, chunks: readonly Completion[],
+export function mergeCompletionChunks(meta: CompletionMeta, n: number, chunks: readonly CompletionChunk[],
                                       usage: CompletionUsage, withLogprobs: boolean): Completion {
   const choices: CompletionChoice[] = Array.from({ length: n }, (_, index) => ({
     text: "", index, finish_reason: "abort",
-    logprobs: withLogprobs ? { tokens: [], token_logprobs: [], top_logprobs: null, text_offset: [] } : null,
+    logprobs: withLogprobs ? { tokens: [], token_logprobs: [], top_logprobs: [], text_offset: [] } : null,
   }));
   for (const chunk of chunks) {
     for (const c of chunk.choices) {
@@ -188,7 +195,7 @@ export function mergeCompletionChunks(meta: CompletionMeta, n: number, chunks: r
         choice.logprobs.tokens.push(...c.logprobs.tokens);
         choice.logprobs.token_logprobs.push(...c.logprobs.token_logprobs);
         choice.logprobs.text_offset.push(...c.logprobs.text_offset);
-        if (c.logprobs.top_logprobs) (choice.logprobs.top_logprobs ??= []).push(...c.logprobs.top_logprobs);
+        choice.logprobs.top_logprobs.push(...c.logprobs.top_logprobs);
       }
     }
   }

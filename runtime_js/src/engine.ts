@@ -7,7 +7,8 @@ import { loadModelArtifacts, loadModelLib, ShardLoader, type LoadOptions, type M
 import { chooseBackend, type Backend, type BackendChoice, type ChosenBackend } from "./backend.js";
 import { type ChatConfig, withContextWindow } from "./config.js";
 import {
-  CompletionChunker, mergeCompletionChunks, validateCompletionRequest, type Completion, type CompletionRequest,
+  CompletionChunker, mergeCompletionChunks, validateCompletionRequest, type Completion, type CompletionChunk,
+  type CompletionRequest,
 } from "./completions.js";
 import { ModelLoadError } from "./errors.js";
 import { withOutOfMemoryCheck } from "./gpu.js";
@@ -62,7 +63,7 @@ export interface ChatEngine {
   readonly threads: number;
   readonly chat: { completions: { create(request: CreateRequest): Promise<ChatCompletion | AsyncIterable<ChatCompletionChunk>> } };
   /** Raw-prompt completions (no chat template), OpenAI's `text_completion` objects. */
-  readonly completions: { create(request: CompletionCreateRequest): Promise<Completion | AsyncIterable<Completion>> };
+  readonly completions: { create(request: CompletionCreateRequest): Promise<Completion | AsyncIterable<CompletionChunk>> };
   interrupt(): void;
   resetChat(): Promise<void>;
   unload(): Promise<void>;
@@ -176,14 +177,14 @@ export class LocalEngine implements ChatEngine {
     return buildChatCompletion(result.meta, choices, result.usage);
   }
 
-  private async createCompletion(request: CompletionCreateRequest): Promise<Completion | AsyncIterable<Completion>> {
+  private async createCompletion(request: CompletionCreateRequest): Promise<Completion | AsyncIterable<CompletionChunk>> {
     if (this.disposed) throw new ModelLoadError(this.config.model_id, "the engine was unloaded", "create a new engine");
     const { signal, ...body } = request;
     const { req, prompt, echo } = validateCompletionRequest(body, { sampling: this.config.sampling,
       vocabSize: this.config.vocab_size, contextWindow: this.config.context_window_size });
     const { ids, text } = this.pipeline.promptOf(prompt);
     const chunker = new CompletionChunker(echo ? text : null, req.top_logprobs);
-    const run = (push: (c: Completion) => void) => this.exclusive(() => {
+    const run = (push: (c: CompletionChunk) => void) => this.exclusive(() => {
       this.interrupted = false;
       return this.pipeline.complete(ids, req, () => Boolean(signal?.aborted) || this.interrupted, (chunk) => {
         const converted = chunker.convert(chunk);
@@ -191,7 +192,7 @@ export class LocalEngine implements ChatEngine {
       });
     });
     if (req.stream) return pushStream(run);
-    const chunks: Completion[] = [];
+    const chunks: CompletionChunk[] = [];
     const result = await run((c) => chunks.push(c));
     return mergeCompletionChunks(result.meta, req.n, chunks, result.usage, req.logprobs);
   }

@@ -16,7 +16,7 @@ export async function createEngine(modelUrl: string, options: EngineOptions = {}
 }
 
 export type { ChatEngine, CompletionCreateRequest, CreateRequest, EngineOptions } from "./engine.js";
-export type { Completion, CompletionChoice, CompletionLogprobs, CompletionRequest } from "./completions.js";
+export type { Completion, CompletionChoice, CompletionChunk, CompletionLogprobs, CompletionRequest } from "./completions.js";
 export type { FetchFn } from "./artifacts.js";
 export type { Backend, BackendChoice } from "./backend.js";
 export type { ChatConfig, SamplingDefaults, StateConfig } from "./config.js";

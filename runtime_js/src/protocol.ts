@@ -27,7 +27,7 @@ export interface ChatMessage {
 export type ResponseFormat =
   | { type: "text" }
   | { type: "json_object" }
-  | { type: "json_schema"; json_schema: { name: string; description?: string; schema?: Record<string, unknown> | boolean; strict?: boolean | null } }
+  | { type: "json_schema"; json_schema: { name: string; description?: string; schema?: Record<string, unknown>; strict?: boolean | null } }
   | { type: "grammar"; grammar: string; root?: string };
 
 export interface ChatCompletionRequest {
@@ -341,7 +341,8 @@ export interface ChatCompletion {
   model: string;
   choices: Array<{
     index: number;
-    message: { role: "assistant"; content: string };
+    /** `refusal` is always null (OpenAI's field; a local model does not refuse by API). */
+    message: { role: "assistant"; content: string; refusal: null };
     finish_reason: FinishReason;
     logprobs: ChoiceLogprobs | null;
   }>;
@@ -435,7 +436,7 @@ export function buildChatCompletion(meta: CompletionMeta, choices: ChoiceResult[
   return {
     id: meta.id, object: "chat.completion", created: meta.created, model: meta.model,
     choices: choices.map((c, index) => ({
-      index, message: { role: "assistant", content: c.content }, finish_reason: c.finishReason,
+      index, message: { role: "assistant", content: c.content, refusal: null }, finish_reason: c.finishReason,
       logprobs: c.logprobs ? { content: c.logprobs, refusal: null } : null,
     })),
     usage,

@@ -2,7 +2,7 @@
 // page-side proxy's messages (worker_protocol.ts).
 import { LocalEngine } from "./engine.js";
 import { serializeError } from "./errors.js";
-import type { Completion } from "./completions.js";
+import type { Completion, CompletionChunk } from "./completions.js";
 import type { ChatCompletion, ChatCompletionChunk } from "./protocol.js";
 import type { FromWorker, ToWorker } from "./worker_protocol.js";
 
@@ -23,7 +23,7 @@ async function create(id: number, request: ToWorker & { type: "create" }): Promi
       ? await engine.chat.completions.create({ ...request.request, signal: abort.signal })
       : await engine.completions.create({ ...request.request, signal: abort.signal });
     if (request.request.stream) {
-      for await (const chunk of result as AsyncIterable<ChatCompletionChunk | Completion>) send({ type: "chunk", id, chunk });
+      for await (const chunk of result as AsyncIterable<ChatCompletionChunk | CompletionChunk>) send({ type: "chunk", id, chunk });
       send({ type: "result", id, result: null });
     } else {
       send({ type: "result", id, result: result as ChatCompletion | Completion });

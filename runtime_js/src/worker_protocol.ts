@@ -1,7 +1,7 @@
 // Messages between the page-side proxy (worker_proxy.ts) and the engine worker (worker.ts).
 import type { SerializedError } from "./errors.js";
 import type { LoadProgress } from "./progress.js";
-import type { Completion, CompletionRequest } from "./completions.js";
+import type { Completion, CompletionChunk, CompletionRequest } from "./completions.js";
 import type { ChatCompletion, ChatCompletionChunk, ChatCompletionRequest } from "./protocol.js";
 import type { Backend } from "./backend.js";
 import type { ChatConfig } from "./config.js";
@@ -18,6 +18,6 @@ export type ToWorker =
 export type FromWorker =
   | { type: "progress"; event: LoadProgress }
   | { type: "loaded"; config: ChatConfig; backend: Backend; threads: number }
-  | { type: "chunk"; id: number; chunk: ChatCompletionChunk | Completion }
+  | { type: "chunk"; id: number; chunk: ChatCompletionChunk | CompletionChunk }
   | { type: "result"; id: number; result: ChatCompletion | Completion | null }
   | { type: "error"; id: number | null; error: SerializedError };

@@ -1,14 +1,14 @@
 // The page side of worker mode: the ChatEngine API, forwarded to dist/worker.js.
 import type { Backend } from "./backend.js";
 import type { ChatConfig } from "./config.js";
-import type { Completion, CompletionRequest } from "./completions.js";
+import type { Completion, CompletionChunk, CompletionRequest } from "./completions.js";
 import type { ChatEngine, CompletionCreateRequest, CreateRequest, EngineOptions } from "./engine.js";
 import { AbortedError, deserializeError, throwIfAborted } from "./errors.js";
 import type { ChatCompletion, ChatCompletionChunk, ChatCompletionRequest } from "./protocol.js";
 import { pushStream } from "./push_stream.js";
 import type { FromWorker, ToWorker } from "./worker_protocol.js";
 
-type Chunk = ChatCompletionChunk | Completion;
+type Chunk = ChatCompletionChunk | CompletionChunk;
 type Result = ChatCompletion | Completion | null;
 type Api = { api: "chat"; request: ChatCompletionRequest } | { api: "completions"; request: CompletionRequest };
 
@@ -76,7 +76,7 @@ export class WorkerEngine implements ChatEngine {
                                              push as (c: Chunk) => void));
   }
 
-  private async createCompletion(request: CompletionCreateRequest): Promise<Completion | AsyncIterable<Completion>> {
+  private async createCompletion(request: CompletionCreateRequest): Promise<Completion | AsyncIterable<CompletionChunk>> {
     const { signal, ...body } = request;
     const id = this.nextId++;
     const api: Api = { api: "completions", request: body };

@@ -66,5 +66,5 @@ test("chunks: the echo rides on each choice's first chunk, content becomes text,
   assert.equal(whole.choices[0].text, "Hi there");
   assert.equal(whole.choices[0].finish_reason, "length");
   assert.deepEqual(whole.choices[0].logprobs.text_offset, [2, 6]);
-  assert.deepEqual(legacyLogprobs([entry("a", -1)], 0, 0).top_logprobs, null);
+  assert.deepEqual(legacyLogprobs([entry("a", -1)], 0, 0).top_logprobs, [{}]);
 });

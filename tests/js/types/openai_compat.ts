@@ -1,0 +1,37 @@
+// Type-level proof that webbuild's request and response types are OpenAI's shape: compiled (never
+// run) by `npm run typecheck:openai` (part of `npm run check:ts`) against the `openai` npm package's
+// own types. webbuild's documented extensions are taken out of the comparison, nothing else:
+// finish_reason "abort" (a stopped generation, as in web-llm), the `repetition_penalty` request
+// field and the `grammar` response_format.
+import type OpenAI from "openai";
+import type { ChatCompletionCreateParamsBase } from "openai/resources/chat/completions/completions";
+import type { CompletionCreateParamsBase } from "openai/resources/completions";
+
+import type {
+  ChatCompletion, ChatCompletionChunk, ChatCompletionRequest, Completion, CompletionChunk, CompletionRequest,
+} from "../../../runtime_js/src/index.js";
+import type { ResponseFormat } from "../../../runtime_js/src/protocol.js";
+
+type Assert<T extends true> = T;
+type Extends<A, B> = [A] extends [B] ? true : false;
+/** `T` with finish_reason "abort" read as "stop" (everything else unchanged). */
+type AbortAsStop<T> = T extends "abort" ? "stop" : T extends object ? { [K in keyof T]: AbortAsStop<T[K]> } : T;
+/** The declared keys of `T` (its index signature left out), less `Drop`. */
+type KnownKeys<T> = keyof { [K in keyof T as string extends K ? never : number extends K ? never : K]: T[K] };
+type Known<T, Drop extends PropertyKey = never> = Pick<T, Exclude<KnownKeys<T>, Drop>>;
+
+// Responses: what webbuild returns is what an app typed for OpenAI reads.
+export type ChatCompletionIsOpenAIs = Assert<Extends<AbortAsStop<ChatCompletion>, OpenAI.Chat.Completions.ChatCompletion>>;
+export type ChunkIsOpenAIs = Assert<Extends<AbortAsStop<ChatCompletionChunk>, OpenAI.Chat.Completions.ChatCompletionChunk>>;
+export type CompletionIsOpenAIs = Assert<Extends<AbortAsStop<Completion>, OpenAI.Completions.Completion>>;
+export type CompletionChunkIsOpenAIs = Assert<Extends<
+  AbortAsStop<Omit<CompletionChunk, "choices">>, Omit<OpenAI.Completions.Completion, "choices">>>;
+
+// Requests: a request webbuild accepts is a valid OpenAI request.
+export type ChatRequestIsOpenAIs = Assert<Extends<
+  Known<ChatCompletionRequest, "repetition_penalty" | "response_format"> & { model: string },
+  Omit<ChatCompletionCreateParamsBase, "response_format">>>;
+export type ResponseFormatIsOpenAIs = Assert<Extends<
+  Exclude<ResponseFormat, { type: "grammar" }>, NonNullable<ChatCompletionCreateParamsBase["response_format"]>>>;
+export type CompletionRequestIsOpenAIs = Assert<Extends<
+  Known<CompletionRequest, "repetition_penalty"> & { model: string }, CompletionCreateParamsBase>>;
