@@ -22,7 +22,7 @@ import {
 } from "./errors.js";
 import { ProgressReporter, type ProgressCallback } from "./progress.js";
 import { sha256Hex } from "./sha256.js";
-import { openStore, type CacheKind, type ShardStore } from "./storage.js";
+import { modelBaseUrl, openStore, type CacheKind, type ShardStore } from "./storage.js";
 
 export type FetchFn = (url: string, init?: RequestInit) => Promise<Response>;
 
@@ -86,17 +86,7 @@ export interface TensorBytes {
   bytes: Uint8Array;
 }
 
-/** The model folder URL normalized to end in "/" (relative URLs resolve against the page). */
-export function modelBaseUrl(modelUrl: string): string {
-  const base = (globalThis as { location?: { href?: string } }).location?.href;
-  let url: string;
-  try {
-    url = base ? new URL(modelUrl, base).href : new URL(modelUrl).href;
-  } catch {
-    throw new ModelLoadError(modelUrl, "not a valid URL", "pass the URL of a model folder built by webbuild");
-  }
-  return url.endsWith("/") ? url : url + "/";
-}
+export { modelBaseUrl };
 
 /** Context shared by the fetch helpers. */
 class Loader {

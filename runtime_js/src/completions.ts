@@ -8,31 +8,17 @@
 import { InvalidRequestError } from "./errors.js";
 import {
   validateRequest, type ChatCompletionChunk, type CompletionMeta, type CompletionUsage, type FinishReason,
-  type NormalizedRequest, type RequestLimits, type TokenLogprob,
+  type GenerationRequestFields, type NormalizedRequest, type RequestLimits, type TokenLogprob,
 } from "./protocol.js";
 
 /** OpenAI's legacy completions allow at most 5 alternatives per token. */
 export const MAX_COMPLETION_LOGPROBS = 5;
-/** OpenAI's default max_tokens for completions. */
+/** OpenAI's default max_tokens for completions (a `max_tokens` field absent: 16). */
 export const DEFAULT_COMPLETION_TOKENS = 16;
 
-export interface CompletionRequest {
+export interface CompletionRequest extends GenerationRequestFields {
   /** The text to continue, or its token ids. */
   prompt: string | number[];
-  model?: string;
-  temperature?: number | null;
-  top_p?: number | null;
-  repetition_penalty?: number | null;
-  frequency_penalty?: number | null;
-  presence_penalty?: number | null;
-  /** Default 16, as OpenAI's completions. */
-  max_tokens?: number | null;
-  seed?: number | null;
-  stop?: string | string[] | null;
-  logit_bias?: Record<string, number> | null;
-  stream?: boolean | null;
-  stream_options?: { include_usage?: boolean } | null;
-  n?: number | null;
   /** Alternatives per token (0..5): each token's log-probability and the likeliest tokens at its position. */
   logprobs?: number | null;
   /** Prepend the prompt to each choice's text. */

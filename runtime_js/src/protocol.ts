@@ -30,8 +30,8 @@ export type ResponseFormat =
   | { type: "json_schema"; json_schema: { name: string; description?: string; schema?: Record<string, unknown>; strict?: boolean | null } }
   | { type: "grammar"; grammar: string; root?: string };
 
-export interface ChatCompletionRequest {
-  messages: ChatMessage[];
+/** The generation fields chat and text completions share (OpenAI's names). */
+export interface GenerationRequestFields {
   model?: string;
   temperature?: number | null;
   top_p?: number | null;
@@ -49,14 +49,18 @@ export interface ChatCompletionRequest {
   stream_options?: { include_usage?: boolean } | null;
   /** How many choices to generate for the prompt (1..MAX_N). */
   n?: number | null;
-  /** Return each generated token's log-probability (and, with top_logprobs, the likeliest alternatives). */
-  logprobs?: boolean | null;
-  /** 0..20 alternatives per token; needs logprobs: true. */
-  top_logprobs?: number | null;
   /** Constrain the output: {type: "text"} (none), {type: "json_object"} (a JSON object), OpenAI's
    * {type: "json_schema", json_schema: {name, schema, strict?}}, or {type: "grammar", grammar} (EBNF,
    * a webbuild/WebLLM extension; `root` names the start rule, default "root"). */
   response_format?: ResponseFormat | null;
+}
+
+export interface ChatCompletionRequest extends GenerationRequestFields {
+  messages: ChatMessage[];
+  /** Return each generated token's log-probability (and, with top_logprobs, the likeliest alternatives). */
+  logprobs?: boolean | null;
+  /** 0..20 alternatives per token; needs logprobs: true. */
+  top_logprobs?: number | null;
   [extra: string]: unknown;
 }
 

@@ -250,8 +250,8 @@ export interface ModelCacheOptions {
   fetch?: (url: string, init?: RequestInit) => Promise<Response>;
 }
 
-/** A model folder URL ending in "/", resolved against the page. */
-function folderUrl(modelUrl: string): string {
+/** The model folder URL normalized to end in "/" (relative URLs resolve against the page). */
+export function modelBaseUrl(modelUrl: string): string {
   const base = (globalThis as { location?: { href?: string } }).location?.href;
   let url: string;
   try {
@@ -289,7 +289,7 @@ async function metadataJson(url: string, store: ShardStore, fetchFn: ModelCacheO
 }
 
 async function modelMetadata(modelUrl: string, options: ModelCacheOptions) {
-  const base = folderUrl(modelUrl);
+  const base = modelBaseUrl(modelUrl);
   const store = options.store ?? openStore(options.cache ?? "cache");
   const configUrl = new URL("chat-config.json", base).href;
   const config: ChatConfig = parseChatConfig(await metadataJson(configUrl, store, options.fetch), configUrl);
