@@ -1,5 +1,7 @@
 // The chat page: pick a model and a store, see its download size and whether it is cached, load it
 // with a progress bar, stream answers rendered as markdown, stop, start over, remove it from the cache.
+// JSON mode (`&json=1`) asks for one JSON object (response_format json_object) and shows the answer
+// pretty-printed in a ```json code block.
 // Page state is mirrored in document.body.dataset.state ("idle" | "loading" | "ready" |
 // "generating" | "error") so people and tests can see what the page is doing.
 import { createEngine, deleteCachedModel, getModelCacheInfo } from "/dist/webbuild.js";
@@ -12,7 +14,7 @@ const ui = {
   progress: $("progress"), progressBar: $("progress-bar"), progressLabel: $("progress-label"),
   error: $("error"), errorTitle: $("error-title"), errorMessage: $("error-message"), errorFix: $("error-fix"),
   messages: $("messages"), chatForm: $("chat-form"), prompt: $("prompt"), send: $("send"), stop: $("stop"),
-  newChat: $("new-chat"), stats: $("stats"),
+  newChat: $("new-chat"), stats: $("stats"), jsonMode: $("json-mode"),
 };
 const params = new URLSearchParams(location.search);
 let engine = null;
@@ -104,15 +106,36 @@ function addMessage(role, text) {
   return li;
 }
 
+/** `text` as a markdown code block: a fence longer than any run of backticks inside it. */
+function codeFence(text, lang) {
+  const longest = Math.max(2, ...(text.match(/`+/g) ?? []).map((run) => run.length));
+  const fence = "`".repeat(longest + 1);
+  return `${fence}${lang}\n${text}\n${fence}`;
+}
+
+/** A JSON-mode answer as a ```json code block: pretty-printed when it parses, otherwise (still
+ * streaming, or cut off by max_tokens) as it came. `bubble.dataset.json` says which ("pretty" or "raw"). */
+function jsonMarkdown(text, bubble) {
+  let pretty = null;
+  try {
+    pretty = JSON.stringify(JSON.parse(text), null, 2);
+  } catch {
+    // not (yet) JSON: shown as it is
+  }
+  bubble.dataset.json = pretty === null ? "raw" : "pretty";
+  return codeFence(pretty ?? text, "json");
+}
+
 /** Renders a streaming answer into `bubble` at most once per animation frame (or 100 ms, when
- * frames are throttled, e.g. a hidden tab); `finish` renders the final text at once. */
-function markdownStream(bubble) {
+ * frames are throttled, e.g. a hidden tab); `finish` renders the final text at once. `json`: the
+ * answer is a JSON-mode answer (see jsonMarkdown). */
+function markdownStream(bubble, json = false) {
   let text = "";
   let pending = false;
   const render = () => {
     pending = false;
     const atBottom = window.innerHeight + window.scrollY >= document.documentElement.scrollHeight - 48;
-    renderMarkdownInto(bubble, text);
+    renderMarkdownInto(bubble, json ? jsonMarkdown(text, bubble) : text);
     if (atBottom) bubble.scrollIntoView({ block: "end" });
   };
   const flush = () => { if (pending) render(); };
@@ -202,7 +225,9 @@ async function send(event) {
   history.push({ role: "user", content: text });
   addMessage("user", text);
   const bubble = addMessage("assistant", "");
-  const view = markdownStream(bubble);
+  const json = ui.jsonMode.checked;
+  if (json) bubble.dataset.format = "json";
+  const view = markdownStream(bubble, json);
   abort = new AbortController();
   setState("generating");
   const defaults = engine.config.sampling;
@@ -214,6 +239,7 @@ async function send(event) {
       top_p: control(ui.topP, defaults.top_p),
       repetition_penalty: control(ui.repetitionPenalty, defaults.repetition_penalty),
       max_tokens: params.get("max_tokens") ? Number(params.get("max_tokens")) : 512,
+      ...(json ? { response_format: { type: "json_object" } } : {}),
       signal: abort.signal,
     });
     let usage = null;
@@ -247,6 +273,12 @@ ui.prompt.addEventListener("keydown", (e) => {
   if (e.key === "Enter" && !e.shiftKey && !e.isComposing) send(e);
 });
 ui.stop.addEventListener("click", () => abort?.abort());
+ui.jsonMode.addEventListener("change", () => {  // the toggle's state stays in the URL (&json=1)
+  if (ui.jsonMode.checked) params.set("json", "1");
+  else params.delete("json");
+  const query = params.toString();
+  window.history.replaceState(null, "", `${location.pathname}${query ? `?${query}` : ""}${location.hash}`);
+});
 ui.newChat.addEventListener("click", async () => {
   history = [];
   ui.messages.replaceChildren();
@@ -256,6 +288,7 @@ ui.newChat.addEventListener("click", async () => {
 });
 
 if (["cache", "indexeddb", "opfs", "none"].includes(params.get("cache"))) ui.cache.value = params.get("cache");
+ui.jsonMode.checked = params.get("json") === "1";
 setState("idle");
 listModels().then(() => {
   showCacheInfo();
