@@ -593,3 +593,87 @@ def test_chat_page_shows_the_download_size_and_removes_the_model_from_the_cache(
         page.click("#load")  # loading again downloads the shards again
         _page_ready(page)
         assert len(shard_requests) == len(shards)
+
+
+# ----------------------------------------------------------------------------- the chat page: JSON mode
+# and code blocks (screenshots kept under out/test-artifacts/)
+
+ARTIFACTS = REPO / "out" / "test-artifacts"
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def _screenshot(locator, name: str) -> Path:
+    """`locator`'s screenshot as out/test-artifacts/<name>, checked to be a non-empty PNG."""
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    path = ARTIFACTS / name
+    path.unlink(missing_ok=True)
+    locator.screenshot(path=str(path))
+    data = path.read_bytes()
+    assert data[:8] == PNG_SIGNATURE and data[12:16] == b"IHDR"
+    width, height = int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
+    assert width > 0 and height > 0
+    return path
+
+
+def test_chat_page_json_mode_answers_with_a_pretty_printed_json_object(page, server):
+    # SmolLM2 on WASM (~8 s): the tiny llama models' word-level vocabulary cannot spell JSON, and a tiny
+    # random model on SmolLM2's vocabulary answers "{}" to every prompt, which shows no pretty-printing
+    page.goto(f"{server}?model=smollm2-q0f32&autoload=1&backend=wasm&json=1&max_tokens=48")
+    _page_ready(page)
+    assert page.evaluate("document.body.dataset.backend") == "wasm"
+    assert page.is_checked("#json-mode")  # &json=1 turned it on
+    page.fill("#temperature", "0")
+    _page_answer(page, "What is the capital of France? Answer in JSON.")
+    bubble = page.locator("#messages li.assistant").last
+    assert bubble.get_attribute("data-format") == "json"
+    assert bubble.get_attribute("data-json") == "pretty", bubble.inner_text()
+    code = bubble.locator(".code-block pre code")
+    assert code.count() == 1 and "language-json" in (code.get_attribute("class") or "")
+    shown = code.text_content()
+    value = json.loads(shown)  # what the page shows parses: a JSON object
+    assert isinstance(value, dict) and value
+    assert shown == json.dumps(value, indent=2, ensure_ascii=False) + "\n"  # pretty (the model wrote it compact)
+    _screenshot(bubble, "chat-page-json-mode.png")
+
+    page.uncheck("#json-mode")  # off again: gone from the URL, and the next answer is free text
+    assert "json=" not in page.url and "model=smollm2-q0f32" in page.url
+    page.fill("#prompt", "Thanks! Say it in one sentence.")
+    page.press("#prompt", "Enter")
+    page.wait_for_function("document.querySelectorAll('#messages li.assistant[data-done]').length === 2",
+                           timeout=LOAD_TIMEOUT_MS)
+    second = page.locator("#messages li.assistant").last
+    assert second.get_attribute("data-format") is None and second.get_attribute("data-json") is None
+    page.check("#json-mode")
+    assert "json=1" in page.url
+
+
+FENCED = """A fenced block:
+
+```python
+def greet(name):
+    return f"hello {name}"
+```
+"""
+
+CHAT_BUBBLE_JS = """async (text) => {
+  const { renderMarkdownInto } = await import('/dist/site-markdown.js');
+  const li = document.createElement('li');  // a chat page answer bubble, as app.js adds one
+  li.className = 'assistant';
+  li.dataset.done = 'true';
+  document.getElementById('messages').append(li);
+  renderMarkdownInto(li, text);
+  const code = li.querySelector('.code-block pre code');
+  const style = code && getComputedStyle(code);
+  return {code: code?.textContent ?? null, cls: code?.className ?? null, font: style?.fontFamily ?? null,
+          whiteSpace: style ? getComputedStyle(code.parentElement).whiteSpace : null,
+          copy: li.querySelectorAll('.code-block > button.copy').length};
+}"""
+
+
+def test_chat_page_renders_a_fenced_code_block_as_code_and_keeps_a_screenshot(page):
+    r = page.evaluate(CHAT_BUBBLE_JS, FENCED)
+    assert r["code"] == 'def greet(name):\n    return f"hello {name}"\n'
+    assert "language-python" in r["cls"] and r["copy"] == 1
+    assert "monospace" in r["font"] and r["whiteSpace"] == "pre"  # shown as code: monospace, lines kept
+    path = _screenshot(page.locator("#messages li.assistant").last, "chat-page-code-block.png")
+    assert path.stat().st_size > 100
