@@ -1,10 +1,11 @@
 """Write a Hugging Face checkpoint (one of tests/arch_cases.py's tiny models) as a GGUF file the way
 llama.cpp's converter lays it out: its tensor names (from the architecture's `GGUFLayout`), the q/k
 rows of llama permuted for interleaved RoPE, GPT-NeoX's per-head query_key_value rows reordered
-to [q; k; v], the `<arch>.*` hyperparameter keys (for phi2, gptneox and starcoder exactly the keys
-their converter classes write, e.g. `feed_forward_length` as 4 * hidden for phi2 and starcoder and
-no RoPE base), and a byte-level BPE vocabulary of the model's size. Matrices can be stored as Q8_0
-(`gguf.quants.quantize`); `q8_0_round_trip` gives those matrices as the file holds them.
+to [q; k; v], the `<arch>.*` hyperparameter keys (for phi2, gptneox, starcoder and chatglm exactly the
+keys their converter classes write, e.g. `feed_forward_length` as 4 * hidden for phi2 and starcoder,
+no RoPE base for phi2 and gptneox, GLM's base 10 000 and epsilon 1e-5 whatever its config says), and
+a byte-level BPE vocabulary of the model's size. Matrices can be stored as Q8_0 (`gguf.quants.quantize`);
+`q8_0_round_trip` gives those matrices as the file holds them.
 
 Written here from the GGUF format and the `gguf` package's writer; the oracle for such files is
 transformers itself loading them (`from_pretrained(dir, gguf_file=...)`), not this writer, or where
@@ -149,7 +150,27 @@ def _starcoder_hparams(writer: gguf.GGUFWriter, config: dict) -> None:
     writer.add_layer_norm_eps(config["layer_norm_epsilon"])
 
 
-HPARAMS = {"phi2": _phi2_hparams, "gptneox": _gptneox_hparams, "starcoder": _starcoder_hparams}
+def _chatglm_hparams(writer: gguf.GGUFWriter, config: dict) -> None:
+    """ChatGLMModel.set_gguf_parameters (it converts GlmForCausalLM): no key length, the context as
+    `seq_length` or the hidden size, the epsilon as `layernorm_epsilon` or 1e-5, RoPE over a fraction
+    (top-level `partial_rotary_factor`, else 0.5) of hidden / heads, base 10 000 times `rope_ratio`."""
+    hidden, heads = config["hidden_size"], config["num_attention_heads"]
+    writer.add_context_length(config.get("seq_length", hidden))
+    writer.add_embedding_length(hidden)
+    writer.add_feed_forward_length(config.get("ffn_hidden_size", config.get("intermediate_size", 4 * hidden)))
+    writer.add_block_count(config["num_hidden_layers"])
+    writer.add_head_count(heads)
+    writer.add_head_count_kv(config.get("multi_query_group_num", config.get("num_key_value_heads", heads)))
+    writer.add_layer_norm_rms_eps(config.get("layernorm_epsilon", 1e-5))
+    writer.add_file_type(gguf.LlamaFileType.ALL_F32)
+    rope_dim = config.get("attention_dim", hidden // heads)
+    writer.add_rope_dimension_count(int(rope_dim * config.get("partial_rotary_factor", 0.5)))
+    writer.add_add_bos_token(False)
+    writer.add_rope_freq_base(10000 * config.get("rope_ratio", 1))
+
+
+HPARAMS = {"phi2": _phi2_hparams, "gptneox": _gptneox_hparams, "starcoder": _starcoder_hparams,
+           "chatglm": _chatglm_hparams}
 
 
 def _gguf_stem(hf_base: str, layout) -> str:

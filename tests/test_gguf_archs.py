@@ -1,19 +1,21 @@
 """GGUF files of the architectures with a GGUF layout (llama, qwen2, qwen3, phi3, gemma, gemma2, gemma3,
-stablelm, phi2, gptneox, starcoder), written the way llama.cpp's converter writes them
+stablelm, phi2, gptneox, starcoder, chatglm), written the way llama.cpp's converter writes them
 (tests/hf_to_gguf.py: its tensor names, llama's permuted q/k rows, phi3's fused projections and partial
 RoPE, GPT-NeoX's query_key_value rows reordered to [q; k; v], Gemma's norms stored plus one, Gemma 2's
-soft-caps, the keys the phi2, gptneox and starcoder converters write and no more, some matrices as Q8_0) from
+soft-caps, the keys the phi2, gptneox, starcoder and chatglm converters write and no more (chatglm, which
+llama.cpp writes for HF GLM: no key length, base 10 000, epsilon 1e-5), some matrices as Q8_0) from
 tiny random transformers models, built by `webbuild build`. llama.cpp writes no GPT-J or RWKV-4 file
 (webbuild.arch.gguf_layout); those architectures, and its own RWKV-6/7, are refused by name.
 
 The oracle is transformers loading the same GGUF file (`from_pretrained(dir, gguf_file=...)`,
 dequantized to float32). Where transformers 5.24 cannot stand in for llama.cpp (it loads no `gemma`,
-`phi2`, `gptneox` or `starcoder` GGUF, reads a `phi3` file's partial RoPE, `phi3.rope.dimension_count`,
+`phi2`, `gptneox`, `starcoder` or `chatglm` GGUF, reads a `phi3` file's partial RoPE, `phi3.rope.dimension_count`,
 as full, and ignores `stablelm.rope.freq_base`) the oracle is the HF model the file was written from,
 its Q8_0 matrices replaced by the file's values (`q8_0_round_trip`). The CPU build's logits after a
 two-chunk prefill and 8 decode steps match it to 1e-3, for `q0f32` and for the faithful `source` build
 (Q8_0 kept as int8 groups; GPT-NeoX's fused q/k/v among them). Bad files of the new families end in
-typed errors (a starcoder file with several key/value heads, GPT-NeoX q/k/v rows the heads do not split).
+typed errors (a starcoder file with several key/value heads, GPT-NeoX q/k/v rows the heads do not split,
+a chatglm file with ChatGLM's fused attn_qkv).
 """
 
 from __future__ import annotations
@@ -51,6 +53,9 @@ GGUF_CASES = {"llama": {}, "qwen2": {}, "qwen3": {"head_dim": 128}, "phi3": {}, 
               # width as 4 * hidden; gptneox files no RoPE base (llama.cpp's default, 10 000)
               "phi": {"intermediate_size": 256}, "gpt_neox": {"rotary_emb_base": 10000.0},
               "gpt_bigcode": {"n_inner": 256},
+              # what llama.cpp's chatglm converter writes and assumes of a GlmForCausalLM: no key length
+              # (head_dim = hidden / heads), RoPE base 10 000, epsilon 1e-5 (the case's already)
+              "glm": {"head_dim": 16, "rope_theta": 10000.0},
               # gptneox.use_parallel_residual = false; llama.cpp needs the attention biases and an
               # output tensor, and the file does not name the activation (webbuild reads `gelu`)
               "gpt_neox_sequential": {"attention_bias": True, "tie_word_embeddings": False, "hidden_act": "gelu"}}
@@ -59,11 +64,12 @@ ARCH = {"gpt_neox_sequential": "gpt_neox"}
 # files transformers does not read as llama.cpp does (gemma3: it takes Gemma3TextConfig's default
 # query_pre_attn_scalar, 256, where llama.cpp uses head_dim; gemma2: that and the default soft-caps,
 # 50 and 30, whatever the file says), or does not read at all
-HF_ORACLE = {"gemma", "phi3", "stablelm", "gemma2", "gemma3", "phi", "gpt_neox", "gpt_bigcode", "gpt_neox_sequential"}
+HF_ORACLE = {"gemma", "phi3", "stablelm", "gemma2", "gemma3", "phi", "gpt_neox", "gpt_bigcode", "gpt_neox_sequential",
+             "glm"}
 Q8_0 = ("ffn_up", "attn_output", "attn_qkv")
 # the byte-level BPE pre-tokenizers of the test files (SentencePiece: Llama 2, Mistral, Phi-3, Gemma)
 PRE = {"qwen2": "qwen2", "qwen3": "qwen2", "phi": "gpt2", "gpt_neox": "gpt2", "gpt_bigcode": "gpt2",
-       "gpt_neox_sequential": "gpt2"}
+       "gpt_neox_sequential": "gpt2", "glm": "chatglm-bpe"}
 
 
 @pytest.fixture(scope="module")
@@ -169,4 +175,15 @@ def test_gptneox_qkv_rows_that_do_not_split_into_heads_are_a_mapping_error(tmp_p
     checkpoint = load_gguf(path)
     with pytest.raises(WeightMappingError) as info:
         checkpoint.read_tensor("gpt_neox.layers.0.attention.query_key_value.weight")
+    assert "blk.0.attn_qkv.weight" in info.value.message
+
+
+def test_chatglm_file_of_an_original_chatglm_checkpoint_is_a_mapping_error(tmp_path):
+    """ChatGLM2/3 and the original GLM-4 (remote code) convert to `chatglm` files with a fused attn_qkv,
+    which webbuild's `glm` (separate q/k/v) does not map."""
+    keys = {**SHAPE, "rope.dimension_count": 8, "attention.layer_norm_rms_epsilon": 1e-5}
+    path = _tiny_gguf(tmp_path / "chatglm.gguf", "chatglm", keys,
+                      {"token_embd.weight": np.zeros((320, 64)), "blk.0.attn_qkv.weight": np.zeros((192, 64))})
+    with pytest.raises(WeightMappingError) as info:
+        load_gguf(path)
     assert "blk.0.attn_qkv.weight" in info.value.message

@@ -72,7 +72,7 @@ LLAMA_CPP_TYPES = {
     **dict.fromkeys(["starcoder", "refact", "command-r", "smollm", "codeshell", "exaone", "minerva-7b", "mellum2"],
                     "STARCODER"),
     **dict.fromkeys(["llama-bpe", "llama3", "llama-v3", "falcon3", "falcon-h1", "pixtral", "midm-2.0", "lfm2",
-                     "dbrx", "smaug-bpe"], "LLAMA3"),
+                     "dbrx", "smaug-bpe", "chatglm-bpe", "glm4"], "LLAMA3"),  # CHATGLM4: Llama 3's regex
     **dict.fromkeys(["qwen2", "deepseek-r1-qwen", "kormo", "megrez", "hunyuan", "solar-open", "stablelm2"], "QWEN2"),
     "qwen35": "QWEN35",
     **dict.fromkeys(["gpt-4o", "llama4", "kanana2", "minimax-m2"], "GPT4O"),
@@ -245,11 +245,12 @@ def test_splits_differ_between_types(files):
 
 # transformers' conversion of a GGUF splits these names as llama.cpp does: GPT-2's regex (its default)
 # and, by name, Llama 3's, Qwen2's and Qwen3.5's. The others it splits otherwise: starcoder-like names,
-# stablelm2, hunyuan, solar-open, falcon, default and deepseek-* with GPT-2's regex; tekken and gpt-4o
-# with Mistral's and OpenAI's \p{Lu}/\p{Ll} classes (a non-ASCII letter has one case there, marks join
+# stablelm2, hunyuan, solar-open, chatglm-bpe, glm4, falcon, default and deepseek-* with GPT-2's regex;
+# tekken and gpt-4o with Mistral's and OpenAI's \p{Lu}/\p{Ll} classes (a non-ASCII letter has one case there, marks join
 # words), and gpt-4o's `(?i:'s)` also takes `'ſ`
 TRANSFORMERS_SAME_SPLIT = sorted(
-    [name for name, kind in LLAMA_CPP_TYPES.items() if kind in ("GPT2", "LLAMA3", "QWEN35")]
+    [name for name, kind in LLAMA_CPP_TYPES.items()
+     if kind in ("GPT2", "LLAMA3", "QWEN35") and name not in ("chatglm-bpe", "glm4")]
     + ["qwen2", "deepseek-r1-qwen", "kormo", "megrez"])
 
 

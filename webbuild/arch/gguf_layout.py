@@ -11,13 +11,17 @@ and Gemma's norm weights stored plus one. The config fields come from the `<arch
 every such GGUF has (see webbuild.loaders.gguf_loader), plus each layout's `extra_config`; GPT-2
 style configs get them under their own names (`config_aliases`, e.g. `n_embd`).
 
-Loaded: llama, qwen2, qwen3, phi3, gemma, gemma2, gemma3, stablelm, phi2 (HF `phi`), gptneox
-(HF `gpt_neox`), starcoder (HF `gpt_bigcode`). Registered architectures without a layout, because
-llama.cpp writes no GGUF of them: `gptj` (its converter registers no `GPTJForCausalLM` and
-llama.cpp has no GPT-J graph; the `gptj` name in gguf-py's constants is unused) and `rwkv`
-(HF RWKV-4: llama.cpp converts only RWKV-6 / RWKV-7 checkpoints, architectures `rwkv6`,
-`rwkv6qwen2`, `rwkv7`, `arwkv7`, with other tensors and state). Mistral files are `llama` ones;
-`glm` has no layout yet.
+Loaded: llama, qwen2, qwen3, phi3, gemma, gemma2, gemma3, stablelm, phi2 (HF `phi`), gptneox (HF
+`gpt_neox`), starcoder (HF `gpt_bigcode`), chatglm (HF `glm`: llama.cpp's converter registers
+`GlmForCausalLM` under its ChatGLM class; separate q/k/v with biases, fused gate+up `ffn_up`,
+nothing permuted, RoPE over `chatglm.rope.dimension_count` interleaved dimensions; no key length,
+RoPE base or epsilon read from the HF config, so llama.cpp assumes head_dim = hidden / heads, base
+10 000 and 1e-5; files of the original ChatGLM checkpoints, with a fused `attn_qkv`, are a
+WeightMappingError). Registered architectures without a layout, because llama.cpp writes no GGUF of
+them: `gptj` (its converter registers no `GPTJForCausalLM` and llama.cpp has no GPT-J graph; the
+`gptj` name in gguf-py's constants is unused) and `rwkv` (HF RWKV-4: llama.cpp converts only RWKV-6
+/ RWKV-7 checkpoints, architectures `rwkv6`, `rwkv6qwen2`, `rwkv7`, `arwkv7`, with other tensors and
+state). Mistral files are `llama` ones.
 """
 
 from __future__ import annotations

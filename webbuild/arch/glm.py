@@ -6,11 +6,20 @@ on by default; o_proj has none), a fused `mlp.gate_up_proj` SwiGLU MLP, and part
 weight map permutes those q/k rows into rotate-half order, which the paged KV cache applies
 (exact: both q and k move alike, so q.k is unchanged). The model is the shared `TransformerLM`.
 The original `chatglm` checkpoints (fused `query_key_value`, remote code) are a different layout.
+
+GGUF: llama.cpp's converter registers `GlmForCausalLM` under its ChatGLM class, so these files are
+`chatglm` ones: q/k/v, o, the fused `ffn_up` (gate rows first) and the biases stored as in the HF
+checkpoint, nothing permuted (llama.cpp's chatglm RoPE is its "normal" one, interleaved pairs over
+`chatglm.rope.dimension_count` leading dimensions). The converter writes no key length, no RoPE base
+from the config and no epsilon from `rms_norm_eps`: llama.cpp assumes head_dim = hidden / heads, base
+10 000 (times `rope_ratio`, which HF configs lack), epsilon 1e-5, context = hidden size (no
+`seq_length`). A `chatglm` file of an original ChatGLM checkpoint (fused `attn_qkv`) is refused.
 """
 
 from __future__ import annotations
 
 from .base import Architecture, BuildOptions, ConfigReader, flag
+from .gguf_layout import BLOCK_NAMES, GGUFLayout
 from .llama import llama_config
 from .transformer import (
     HFLayout,
@@ -57,4 +66,6 @@ ARCH = Architecture(
     parse_config=parse_config,
     build_model=TransformerLM,
     weight_map=lambda c: weight_map_for(c, LAYOUT),
+    gguf=GGUFLayout(names=("chatglm",), model_type="glm", hf_class="GlmForCausalLM", partial_rotary=True,
+                    block_names={**BLOCK_NAMES, "ffn_up": "mlp.gate_up_proj"}),
 )

@@ -33,13 +33,13 @@ Supported (name -> llama.cpp type): gpt-2, phi-2, gpt2, mpt, olmo, jais, trillio
 a.x-4.0, mellum, exaone4, granite-docling -> GPT2 (GPT-2's regex); starcoder, refact, command-r,
 smollm, codeshell, exaone, minerva-7b, mellum2 -> STARCODER (single digits, then GPT-2's regex);
 llama-bpe, llama3, llama-v3, falcon3, falcon-h1, pixtral, midm-2.0, lfm2 -> LLAMA3 (digits in
-threes); dbrx, smaug-bpe (Llama 3's regex); qwen2, stablelm2, deepseek-r1-qwen, kormo, megrez,
-hunyuan, solar-open -> QWEN2 (Llama 3's with single digits; like llama.cpp, without Qwen's NFC
-normalizer); qwen35 (marks join letters); gpt-4o, llama4, kanana2, minimax-m2 -> GPT4O and tekken
-(case-aware words, written with llama.cpp's lookaheads: any non-ASCII letter counts as both cases);
-falcon and default (punctuation runs first, then GPT-2's regex, then digit runs or threes);
-deepseek-llm and deepseek-coder (newlines, Latin/Greek/Cyrillic words, punctuation, CJK and Hangul
-runs, digits).
+threes); dbrx, smaug-bpe, chatglm-bpe and glm4 (-> CHATGLM4) (Llama 3's regex, no ignore_merges);
+qwen2, stablelm2, deepseek-r1-qwen, kormo, megrez, hunyuan, solar-open -> QWEN2 (Llama 3's with
+single digits; like llama.cpp, without Qwen's NFC normalizer); qwen35 (marks join letters); gpt-4o,
+llama4, kanana2, minimax-m2 -> GPT4O and tekken (case-aware words, written with llama.cpp's
+lookaheads: any non-ASCII letter counts as both cases); falcon and default (punctuation runs first,
+then GPT-2's regex, then digit runs or threes); deepseek-llm and deepseek-coder (newlines,
+Latin/Greek/Cyrillic words, punctuation, CJK and Hangul runs, digits).
 
 Refused with a ConfigError naming `tokenizer.ggml.pre`: `kimi-k2` and `afmoe` (llama.cpp splits
 them with hand-written code, not with the regexes it lists: Han-excluding letter runs, digit runs cut
@@ -153,6 +153,7 @@ PRE_TOKENIZERS: dict[str, PreTokenizerSpec] = {
                     _LLAMA3),
     "dbrx": PreTokenizerSpec("DBRX", (LLAMA3_REGEX,)),
     "smaug-bpe": PreTokenizerSpec("SMAUG", (LLAMA3_REGEX,)),
+    **dict.fromkeys(("chatglm-bpe", "glm4"), PreTokenizerSpec("CHATGLM4", (LLAMA3_REGEX,))),
     **dict.fromkeys(("qwen2", "deepseek-r1-qwen", "kormo", "megrez", "hunyuan", "solar-open"), _QWEN2),
     "stablelm2": _QWEN2._replace(kind="STABLELM2"),
     "qwen35": PreTokenizerSpec("QWEN35", (QWEN35_REGEX,)),
