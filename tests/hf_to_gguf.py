@@ -239,8 +239,19 @@ def write_hf_as_gguf(folder: Path, path: Path, q8_0: tuple[str, ...] = (), pre: 
                               raw_dtype=GGMLQuantizationType.Q8_0)
         else:
             writer.add_tensor(f"{stem}.{suffix}", np.ascontiguousarray(value))
+    finish_gguf(writer)
+    return path
+
+
+def finish_gguf(writer: gguf.GGUFWriter) -> None:
+    """Write the header, metadata and tensors the writer holds, and close the file."""
     writer.write_header_to_file()
     writer.write_kv_data_to_file()
     writer.write_tensors_to_file()
     writer.close()
-    return path
+
+
+def gguf_metadata(path) -> dict:
+    """A GGUF file's metadata as the `gguf` package reads it (key -> value)."""
+    reader = gguf.GGUFReader(path)
+    return {name: field.contents() for name, field in reader.fields.items()}

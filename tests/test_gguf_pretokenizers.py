@@ -25,6 +25,7 @@ import pytest
 import regex
 from tokenizers import Tokenizer, models, pre_tokenizers, trainers
 
+from hf_to_gguf import finish_gguf, gguf_metadata
 from webbuild.errors import ConfigError
 from webbuild.loaders.gguf_tokenizer import (
     PRE_TOKENIZERS,
@@ -158,15 +159,7 @@ def write_bpe_gguf(path, pre: str | None, vocabulary: tuple[list[str], list[str]
     writer.add_token_types([3] * len(SPECIALS) + [1] * len(tokens))
     writer.add_bos_token_id(0)
     writer.add_eos_token_id(0)
-    writer.write_header_to_file()
-    writer.write_kv_data_to_file()
-    writer.write_tensors_to_file()
-    writer.close()
-
-
-def _metadata(path) -> dict:
-    reader = gguf.GGUFReader(path)
-    return {name: field.contents() for name, field in reader.fields.items()}
+    finish_gguf(writer)
 
 
 def _byte_of_symbol() -> dict[str, int]:
@@ -205,7 +198,7 @@ def files(tmp_path_factory):
 def _written_tokenizer(files, pre) -> Tokenizer:
     """The tokenizer.json webbuild writes for the file of `pre`, loaded back."""
     folder, name = files[pre]
-    written = tokenizer_files_from_gguf(_metadata(folder / name), where=name)
+    written = tokenizer_files_from_gguf(gguf_metadata(folder / name), where=name)
     return Tokenizer.from_str(written["tokenizer.json"].decode("utf-8"))
 
 
@@ -260,7 +253,7 @@ def test_ids_equal_transformers_conversion_of_the_same_file(files, pre):
 
     folder, name = files[pre]
     reference = AutoTokenizer.from_pretrained(folder, gguf_file=name)
-    ours = build_tokenizer(_metadata(folder / name), where=name)
+    ours = build_tokenizer(gguf_metadata(folder / name), where=name)
     for text in HARD + ["<|endoftext|>text<|im_start|>"]:
         expected = reference(text, add_special_tokens=False)["input_ids"]
         assert ours.encode(text, add_special_tokens=False).ids == expected, (pre, text)
@@ -270,7 +263,7 @@ def test_ids_equal_transformers_conversion_of_the_same_file(files, pre):
 @pytest.mark.parametrize("pre", sorted(LLAMA_CPP_TYPES))
 def test_decoding_gives_the_text_back(files, pre):
     folder, name = files[pre]
-    ours = build_tokenizer(_metadata(folder / name), where=name)
+    ours = build_tokenizer(gguf_metadata(folder / name), where=name)
     for text in HARD:
         assert ours.decode(ours.encode(text, add_special_tokens=False).ids) == text
 
@@ -292,7 +285,7 @@ def test_the_browser_tokenizer_gives_the_same_ids(files, pre, tmp_path):
     from test_js_tokenizer import run_js_tokenizer
 
     folder, name = files[pre]
-    written = tokenizer_files_from_gguf(_metadata(folder / name), where=name)
+    written = tokenizer_files_from_gguf(gguf_metadata(folder / name), where=name)
     ours = Tokenizer.from_str(written["tokenizer.json"].decode("utf-8"))
     texts = [t for t in HARD if t]
     python_ids = [ours.encode(t, add_special_tokens=False).ids for t in texts]

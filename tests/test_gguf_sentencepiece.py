@@ -16,6 +16,7 @@ import gguf
 import pytest
 from tokenizers import Tokenizer, models, pre_tokenizers, trainers
 
+from hf_to_gguf import finish_gguf, gguf_metadata
 from webbuild.loaders.gguf_tokenizer import build_tokenizer, tokenizer_files_from_gguf
 
 CORPUS = [
@@ -57,15 +58,7 @@ def _write_spm_gguf(path, add_space_prefix: bool | None = None) -> None:
     writer.add_eos_token_id(2)
     if add_space_prefix is not None:
         writer.add_add_space_prefix(add_space_prefix)
-    writer.write_header_to_file()
-    writer.write_kv_data_to_file()
-    writer.write_tensors_to_file()
-    writer.close()
-
-
-def _metadata(path) -> dict:
-    reader = gguf.GGUFReader(path)
-    return {name: field.contents() for name, field in reader.fields.items()}
+    finish_gguf(writer)
 
 
 @pytest.fixture(scope="module")
@@ -79,7 +72,7 @@ def test_ids_equal_transformers_conversion_of_the_same_file(spm):
     from transformers import AutoTokenizer
 
     reference = AutoTokenizer.from_pretrained(spm, gguf_file="spm.gguf")
-    ours = build_tokenizer(_metadata(spm / "spm.gguf"), where="spm.gguf")
+    ours = build_tokenizer(gguf_metadata(spm / "spm.gguf"), where="spm.gguf")
     for text in HARD:
         expected = reference(text)["input_ids"]
         got = ours.encode(text).ids
@@ -91,7 +84,7 @@ def test_ids_equal_transformers_conversion_of_the_same_file(spm):
 def test_decoding_gives_the_text_back(spm):
     """Except one leading space: as in transformers' conversion, a text that already starts with a
     space gets no extra `▁`, and decoding drops the first space."""
-    ours = build_tokenizer(_metadata(spm / "spm.gguf"), where="spm.gguf")
+    ours = build_tokenizer(gguf_metadata(spm / "spm.gguf"), where="spm.gguf")
     for text in HARD:
         if "<s>" not in text:
             expected = text[1:] if text.startswith(" ") else text
@@ -99,18 +92,18 @@ def test_decoding_gives_the_text_back(spm):
 
 
 def test_byte_fallback_and_space_prefix(spm, tmp_path):
-    ours = build_tokenizer(_metadata(spm / "spm.gguf"), where="spm.gguf")
+    ours = build_tokenizer(gguf_metadata(spm / "spm.gguf"), where="spm.gguf")
     assert ours.encode("🙂", add_special_tokens=False).tokens[-4:] == ["<0xF0>", "<0x9F>", "<0x99>", "<0x82>"]
     assert ours.encode("Hello", add_special_tokens=False).tokens[0].startswith("\u2581")
     _write_spm_gguf(tmp_path / "nospace.gguf", add_space_prefix=False)
-    plain = build_tokenizer(_metadata(tmp_path / "nospace.gguf"), where="nospace.gguf")
+    plain = build_tokenizer(gguf_metadata(tmp_path / "nospace.gguf"), where="nospace.gguf")
     assert not plain.encode("Hello", add_special_tokens=False).tokens[0].startswith("\u2581")
 
 
 def test_the_browser_tokenizer_gives_the_same_ids(spm, tmp_path):
     from test_js_tokenizer import run_js_tokenizer
 
-    files = tokenizer_files_from_gguf(_metadata(spm / "spm.gguf"), where="spm.gguf")
+    files = tokenizer_files_from_gguf(gguf_metadata(spm / "spm.gguf"), where="spm.gguf")
     ours = Tokenizer.from_str(files["tokenizer.json"].decode())
     config = json.loads(files["tokenizer_config.json"])
     assert config["add_bos_token"] is True
