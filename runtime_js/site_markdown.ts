@@ -5,7 +5,7 @@
 import DOMPurify, { type Config } from "dompurify";
 import { Marked } from "marked";
 
-const marked = new Marked({ gfm: true, breaks: false, async: false });
+const marked = new Marked({ gfm: true, breaks: true, async: false });  // a model's single newline is a line break
 
 const PURIFY: Config = {
   USE_PROFILES: { html: true },  // no SVG or MathML

@@ -200,6 +200,7 @@ def _page_stop(page, prompt: str, turn: int) -> dict:
     """Send `prompt` on the chat page; Stop is clicked (from a timer, set once the answer has three
     words: on WebGPU the decode kernel's first call compiles its pipeline) and the answer ends."""
     page.evaluate("window.__armed = true")
+    page.fill("#temperature", "0")  # greedy: the tiny model runs to max_tokens (sampled, it may stop early)
     page.fill("#prompt", prompt)
     page.press("#prompt", "Enter")
     page.wait_for_function("document.body.dataset.state === 'ready' && "
