@@ -184,13 +184,10 @@ export class LocalEngine implements ChatEngine {
       vocabSize: this.config.vocab_size, contextWindow: this.config.context_window_size });
     const { ids, text } = this.pipeline.promptOf(prompt);
     const chunker = new CompletionChunker(echo ? text : null, req.top_logprobs);
-    const run = (push: (c: CompletionChunk) => void) => this.exclusive(() => {
-      this.interrupted = false;
-      return this.pipeline.complete(ids, req, () => Boolean(signal?.aborted) || this.interrupted, (chunk) => {
-        const converted = chunker.convert(chunk);
-        if (converted) push(converted);
-      });
-    });
+    const run = (push: (c: CompletionChunk) => void) => this.exclusive(() => this.generate(req, signal, (chunk) => {
+      const converted = chunker.convert(chunk);
+      if (converted) push(converted);
+    }, ids));
     if (req.stream) return pushStream(run);
     const chunks: CompletionChunk[] = [];
     const result = await run((c) => chunks.push(c));
@@ -202,9 +199,12 @@ export class LocalEngine implements ChatEngine {
     return pushStream((push) => this.exclusive(() => this.generate(req, signal, push)));
   }
 
+  /** Run one request on the pipeline: the chat of `req.messages`, or the raw prompt `ids`. It stops
+   * on the signal or interrupt(). */
   private generate(req: NormalizedRequest, signal: AbortSignal | undefined,
-                   emit: (chunk: ChatCompletionChunk) => void): Promise<GenerationResult> {
+                   emit: (chunk: ChatCompletionChunk) => void, ids?: readonly number[]): Promise<GenerationResult> {
     this.interrupted = false;
-    return this.pipeline.generate(req, () => Boolean(signal?.aborted) || this.interrupted, emit);
+    const stopped = () => Boolean(signal?.aborted) || this.interrupted;
+    return ids ? this.pipeline.complete(ids, req, stopped, emit) : this.pipeline.generate(req, stopped, emit);
   }
 }
