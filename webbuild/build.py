@@ -135,6 +135,8 @@ def build(req: BuildRequest, progress: ProgressFn = silent) -> BuildResult:
     arch = get_architecture(checkpoint.config.get("model_type"))
     options = BuildOptions(req.context_window or checkpoint.context_window, req.prefill_chunk)
     config = arch.parse_config(checkpoint.config, options)
+    if arch.source_extras is not None:  # e.g. an encoder's sentence-transformers pooling files
+        config = arch.source_extras(config, Path(source_path))
     check_special_ids(checkpoint.config, checkpoint.generation_config, config.vocab_size)
     special_tokens(checkpoint)  # tokenizer files readable before any compile (chat-config needs them)
     check_tokenizer(checkpoint)
@@ -186,7 +188,7 @@ def build(req: BuildRequest, progress: ProgressFn = silent) -> BuildResult:
         chat = make_chat_config(model_id=req.name or model_id, arch_name=arch.name, config=config, scheme=scheme,
                                 target=req.target, checkpoint=checkpoint, cache=cache, bits_per_param=bits,
                                 source=str(source_path), model_lib=model_lib, model_libs=libs,
-                                weight_formats=weight_formats)
+                                weight_formats=weight_formats, model_kind=arch.model_kind)
         (tmp / "chat-config.json").write_text(_json_text(chat, "chat-config.json"))
         _replace(tmp, final)
     except BaseException:

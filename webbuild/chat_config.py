@@ -187,13 +187,16 @@ def webgpu_requirements(scheme: QuantScheme, memory: dict) -> dict:
 
 def make_chat_config(*, model_id: str, arch_name: str, config, scheme: QuantScheme, target: str,
                      checkpoint: Checkpoint, cache: dict, bits_per_param: float, source: str,
-                     model_lib: str, model_libs: dict[str, str], weight_formats: dict | None = None) -> dict:
+                     model_lib: str, model_libs: dict[str, str], weight_formats: dict | None = None,
+                     model_kind: str = "chat") -> dict:
     """The full chat-config.json document, validated against the schema; `weight_formats`: format
     name -> {"params", "bits_per_param"} of the written weights (`convert.format_summary`)."""
     largest = max((r["nbytes"] for r in cache["records"]), default=0)
     memory = memory_estimate(config, scheme, cache["total_bytes"], largest)
     return validate_chat_config({
         "format": FORMAT,
+        "model_kind": model_kind,
+        **({"embedding": config.embedding} if model_kind == "embedding" else {}),
         "model_id": model_id,
         "architecture": arch_name,
         "quantization": scheme.name,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from ..errors import UnknownArchitectureError
 from . import (
+    bert,
     gemma,
     gemma2,
     gemma3,
@@ -38,6 +39,7 @@ REGISTRY: dict[str, Architecture] = {
     "mistral": mistral.ARCH,
     "qwen2": qwen2.ARCH,
     "qwen3": qwen3.ARCH,
+    "bert": bert.ARCH,
 }
 
 

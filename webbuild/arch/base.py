@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -51,6 +52,9 @@ class Architecture:
     build_model: Callable[[Any, QuantScheme, ModelKernels], nn.Module]  # config, scheme, the backend's kernels
     weight_map: Callable[[Any], WeightMap]
     gguf: GGUFLayout | None = None  # how llama.cpp writes it (None: no GGUF loader)
+    model_kind: str = "chat"  # "chat": a language model (embed/prefill/decode); "embedding": `encode`
+    # reads what a source folder holds beyond config.json into the parsed config (config, folder) -> config
+    source_extras: Callable[[Any, Path], Any] | None = None
 
 
 @dataclass(frozen=True)
