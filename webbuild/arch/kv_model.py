@@ -8,6 +8,8 @@ from tvm.relax.frontend import nn
 from tvm.relax.frontend.nn import Tensor, op
 from tvm.relax.frontend.nn.llm.kv_cache import PagedKVCache
 
+from ..kernels.token_bitmask import mask_words
+
 
 def last_token(hidden: Tensor) -> Tensor:
     """(b, seq, hidden) -> (b, 1, hidden): the last position, for last-token-only logits."""
@@ -23,7 +25,8 @@ def model_spec(hidden_size: int, dtype: str, state_arg: str, state_type: type, c
                param_mode: str = "packed", vocab_size: int | None = None) -> dict:
     """The `export_tvm` spec every language model exports: embed, prefill and decode over a sequence
     state object (`state_arg` of `state_type`), with `vocab_size` the `argmax` of a logits vector
-    (webbuild.kernels.argmax), plus the functions in `create` that make that state (name -> its
+    (webbuild.kernels.argmax) and `apply_token_bitmask` (a grammar's mask applied to it in place,
+    webbuild.kernels.token_bitmask), plus the functions in `create` that make that state (name -> its
     integer arguments). Parameters are one tuple argument by default, as the runtimes pass them."""
     packed = {"param_mode": param_mode, "effect_mode": "none"}
     no_params = {"param_mode": "none", "effect_mode": "none"}
@@ -42,6 +45,8 @@ def model_spec(hidden_size: int, dtype: str, state_arg: str, state_type: type, c
     }
     if vocab_size is not None:
         spec["argmax"] = {"logits": nn.spec.Tensor([1, 1, vocab_size], "float32"), "$": no_params}
+        spec["apply_token_bitmask"] = {"logits": nn.spec.Tensor([1, 1, vocab_size], "float32"),
+                                       "bitmask": nn.spec.Tensor([mask_words(vocab_size)], "int32"), "$": no_params}
     for name, args in create.items():
         spec[name] = {**args, "$": no_params}
     return spec

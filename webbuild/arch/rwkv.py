@@ -207,6 +207,9 @@ class RwkvForCausalLM(nn.Module):
     def argmax(self, logits: Tensor) -> Tensor:
         return self.kernels.argmax(logits)  # (1, 1, vocab) -> (1,) int32
 
+    def apply_token_bitmask(self, logits: Tensor, bitmask: Tensor) -> Tensor:
+        return self.kernels.apply_token_bitmask(logits, bitmask)  # in place: (1, 1, vocab), (vocab / 32,) int32
+
     def get_default_spec(self):
         return rnn_model_spec(self.config.hidden_size, self.dtype, self.config.vocab_size)
 

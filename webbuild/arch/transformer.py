@@ -367,7 +367,7 @@ class Block(nn.Module):
 
 
 class TransformerLM(nn.Module):
-    """The exported model: embed, prefill, decode, argmax and create_paged_kv_cache."""
+    """The exported model: embed, prefill, decode, argmax, apply_token_bitmask and create_paged_kv_cache."""
 
     def __init__(self, c: TransformerConfig, scheme: QuantScheme, kernels: ModelKernels):
         self.config = c
@@ -427,6 +427,9 @@ class TransformerLM(nn.Module):
 
     def argmax(self, logits: Tensor) -> Tensor:
         return self.kernels.argmax(logits)  # (1, 1, vocab) -> (1,) int32
+
+    def apply_token_bitmask(self, logits: Tensor, bitmask: Tensor) -> Tensor:
+        return self.kernels.apply_token_bitmask(logits, bitmask)  # in place: (1, 1, vocab), (vocab / 32,) int32
 
     def get_default_spec(self):
         return kv_model_spec(self.config.hidden_size, self.dtype, vocab_size=self.config.vocab_size)

@@ -19,6 +19,7 @@ from tvm.target import Target
 from ..kernels.argmax import argmax_func
 from ..kernels.kv_page import KV_PAGE_SIZE
 from ..kernels.model_kernels import ModelKernels
+from ..kernels.token_bitmask import token_bitmask_func
 from ..kernels.wkv import wkv_func
 from ..progress import ProgressFn, silent
 from ..quant.exact_plan import apply_formats
@@ -39,7 +40,7 @@ class Backend:
     def model_kernels(self) -> ModelKernels:
         """The kernels models get: serial CPU kernels and TVM's unfused decode by default."""
         return ModelKernels(self.target(), lambda vocab: argmax_func(vocab, gpu=False), wkv_func,
-                            fused_decode=False)
+                            lambda vocab: token_bitmask_func(vocab, gpu=False), fused_decode=False)
 
     def export(self, arch, config, scheme) -> tuple[tvm.IRModule, list[tuple[str, nn.Parameter]]]:
         """The architecture's nn.Module for this target, exported to Relax: (module, named params)."""

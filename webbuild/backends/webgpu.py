@@ -2,7 +2,7 @@
 
 Its decisions: dlight's GPU schedules; the one-token decode in webbuild's fused kernels
 (webbuild.kernels.decode_gemv / decode_attention, with the paged KV cache's hook in
-webbuild.tvm_patches.fused_decode_entry); the workgroup argmax and WKV kernels; TVM's racy
+webbuild.tvm_patches.fused_decode_entry); the workgroup argmax, token-mask and WKV kernels; TVM's racy
 attention-state merge replaced (tvm_patches.merge_state) and precise sin/cos for RoPE
 (tvm_patches.webgpu_trig). Its KV-cache kernels start a window's running max at -5e4, so it takes
 chunks of window - 1 tokens past the window as well (`single_token_past_window` false).
@@ -18,6 +18,7 @@ from tvm.target import Target
 
 from ..kernels.argmax import argmax_func
 from ..kernels.model_kernels import ModelKernels
+from ..kernels.token_bitmask import token_bitmask_func
 from ..kernels.wkv import wkv_func_gpu
 from ..progress import ProgressFn, silent
 from ..tvm_patches.merge_state import replace_racy_merge_state
@@ -36,7 +37,8 @@ class WebGPUBackend(Backend):
         return Target({"kind": "webgpu"}, host={"kind": "llvm", "mtriple": WASM_TRIPLE})
 
     def model_kernels(self) -> ModelKernels:
-        return ModelKernels(self.target(), partial(argmax_func, gpu=True), wkv_func_gpu, fused_decode=True)
+        return ModelKernels(self.target(), partial(argmax_func, gpu=True), wkv_func_gpu,
+                            partial(token_bitmask_func, gpu=True), fused_decode=True)
 
     def prepare(self, mod: tvm.IRModule) -> tvm.IRModule:
         install_precise_webgpu_trig()  # WGSL sin/cos are ~2e-4 off: precise RoPE

@@ -1,7 +1,8 @@
-"""The kernels a backend hands to an architecture's model: argmax, WKV, the paged KV cache.
+"""The kernels a backend hands to an architecture's model: argmax, the grammar's token mask, WKV, the
+paged KV cache.
 
 Architecture modules are target-free: everything about a model that differs per target (which
-argmax and WKV kernels, whether the one-token decode runs in webbuild's fused kernels, which
+argmax, token-mask and WKV kernels, whether the one-token decode runs in webbuild's fused kernels, which
 target the KV cache's kernels are generated for) comes in through one `ModelKernels`, made by the
 build's backend (webbuild.backends).
 """
@@ -26,12 +27,21 @@ class ModelKernels:
     target: Target  # the target the KV cache's kernels are generated for
     argmax_func: Callable[[int], tirx.PrimFunc]  # vocab -> PrimFunc (1, 1, vocab) f32 -> (1,) i32
     wkv_func: Callable[[int], tirx.PrimFunc]  # channels -> the WKV recurrence (webbuild.kernels.wkv)
+    # vocab -> in-place PrimFunc: logits (1, 1, vocab) f32, bitmask (ceil(vocab / 32),) i32
+    token_bitmask_func: Callable[[int], tirx.PrimFunc]
     fused_decode: bool  # one-token decode in webbuild.kernels.decode_gemv / decode_attention
 
     def argmax(self, logits: Tensor) -> Tensor:
         """(1, 1, vocab) float32 logits -> (1,) int32 token id."""
         vocab = int(logits.shape[-1])
         return op.tensor_ir_op(self.argmax_func(vocab), "argmax", [logits], Tensor.placeholder((1,), "int32"))
+
+    def apply_token_bitmask(self, logits: Tensor, bitmask: Tensor) -> Tensor:
+        """In place: (1, 1, vocab) float32 logits, (ceil(vocab / 32),) int32 bitmask -> the logits,
+        disallowed tokens' set to -inf (-FLT_MAX on WebGPU; webbuild.kernels.token_bitmask)."""
+        vocab = int(logits.shape[-1])
+        return op.tensor_ir_inplace_op(self.token_bitmask_func(vocab), "apply_token_bitmask", [logits, bitmask], 0,
+                                       Tensor.placeholder((1, 1, vocab), "float32"))
 
     def wkv(self, k: Tensor, v: Tensor, wu: Tensor, state: Tensor) -> tuple[Tensor, Tensor]:
         """RWKV's WKV over a chunk: k, v (b, s, a), wu (2, a), state (b, 3a) -> out (b, s, a), state (b, 3a)."""
