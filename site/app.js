@@ -172,6 +172,7 @@ async function listModels() {
 function onProgress(event) {
   ui.progress.hidden = false;
   const { stage, file, loaded, total } = event;
+  if (stage === "ready") ui.stats.title = event.fallbackDetail ?? "";
   ui.progressLabel.textContent = `${stage}${file ? ` ${file}` : ""}`;
   if (total) ui.progressBar.value = loaded / total;
 }
@@ -204,6 +205,7 @@ async function loadModel(event) {
     engine = await createEngine(new URL(ui.model.value, location.href).href,
                                 { onProgress, worker: useWorker, backend, threads, cache: ui.cache.value });
     document.body.dataset.backend = engine.backend;
+    document.body.dataset.fallbackReason = engine.fallbackReason ?? "";
     showSamplingDefaults(engine.config.sampling);
     ui.progress.hidden = true;
     setState("ready");
@@ -251,7 +253,8 @@ async function send(event) {
     if (usage) {
       const { decode_tokens_per_s: decode, prefill_tokens_per_s: prefill, time_to_first_token_s: ttft, backend, threads } = usage.extra;
       ui.stats.textContent = `${usage.completion_tokens} tokens · decode ${decode.toFixed(1)} tok/s`
-        + ` · prefill ${prefill.toFixed(1)} tok/s · first token ${ttft.toFixed(2)} s · ${backend === "wasm" ? `WASM (CPU, ${threads ?? 1} thread${threads > 1 ? "s" : ""})` : "WebGPU"}`;
+        + ` · prefill ${prefill.toFixed(1)} tok/s · first token ${ttft.toFixed(2)} s · ${backend === "wasm" ? `WASM (CPU, ${threads ?? 1} thread${threads > 1 ? "s" : ""})` : "WebGPU"}`
+        + (engine.fallbackReason === "software-adapter" ? " · WebGPU here is a software adapter" : "");
     }
   } catch (err) {
     if (err?.code !== "aborted") showError(err);

@@ -4,9 +4,10 @@ Its threaded twin (model-cpu-threads.wasm: shared memory, matmul row tiles on We
 when the page is cross-origin isolated (`webbuild serve` sends COOP/COEP) and more than one thread
 is asked for (default: navigator.hardwareConcurrency); it must give the same tokens.
 
-Chromium started without --enable-unsafe-webgpu has no WebGPU adapter here; the engine's "auto"
-backend then runs the CPU module. With WebGPU present, backend "wasm" forces the CPU module, so one
-browser compares the two modules token for token against the Python CPU build.
+Chromium started without --enable-unsafe-webgpu has no WebGPU adapter here, and with it only
+SwiftShader (a software adapter): on both, the engine's "auto" backend runs the CPU module and says
+why. Backends "wasm" and "webgpu" force one module, so one browser compares the two token for token
+against the Python CPU build.
 """
 
 from __future__ import annotations
@@ -32,9 +33,15 @@ PROGRESS_JS = """async ([url, options]) => {
   const engine = await wb.createEngine(url, {...options, onProgress: (e) => events.push(e)});
   const response = await engine.chat.completions.create({messages: [{role: 'user', content: 'w5 w9'}],
                                                          max_tokens: 2, temperature: 0});
-  const backend = engine.backend;
+  const backend = engine.backend, fallbackReason = engine.fallbackReason;
   await engine.unload();
-  return {backend, ready: events.filter((e) => e.stage === 'ready'), usage: response.usage};
+  return {backend, fallbackReason, ready: events.filter((e) => e.stage === 'ready'), usage: response.usage};
+}"""
+
+ADAPTER_JS = """async () => {
+  const adapter = await navigator.gpu.requestAdapter({powerPreference: 'high-performance'});
+  return {fallback: adapter.info.isFallbackAdapter ?? adapter.isFallbackAdapter ?? false,
+          architecture: adapter.info.architecture};
 }"""
 
 
@@ -129,7 +136,24 @@ def test_auto_reports_the_cpu_backend_and_why(no_gpu_page, server):
     result = no_gpu_page.evaluate(PROGRESS_JS, [f"{server}models/tiny-q0f32/", {}])
     assert result["backend"] == "wasm" and result["usage"]["extra"]["backend"] == "wasm"
     assert result["ready"] and result["ready"][-1]["backend"] == "wasm"
-    assert result["ready"][-1]["fallbackReason"] == "no-webgpu"
+    assert result["ready"][-1]["fallbackReason"] == "no-webgpu" == result["fallbackReason"]
+
+
+@pytest.mark.parametrize("worker", [False, True], ids=["main-thread", "worker"])
+def test_auto_runs_the_cpu_module_on_a_software_adapter_and_says_why(worker, gpu_page, server):
+    """Chromium's WebGPU here is SwiftShader (a CPU implementation): "auto" picks the WASM module and
+    reports "software-adapter"; backend "webgpu" still runs WebGPU on it."""
+    adapter = gpu_page.evaluate(ADAPTER_JS)
+    assert adapter["fallback"] is True and adapter["architecture"] == "swiftshader", adapter
+    url = f"{server}models/tiny-q0f32/"
+    auto = gpu_page.evaluate(PROGRESS_JS, [url, {"worker": worker}])
+    assert auto["backend"] == "wasm" and auto["usage"]["extra"]["backend"] == "wasm"
+    assert auto["fallbackReason"] == "software-adapter"
+    assert auto["ready"][-1]["fallbackReason"] == "software-adapter"
+    assert "swiftshader" in auto["ready"][-1]["fallbackDetail"]
+    forced = gpu_page.evaluate(PROGRESS_JS, [url, {"worker": worker, "backend": "webgpu"}])
+    assert forced["backend"] == "webgpu" and forced["usage"]["extra"]["backend"] == "webgpu"
+    assert forced["fallbackReason"] is None and "fallbackReason" not in forced["ready"][-1]
 
 
 @pytest.mark.parametrize("quantization", ["q0f32", "q4f32_1"])

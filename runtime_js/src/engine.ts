@@ -61,6 +61,8 @@ export interface ChatEngine {
   readonly backend: Backend;
   /** CPU threads the model runs on (wasm backend; 1 on webgpu). */
   readonly threads: number;
+  /** Why backend "auto" runs the CPU module (e.g. "software-adapter", "no-webgpu"); null otherwise. */
+  readonly fallbackReason: string | null;
   readonly chat: { completions: { create(request: CreateRequest): Promise<ChatCompletion | AsyncIterable<ChatCompletionChunk>> } };
   /** Raw-prompt completions (no chat template), OpenAI's `text_completion` objects. */
   readonly completions: { create(request: CompletionCreateRequest): Promise<Completion | AsyncIterable<CompletionChunk>> };
@@ -86,6 +88,10 @@ export class LocalEngine implements ChatEngine {
   /** CPU threads the model runs on (wasm backend; 1 on webgpu). */
   get threads(): number {
     return this.chosen.threads;
+  }
+
+  get fallbackReason(): string | null {
+    return this.chosen.fallbackReason ?? null;
   }
 
   /** Download (or read from the cache), verify and upload a model; compile its kernels. */
@@ -125,7 +131,8 @@ export class LocalEngine implements ChatEngine {
       await runtime.sync();
       shards.progress.emit("compile", chosen.moduleFile, 1, 1, { backend: chosen.kind });
       shards.progress.emit("ready", null as unknown as string, 1, 1,
-        { backend: chosen.kind, ...(chosen.kind === "wasm" ? { threads: chosen.threads } : {}), ...(chosen.fallbackReason ? { fallbackReason: chosen.fallbackReason } : {}) });
+        { backend: chosen.kind, ...(chosen.kind === "wasm" ? { threads: chosen.threads } : {}), ...(chosen.fallbackReason ? { fallbackReason: chosen.fallbackReason } : {}),
+          ...(chosen.fallbackDetail ? { fallbackDetail: chosen.fallbackDetail } : {}) });
       return new LocalEngine(config, chosen, runtime, pipeline);
     } catch (err) {
       runtime.stopThreads();

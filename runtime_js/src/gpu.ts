@@ -2,12 +2,33 @@
 import type { ChatConfig } from "./config.js";
 import { NoWebGPUError, OutOfMemoryError, ShaderF16Error } from "./errors.js";
 
-/** Request an adapter and a device able to run the model, or throw a typed error with a fix. */
-export async function requestModelDevice(config: ChatConfig): Promise<{ adapter: GPUAdapter; device: GPUDevice }> {
+/** Implementations of WebGPU that run on the CPU, as adapters name them in `GPUAdapterInfo`. */
+const SOFTWARE_ADAPTERS = /swiftshader|llvmpipe|lavapipe|softpipe|microsoft basic render|\bwarp\b/i;
+
+/** The browser's preferred adapter, or NoWebGPUError. */
+export async function requestModelAdapter(): Promise<GPUAdapter> {
   const gpu = (globalThis.navigator as Navigator | undefined)?.gpu;
   if (!gpu) throw new NoWebGPUError();
   const adapter = await gpu.requestAdapter({ powerPreference: "high-performance" });
   if (!adapter) throw new NoWebGPUError();
+  return adapter;
+}
+
+/** How `adapter` says it runs on the CPU ("fallback adapter" or the implementation's name, e.g.
+ * "swiftshader"), or null for a hardware GPU. Reads `isFallbackAdapter` (on the adapter in older
+ * browsers, in `adapter.info` in newer ones) and the vendor / architecture / device / description. */
+export function softwareAdapter(adapter: GPUAdapter): string | null {
+  const info = (adapter.info ?? {}) as Partial<GPUAdapterInfo> & { isFallbackAdapter?: boolean };
+  const named = [info.vendor, info.architecture, info.device, info.description]
+    .map((text) => (typeof text === "string" ? SOFTWARE_ADAPTERS.exec(text)?.[0] : undefined)).find(Boolean);
+  if (named) return named.toLowerCase();
+  const legacy = (adapter as GPUAdapter & { isFallbackAdapter?: boolean }).isFallbackAdapter;
+  return info.isFallbackAdapter === true || legacy === true ? "fallback adapter" : null;
+}
+
+/** Request an adapter and a device able to run the model, or throw a typed error with a fix. */
+export async function requestModelDevice(config: ChatConfig, given?: GPUAdapter): Promise<{ adapter: GPUAdapter; device: GPUDevice }> {
+  const adapter = given ?? await requestModelAdapter();
   const features = (config.webgpu?.required_features ?? []) as GPUFeatureName[];
   if (features.includes("shader-f16") && !adapter.features.has("shader-f16")) {
     throw new ShaderF16Error(`${config.model_id}-${config.quantization}`);

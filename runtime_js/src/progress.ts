@@ -22,8 +22,11 @@ export interface LoadProgress {
   fromCache?: boolean;
   /** compile and ready stages: the backend running the model ("webgpu" or "wasm"). */
   backend?: string;
-  /** ready stage, backend "wasm" chosen automatically: the code of the WebGPU error that ruled it out. */
+  /** ready stage, backend "wasm" chosen automatically: why WebGPU was not used, as a code (the WebGPU
+   * error's code, or "software-adapter" for an adapter that runs on the CPU, such as SwiftShader). */
   fallbackReason?: string;
+  /** ready stage with a fallbackReason: the reason in words. */
+  fallbackDetail?: string;
   /** "ready" on the wasm backend: the CPU threads the model runs on. */
   threads?: number;
 }
@@ -41,7 +44,7 @@ export class ProgressReporter {
     this.bytesTotal = bytesTotal;
   }
 
-  emit(stage: ProgressStage, file: string, loaded: number, total: number, extra: { fromCache?: boolean; backend?: string; fallbackReason?: string; threads?: number } = {}): void {
+  emit(stage: ProgressStage, file: string, loaded: number, total: number, extra: { fromCache?: boolean; backend?: string; fallbackReason?: string; fallbackDetail?: string; threads?: number } = {}): void {
     if (!this.callback) return;
     try {
       this.callback({ stage, file, loaded, total, bytesLoaded: this.bytesLoaded, bytesTotal: this.bytesTotal, ...extra });

@@ -39,7 +39,8 @@ async function handle(message: ToWorker): Promise<void> {
       engine = await LocalEngine.load(message.modelUrl, {
         ...message.options, onProgress: (event) => send({ type: "progress", event }),
       });
-      send({ type: "loaded", config: engine.config, backend: engine.backend, threads: engine.threads });
+      send({ type: "loaded", config: engine.config, backend: engine.backend, threads: engine.threads,
+            fallbackReason: engine.fallbackReason });
       return;
     case "create":
       return create(message.id, message);

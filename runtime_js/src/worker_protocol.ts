@@ -17,7 +17,7 @@ export type ToWorker =
 
 export type FromWorker =
   | { type: "progress"; event: LoadProgress }
-  | { type: "loaded"; config: ChatConfig; backend: Backend; threads: number }
+  | { type: "loaded"; config: ChatConfig; backend: Backend; threads: number; fallbackReason: string | null }
   | { type: "chunk"; id: number; chunk: ChatCompletionChunk | CompletionChunk }
   | { type: "result"; id: number; result: ChatCompletion | Completion | null }
   | { type: "error"; id: number | null; error: SerializedError };

@@ -25,7 +25,7 @@ export class WorkerEngine implements ChatEngine {
   private readonly pending = new Map<number, Pending>();
 
   private constructor(private readonly worker: Worker, readonly config: ChatConfig, readonly backend: Backend,
-                      readonly threads: number) {}
+                      readonly threads: number, readonly fallbackReason: string | null) {}
 
   /** Load the model in a new worker. `options.signal` ends the load: the worker is terminated (its
    * downloads with it) and the promise rejects with AbortedError. */
@@ -34,20 +34,21 @@ export class WorkerEngine implements ChatEngine {
     throwIfAborted(signal);
     const worker = new Worker(new URL("./worker.js", import.meta.url), { type: "module" });
     let onAbort: (() => void) | undefined;
-    const { config, backend, threads } = await new Promise<{ config: ChatConfig; backend: Backend; threads: number }>((resolve, reject) => {
+    type Loaded = { config: ChatConfig; backend: Backend; threads: number; fallbackReason: string | null };
+    const { config, backend, threads, fallbackReason } = await new Promise<Loaded>((resolve, reject) => {
       onAbort = () => reject(new AbortedError("the model load was aborted", { cause: signal?.reason }));
       signal?.addEventListener("abort", onAbort, { once: true });
       worker.onmessage = (event: MessageEvent<FromWorker>) => {
         const m = event.data;
         if (m.type === "progress") onProgress?.(m.event);
-        else if (m.type === "loaded") resolve({ config: m.config, backend: m.backend, threads: m.threads });
+        else if (m.type === "loaded") resolve(m);
         else if (m.type === "error") reject(deserializeError(m.error));
       };
       worker.onerror = (event) => reject(new Error(`the engine worker failed to start: ${event.message}`));
       worker.postMessage({ type: "load", modelUrl: new URL(modelUrl, location.href).href, options: plain } satisfies ToWorker);
     }).catch((err) => { worker.terminate(); throw err; })
       .finally(() => { if (onAbort) signal?.removeEventListener("abort", onAbort); });
-    const engine = new WorkerEngine(worker, config, backend, threads);
+    const engine = new WorkerEngine(worker, config, backend, threads, fallbackReason);
     worker.onmessage = (event: MessageEvent<FromWorker>) => engine.receive(event.data);
     return engine;
   }
