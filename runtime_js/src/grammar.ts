@@ -3,7 +3,8 @@
 // `GrammarEngine` turns the model's tokenizer.json into xgrammar's TokenizerInfo once, compiles
 // each request's grammar (cached per source), and gives each generated choice a `GrammarMask`: a
 // matcher whose bitmask of allowed tokens is applied to the logits before sampling (disallowed
-// logits become -Infinity) and which then accepts the sampled token. Special tokens other than
+// logits become -Infinity; by the model module where the logits are when it can, else here on the
+// read-back logits) and which then accepts the sampled token. Special tokens other than
 // the stop tokens are never allowed (their text would otherwise count as JSON), and JSON is
 // generated compact (no free whitespace: a model cannot spin in it).
 import type * as XGrammar from "@mlc-ai/web-xgrammar";
@@ -22,6 +23,9 @@ export interface GrammarStats {
   compileSeconds: number;
   maskSeconds: number;
   maskedTokens: number;
+  /** Where the mask was applied: "module" (the model module's apply_token_bitmask, where the logits
+   * are: GPU or wasm memory) or "js" (the read-back logits, here). */
+  maskWhere?: "module" | "js";
 }
 
 /** xgrammar's "no indent" (its JS binding's stand-in for C++'s empty optional): compact JSON. */
@@ -84,8 +88,21 @@ export class GrammarMask {
   async apply(logits: Float32Array): Promise<void> {
     const start = performance.now();
     applyBitmask(logits, await this.matcher.getNextTokenBitmask());
+    this.count(start, "js");
+  }
+
+  /** Hand the tokens the grammar allows next (xgrammar's bitmask) to `apply`, which masks the logits
+   * where they are (the model module); timed as the mask. */
+  async applyWith(apply: (bitmask: Int32Array) => void): Promise<void> {
+    const start = performance.now();
+    apply(await this.matcher.getNextTokenBitmask());
+    this.count(start, "module");
+  }
+
+  private count(start: number, where: "module" | "js"): void {
     this.stats.maskSeconds += (performance.now() - start) / 1000;
     this.stats.maskedTokens++;
+    this.stats.maskWhere = where;
   }
 
   /** Advance past `token` (one the mask allowed). */

@@ -24,7 +24,7 @@ import type { Logits, StateSpec, TvmRuntime } from "./tvm_runtime.js";
 
 /** What the pipeline needs of the model runtime (tvm_runtime.ts). */
 export type ChatRuntime = Pick<TvmRuntime, "metadata" | "hasArgmax" | "createState" | "resetSequence" | "popTokens" |
-  "forward" | "readLogits" | "readArgmax" | "sync">;
+  "forward" | "readLogits" | "readArgmax" | "sync" | "hasTokenBitmask" | "maskLogits">;
 
 /** What the pipeline needs of the tokenizer (tokenizer.ts). */
 export type ChatTokenizer = Pick<Tokenizer, "encodeChat" | "encodePrompt" | "streamDecoder" | "decode" | "tokenBytes">;
@@ -289,14 +289,22 @@ export class LLMChatPipeline {
   }
 
   /** The next token from a forward call's logits: on the device when decoding is plain greedy
-   * (temperature 0, no bias or penalties) with no logprobs and no grammar, else sampled on the CPU
-   * from the logits read back (under the grammar's mask, which then accepts the token); with
-   * req.logprobs its entry (of the model's own logits) is appended to `logprobs`. */
+   * (temperature 0, no bias or penalties) with no logprobs, else sampled on the CPU from the logits
+   * read back. A grammar's mask is applied by the model module where the logits are (before the
+   * device argmax or the read-back) when the module has apply_token_bitmask and no logprobs are
+   * asked for (they need the unmasked logits), else here to the read-back logits; the grammar then
+   * accepts the token. With req.logprobs its entry (of the model's own logits) is appended to `logprobs`. */
   private async nextToken(logits: Logits, sampler: Sampler, req: NormalizedRequest,
                           logprobs: TokenLogprob[], grammar: GrammarMask | null): Promise<number> {
     const greedy = this.runtime.hasArgmax && req.temperature <= 0 && req.logit_bias.size === 0 &&
       req.repetition_penalty === 1 && req.frequency_penalty === 0 && req.presence_penalty === 0;
     if (greedy && !req.logprobs && !grammar) return this.runtime.readArgmax(logits);
+    if (grammar && !req.logprobs && this.runtime.hasTokenBitmask) {
+      await grammar.applyWith((bitmask) => this.runtime.maskLogits(logits, bitmask));
+      const token = greedy ? await this.runtime.readArgmax(logits) : sampler.sample(await this.runtime.readLogits(logits));
+      grammar.accept(token);
+      return token;
+    }
     const values = await this.runtime.readLogits(logits);
     const model = req.logprobs ? Float32Array.from(values) : values;  // mask and sampler edit `values` in place
     if (grammar) await grammar.apply(values);

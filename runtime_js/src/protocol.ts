@@ -308,6 +308,9 @@ export interface UsageExtra {
   grammar_compile_s?: number;
   /** With a response_format: milliseconds per generated token spent computing and applying the mask. */
   grammar_mask_ms_per_token?: number;
+  /** With a response_format: where the mask was applied, "module" (the model module, where the logits
+   * are) or "js" (logits read back; model folders built without apply_token_bitmask, or logprobs). */
+  grammar_mask_where?: "module" | "js";
 }
 
 export interface CompletionUsage {
@@ -395,7 +398,7 @@ export interface UsageTimings {
   backend?: string;
   threads?: number;
   /** Grammar time (with a response_format). */
-  grammar?: { compileSeconds: number; maskSeconds: number; maskedTokens: number };
+  grammar?: { compileSeconds: number; maskSeconds: number; maskedTokens: number; maskWhere?: "module" | "js" };
 }
 
 function rate(tokens: number, seconds: number): number {
@@ -418,6 +421,7 @@ export function buildUsage(t: UsageTimings): CompletionUsage {
       ...(t.grammar ? {
         grammar_compile_s: t.grammar.compileSeconds,
         grammar_mask_ms_per_token: t.grammar.maskedTokens ? 1000 * t.grammar.maskSeconds / t.grammar.maskedTokens : 0,
+        ...(t.grammar.maskWhere ? { grammar_mask_where: t.grammar.maskWhere } : {}),
       } : {}),
     },
   };

@@ -49,6 +49,7 @@ interface Functions {
   prefill: tvmjs.PackedFunc;
   decode: tvmjs.PackedFunc;
   argmax: tvmjs.PackedFunc | null;
+  applyTokenBitmask: tvmjs.PackedFunc | null;
   addSequence: tvmjs.PackedFunc;
   removeSequence: tvmjs.PackedFunc;
   popN: tvmjs.PackedFunc;
@@ -61,7 +62,8 @@ const SEQUENCE = 0;
 /** A VM function the module may lack (folders built before it existed), else null. */
 function optionalFunction(vm: tvmjs.VirtualMachine, name: string): tvmjs.PackedFunc | null {
   try {
-    return vm.getFunction(name);
+    // tvmjs answers a name the module lacks with undefined (or an error), not null
+    return (vm.getFunction(name) as tvmjs.PackedFunc | undefined) ?? null;
   } catch {
     return null;
   }
@@ -73,6 +75,7 @@ export class TvmRuntime {
   private tokenInput: tvmjs.Tensor | null = null;
   private logitsHost: tvmjs.Tensor | null = null;
   private argmaxHost: tvmjs.Tensor | null = null;
+  private bitmaskInput: tvmjs.Tensor | null = null;
   private logitsValues: Float32Array | null = null;
 
   private constructor(private readonly tvm: tvmjs.Instance, private readonly gpu: GPUDevice | null,
@@ -88,6 +91,12 @@ export class TvmRuntime {
   /** True when the module computes the argmax of the logits itself (greedy decoding reads 4 bytes). */
   get hasArgmax(): boolean {
     return this.fns.argmax !== null;
+  }
+
+  /** True when the module applies a grammar's token bitmask to the logits itself (`apply_token_bitmask`;
+   * folders built before it lack it). */
+  get hasTokenBitmask(): boolean {
+    return this.fns.applyTokenBitmask !== null;
   }
 
   /** Instantiate the compiled module `wasm`, create its VM and read its `_metadata`. */
@@ -110,11 +119,13 @@ export class TvmRuntime {
         if (options.prefetchShaders && options.gpu) await tvm.asyncLoadWebGPUPipelines(vm.getInternalModule());
         const metadata = parseModelMetadata(String(vm.getFunction("_metadata")()), options.url);
         const argmax = optionalFunction(vm, "argmax");
+        const applyTokenBitmask = optionalFunction(vm, "apply_token_bitmask");
         const fns: Functions = {
           embed: keep(vm.getFunction("embed")),
           prefill: keep(vm.getFunction("prefill")),
           decode: keep(vm.getFunction("decode")),
           argmax: argmax && keep(argmax),
+          applyTokenBitmask: applyTokenBitmask && keep(applyTokenBitmask),
           addSequence: keep(tvm.getGlobalFunc("vm.builtin.kv_state_add_sequence")),
           removeSequence: keep(tvm.getGlobalFunc("vm.builtin.kv_state_remove_sequence")),
           popN: keep(tvm.getGlobalFunc("vm.builtin.kv_state_popn")),
@@ -246,6 +257,32 @@ export class TvmRuntime {
     }
   }
 
+  /**
+   * In place, where the logits are (GPU memory, or the CPU module's memory), by the module's
+   * `apply_token_bitmask`: the tokens whose bit is clear in `bitmask` (xgrammar's layout: token i is
+   * bit i % 32 of word i / 32) can no longer be picked. Only the mask is copied in (vocab / 8 bytes,
+   * into one tensor reused for every token); words it lacks for the vocabulary are 0 (masked).
+   */
+  maskLogits(logits: Logits, bitmask: Int32Array): void {
+    const { tvm } = this;
+    const tensor = logits as tvmjs.Tensor;
+    if (!this.fns.applyTokenBitmask) throw new Error("the module has no apply_token_bitmask function");
+    const words = Math.ceil(tensor.shape[tensor.shape.length - 1]! / 32);
+    let mask = bitmask;
+    if (mask.length !== words) {
+      mask = new Int32Array(words);
+      mask.set(bitmask.subarray(0, words));
+    }
+    tvm.beginScope();
+    try {
+      this.bitmaskInput ??= tvm.detachFromCurrentScope(tvm.empty([words], "int32", this.device));
+      this.bitmaskInput.copyFrom(mask);
+      this.fns.applyTokenBitmask(tensor, this.bitmaskInput);  // returns `tensor` itself (in place)
+    } finally {
+      tvm.endScope();
+    }
+  }
+
   /** After a failed load: end the CPU threads' workers (the caller destroys the GPU device). */
   stopThreads(): void {
     this.cpuThreads?.dispose();
@@ -256,6 +293,7 @@ export class TvmRuntime {
     this.tokenInput?.dispose();
     this.logitsHost?.dispose();
     this.argmaxHost?.dispose();
+    this.bitmaskInput?.dispose();
     this.state?.dispose();
     this.params?.dispose();
     this.vm.dispose();
