@@ -44,7 +44,7 @@ export interface CompletionChoice {
   text: string;
   index: number;
   logprobs: CompletionLogprobs | null;
-  finish_reason: FinishReason;
+  finish_reason: TextFinishReason;
 }
 
 /** A whole response. */
@@ -57,10 +57,13 @@ export interface Completion {
   usage?: CompletionUsage;
 }
 
+/** A raw prompt has no tools: its choices never finish with "tool_calls". */
+export type TextFinishReason = Exclude<FinishReason, "tool_calls">;
+
 /** One streamed chunk: the same shape, `finish_reason` null until its choice ends; with
  * stream_options.include_usage a last chunk has no choices and the usage. */
 export interface CompletionChunk extends Omit<Completion, "choices"> {
-  choices: Array<Omit<CompletionChoice, "finish_reason"> & { finish_reason: FinishReason | null }>;
+  choices: Array<Omit<CompletionChoice, "finish_reason"> & { finish_reason: TextFinishReason | null }>;
 }
 
 export interface NormalizedCompletionRequest {
@@ -98,6 +101,7 @@ export function validateCompletionRequest(request: unknown, limits: RequestLimit
   }
   if (given(suffix) && suffix !== "") bad("suffix", "insertion before a suffix is not supported");
   if (given(echo) && typeof echo !== "boolean") bad("echo", "must be a boolean");
+  if (given((rest as Record<string, unknown>).tools)) bad("tools", "belongs to chat.completions.create (a raw prompt has no chat template)");
   let top = -1;
   if (given(logprobs)) {
     if (typeof logprobs !== "number" || !Number.isSafeInteger(logprobs) || logprobs < 0
@@ -156,7 +160,7 @@ export class CompletionChunker {
       const entries = c.logprobs?.content ?? null;
       this.offsets.set(c.index, start + text.length);
       if (!text && !c.finish_reason && !entries?.length) continue;
-      choices.push({ text, index: c.index, finish_reason: c.finish_reason,
+      choices.push({ text, index: c.index, finish_reason: c.finish_reason as TextFinishReason | null,
                      logprobs: entries ? legacyLogprobs(entries, this.top, start) : null });
     }
     if (!choices.length && !chunk.usage) return null;

@@ -20,6 +20,7 @@ import {
 } from "./protocol.js";
 import { pushStream } from "./push_stream.js";
 import { Tokenizer } from "./tokenizer.js";
+import { mergeToolCallDeltas } from "./tools.js";
 import { TvmRuntime } from "./tvm_runtime.js";
 
 export interface EngineOptions extends LoadOptions {
@@ -177,6 +178,7 @@ export class LocalEngine implements ChatEngine {
       for (const c of chunk.choices) {
         const choice = choices[c.index]!;
         choice.content += c.delta.content ?? "";
+        if (c.delta.tool_calls) mergeToolCallDeltas(choice.toolCalls ??= [], c.delta.tool_calls);
         choice.logprobs?.push(...(c.logprobs?.content ?? []));
       }
     }));

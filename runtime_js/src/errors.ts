@@ -11,6 +11,7 @@ export type ErrorCode =
   | "invalid-request"
   | "model-load"
   | "aborted"
+  | "tools-unsupported"
   | "internal";
 
 /** Plain-object form of an error, safe to send through postMessage. */
@@ -131,6 +132,18 @@ export class AbortedError extends WebbuildError {
   }
 }
 
+/** The request has tools, and the model's chat template cannot take them (`reason`: "no-tools-variable"
+ * when the template never reads `tools`, "unknown-syntax" when it writes calls in no known syntax). */
+export class ToolsUnsupportedError extends WebbuildError {
+  readonly reason: string;
+  constructor(message: string, reason: string) {
+    super("tools-unsupported", message,
+      "leave out `tools`, or use a model whose chat template takes tools (or give it one in chat-config.json's chat_template)",
+      { reason });
+    this.reason = reason;
+  }
+}
+
 /** A serialized detail as text ("" when absent). */
 function detailText(value: unknown): string {
   if (value === undefined || value === null) return "";
@@ -148,6 +161,7 @@ const BY_CODE: Record<string, (e: SerializedError) => WebbuildError> = {
   "invalid-request": (e) => new InvalidRequestError(detailText(e.details?.field), e.message),
   "model-load": (e) => new ModelLoadError(detailText(e.details?.url), e.message, e.fix),
   aborted: (e) => new AbortedError(e.message),
+  "tools-unsupported": (e) => new ToolsUnsupportedError(e.message, detailText(e.details?.reason)),
 };
 
 /** Rebuild a typed error from its serialized form (the other side of a worker's postMessage). */

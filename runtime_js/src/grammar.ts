@@ -16,7 +16,10 @@ type XG = typeof XGrammar;
 /** A request's output constraint (protocol.ts normalizes response_format into it). */
 export type OutputConstraint =
   | { kind: "json_schema"; schema: string }
-  | { kind: "grammar"; ebnf: string; root: string };
+  | { kind: "grammar"; ebnf: string; root: string }
+  /** An xgrammar structural tag (JSON form): tool calls (tools.ts). Its json_schema contents are
+   * generated compact, as response_format's JSON is. */
+  | { kind: "structural_tag"; tag: Record<string, unknown> };
 
 /** Time spent on the grammar for one request, reported in usage.extra. */
 export interface GrammarStats {
@@ -137,9 +140,11 @@ export class GrammarEngine {
     const key = JSON.stringify(constraint);
     let grammar = this.compiled.get(key);
     if (!grammar) {
-      grammar = this.getCompiler(xg).then((compiler) => constraint.kind === "json_schema"
-        ? compiler.compileJSONSchema(constraint.schema, false, COMPACT_INDENT, [",", ":"], true)
-        : compiler.compileGrammar(constraint.ebnf, constraint.root));
+      grammar = this.getCompiler(xg).then(async (compiler) => {
+        if (constraint.kind === "json_schema") return compiler.compileJSONSchema(constraint.schema, false, COMPACT_INDENT, [",", ":"], true);
+        if (constraint.kind === "grammar") return compiler.compileGrammar(constraint.ebnf, constraint.root);
+        return compiler.compileStructuralTag(await compactJsonContents(xg, constraint.tag) as Record<string, unknown>);
+      });
       grammar.catch(() => this.compiled.delete(key));
       this.compiled.set(key, grammar);
     }
@@ -154,13 +159,33 @@ export class GrammarEngine {
     try {
       compiled = await this.compile(xg, constraint);
     } catch (err) {
-      const field = constraint.kind === "json_schema" ? "response_format.json_schema.schema" : "response_format.grammar";
+      const field = { json_schema: "response_format.json_schema.schema", grammar: "response_format.grammar",
+                      structural_tag: "tools" }[constraint.kind];
       throw new InvalidRequestError(field, `the grammar engine rejects it: ${errorText(err)}`);
     }
     const matcher = await xg.GrammarMatcher.createGrammarMatcher(compiled);
     stats.compileSeconds += (performance.now() - start) / 1000;
     return new GrammarMask(matcher, stats);
   }
+}
+
+/** A structural tag with each {type: "json_schema"} content replaced by the EBNF of that schema as
+ * compact JSON (xgrammar's own json_schema content allows free whitespace, in which a model can spin). */
+export async function compactJsonContents(xg: XG, node: unknown): Promise<unknown> {
+  if (Array.isArray(node)) return Promise.all(node.map((n) => compactJsonContents(xg, n)));
+  if (!node || typeof node !== "object") return node;
+  const obj = node as JsonObject;
+  if (obj.type === "json_schema" && "json_schema" in obj) {
+    const grammar = await xg.Grammar.fromJSONSchema(JSON.stringify(obj.json_schema), false, COMPACT_INDENT, [",", ":"], true);
+    try {
+      return { type: "grammar", grammar: grammar.toString() };
+    } finally {
+      grammar.dispose();
+    }
+  }
+  const out: JsonObject = {};
+  for (const [key, value] of Object.entries(obj)) out[key] = await compactJsonContents(xg, value);
+  return out;
 }
 
 function errorText(err: unknown): string {

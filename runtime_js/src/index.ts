@@ -30,8 +30,10 @@ export type {
 
 export {
   AbortedError, ContextWindowExceededError, IntegrityError, InvalidRequestError, ModelLoadError, NoWebGPUError,
-  OutOfMemoryError, ShaderF16Error, StorageQuotaError, WebbuildError,
+  OutOfMemoryError, ShaderF16Error, StorageQuotaError, ToolsUnsupportedError, WebbuildError,
 } from "./errors.js";
 export type { ErrorCode, SerializedError } from "./errors.js";
+
+export type { FunctionTool, ToolCall, ToolCallDelta, ToolChoice } from "./tools.js";
 
 export type { LoadProgress, ProgressCallback, ProgressStage } from "./progress.js";

@@ -20,6 +20,7 @@ import {
 import { Sampler } from "./sampling.js";
 import { StopMatcher } from "./stop.js";
 import type { Tokenizer } from "./tokenizer.js";
+import { ToolCallChunks, toolSyntaxFor } from "./tools.js";
 import type { Logits, StateSpec, TvmRuntime } from "./tvm_runtime.js";
 
 /** What the pipeline needs of the model runtime (tvm_runtime.ts). */
@@ -27,7 +28,7 @@ export type ChatRuntime = Pick<TvmRuntime, "metadata" | "hasArgmax" | "createSta
   "forward" | "readLogits" | "readArgmax" | "sync" | "hasTokenBitmask" | "maskLogits">;
 
 /** What the pipeline needs of the tokenizer (tokenizer.ts). */
-export type ChatTokenizer = Pick<Tokenizer, "encodeChat" | "encodePrompt" | "streamDecoder" | "decode" | "tokenBytes">;
+export type ChatTokenizer = Pick<Tokenizer, "encodeChat" | "chatTemplate" | "encodePrompt" | "streamDecoder" | "decode" | "tokenBytes">;
 
 /** Where the model runs, as reported in `usage.extra`. */
 export interface Placement {
@@ -131,10 +132,20 @@ export class LLMChatPipeline {
 
   /** Generate the reply to `req` (its `n` choices, one after the other), passing each chunk to `emit`;
    * `stopped()` true ends it with "abort". `stopped()` is checked before the prefill, between
-   * prefill calls and before each token. */
+   * prefill calls and before each token. With tools the template gets them, the output is decoded
+   * under their grammar and split into content and tool calls (tools.ts). */
   async generate(req: NormalizedRequest, stopped: () => boolean,
                  emit: (chunk: ChatCompletionChunk) => void): Promise<GenerationResult> {
-    return this.complete(this.tokenizer.encodeChat(req.messages).ids, req, stopped, emit);
+    const ids = this.tokenizer.encodeChat(req.messages, req.tools?.tools).ids;
+    if (!req.tools) return this.complete(ids, req, stopped, emit);
+    // tools: the output is free text or calls in the template's syntax, under their grammar
+    const calls = new ToolCallChunks(toolSyntaxFor(this.tokenizer.chatTemplate), req.tools);
+    if (!calls.tag) return this.complete(ids, req, stopped, emit);
+    const result = await this.complete(ids, { ...req, constraint: { kind: "structural_tag", tag: calls.tag } }, stopped,
+                                       calls.wrap(emit));
+    result.finishes = result.finishes.map((f, i) => calls.finishReason(i, f));
+    result.finish = result.finishes[0]!;
+    return result;
   }
 
   /** A raw prompt's token ids (a string is tokenized with the model's BOS rule) and its text. */

@@ -4,25 +4,29 @@
 // {type: "text", text} parts (joined without separator). A conversation may end with an assistant
 // message, as the OpenAI API allows: the chat template is then rendered with
 // add_generation_prompt=true all the same, so the model starts a *new* assistant turn (it does not
-// continue the last one).
+// continue the last one). With tools (tools.ts), assistant messages may carry `tool_calls` (and
+// null content) and "tool" messages answer them (tool_call_id); both reach the template in HF's shape.
 
 import type { SamplingDefaults } from "./config.js";
 import { ContextWindowExceededError, InvalidRequestError } from "./errors.js";
 import type { OutputConstraint } from "./grammar.js";
+import {
+  normalizeToolCalls, normalizeTools, type FunctionTool, type TemplateToolCall, type ToolCall, type ToolCallDelta,
+  type ToolChoice, type ToolRequest,
+} from "./tools.js";
 
-export type Role = "system" | "user" | "assistant";
-export type FinishReason = "stop" | "length" | "abort";
+export type Role = "system" | "user" | "assistant" | "tool";
+export type FinishReason = "stop" | "length" | "tool_calls" | "abort";
 
 export interface TextContentPart {
   type: "text";
   text: string;
 }
 
-export interface ChatMessage {
-  role: Role;
-  content: string | TextContentPart[];
-  name?: string;
-}
+export type ChatMessage =
+  | { role: "system" | "user"; content: string | TextContentPart[]; name?: string }
+  | { role: "assistant"; content?: string | TextContentPart[] | null; name?: string; tool_calls?: ToolCall[] }
+  | { role: "tool"; content: string | TextContentPart[]; tool_call_id: string };
 
 export type ResponseFormat =
   | { type: "text" }
@@ -61,13 +65,20 @@ export interface ChatCompletionRequest extends GenerationRequestFields {
   logprobs?: boolean | null;
   /** 0..20 alternatives per token; needs logprobs: true. */
   top_logprobs?: number | null;
+  /** Functions the model may call (their calls come back in message.tool_calls). */
+  tools?: FunctionTool[];
+  tool_choice?: ToolChoice;
+  /** false: at most one call per reply. */
+  parallel_tool_calls?: boolean;
   [extra: string]: unknown;
 }
 
-/** A normalized message: content is always a string. */
+/** A normalized message: content is always a string; tool_calls and tool_call_id as the template reads them. */
 export interface NormalizedMessage {
   role: Role;
   content: string;
+  tool_calls?: TemplateToolCall[];
+  tool_call_id?: string;
 }
 
 export interface NormalizedRequest extends SamplingDefaults {
@@ -89,6 +100,8 @@ export interface NormalizedRequest extends SamplingDefaults {
   n: number;
   /** The output's grammar, or null (free text). */
   constraint: OutputConstraint | null;
+  /** The request's tools (null: none); the engine sets `constraint` from them. */
+  tools: ToolRequest | null;
 }
 
 export interface RequestLimits {
@@ -103,7 +116,7 @@ export interface RequestLimits {
 const FALLBACK_SAMPLING: SamplingDefaults = {
   temperature: 0.7, top_p: 0.95, repetition_penalty: 1.0, frequency_penalty: 0.0, presence_penalty: 0.0,
 };
-const ROLES = new Set<string>(["system", "user", "assistant"]);
+const ROLES = new Set<string>(["system", "user", "assistant", "tool"]);
 const MAX_STOP = 4;
 /** The most alternatives `top_logprobs` may ask for (as OpenAI). */
 export const MAX_TOP_LOGPROBS = 20;
@@ -145,9 +158,17 @@ function normalizeMessages(messages: unknown): NormalizedMessage[] {
   if (messages.length === 0) bad("messages", "must not be empty");
   return messages.map((m, i) => {
     if (!m || typeof m !== "object") bad(`messages[${i}]`, "must be an object");
-    const { role, content } = m as { role?: unknown; content?: unknown };
-    if (typeof role !== "string" || !ROLES.has(role)) bad(`messages[${i}].role`, "must be system, user or assistant");
-    return { role: role as Role, content: normalizeContent(content, `messages[${i}].content`) };
+    const { role, content, tool_calls: calls, tool_call_id: callId } = m as Record<string, unknown>;
+    if (typeof role !== "string" || !ROLES.has(role)) bad(`messages[${i}].role`, "must be system, user, assistant or tool");
+    const out: NormalizedMessage = { role: role as Role, content: "" };
+    if (role === "assistant" && given(calls)) out.tool_calls = normalizeToolCalls(calls, `messages[${i}].tool_calls`);
+    if (role === "tool") {
+      if (typeof callId !== "string") bad(`messages[${i}].tool_call_id`, "must be a string");
+      out.tool_call_id = callId;
+    }
+    // an assistant message with tool calls may have no content
+    out.content = out.tool_calls && !given(content) ? "" : normalizeContent(content, `messages[${i}].content`);
+    return out;
   });
 }
 
@@ -237,7 +258,10 @@ export function validateRequest(request: unknown, limits: RequestLimits = {}): N
   if (given(req.n) && (typeof req.n !== "number" || !Number.isSafeInteger(req.n) || req.n < 1 || req.n > MAX_N)) {
     bad("n", `must be an integer in [1, ${MAX_N}]`);
   }
-  if (given(req.tools) && !(Array.isArray(req.tools) && req.tools.length === 0)) bad("tools", "tool calls are not supported");
+  const tools = normalizeTools(req);
+  if (tools && tools.choice !== "none" && given(req.response_format) && (req.response_format as { type?: unknown }).type !== "text") {
+    bad("response_format", "cannot be combined with tools (the calls have their own grammar); use tool_choice \"none\"");
+  }
   if (given(req.logprobs) && typeof req.logprobs !== "boolean") bad("logprobs", "must be a boolean");
   let topLogprobs = 0;
   if (given(req.top_logprobs)) {
@@ -278,6 +302,7 @@ export function validateRequest(request: unknown, limits: RequestLimits = {}): N
     top_logprobs: topLogprobs,
     n: (req.n as number | null | undefined) ?? 1,
     constraint: normalizeResponseFormat(req.response_format),
+    tools,
   };
 }
 
@@ -348,8 +373,9 @@ export interface ChatCompletion {
   model: string;
   choices: Array<{
     index: number;
-    /** `refusal` is always null (OpenAI's field; a local model does not refuse by API). */
-    message: { role: "assistant"; content: string; refusal: null };
+    /** `refusal` is always null (OpenAI's field; a local model does not refuse by API). `content` is
+     * null when the reply is only tool calls. */
+    message: { role: "assistant"; content: string | null; refusal: null; tool_calls?: ToolCall[] };
     finish_reason: FinishReason;
     logprobs: ChoiceLogprobs | null;
   }>;
@@ -364,7 +390,7 @@ export interface ChatCompletionChunk {
   /** Empty in the final usage-only chunk (stream_options.include_usage). */
   choices: Array<{
     index: number;
-    delta: { role?: "assistant"; content?: string };
+    delta: { role?: "assistant"; content?: string; tool_calls?: ToolCallDelta[] };
     finish_reason: FinishReason | null;
     logprobs: ChoiceLogprobs | null;
   }>;
@@ -436,6 +462,8 @@ export interface CompletionMeta {
 /** One choice of a whole response; `logprobs`: its tokens' entries when the request asked for them, else null. */
 export interface ChoiceResult {
   content: string;
+  /** The calls the reply made (none: the message has no tool_calls). */
+  toolCalls?: ToolCall[];
   finishReason: FinishReason;
   logprobs: TokenLogprob[] | null;
 }
@@ -444,7 +472,10 @@ export function buildChatCompletion(meta: CompletionMeta, choices: ChoiceResult[
   return {
     id: meta.id, object: "chat.completion", created: meta.created, model: meta.model,
     choices: choices.map((c, index) => ({
-      index, message: { role: "assistant", content: c.content, refusal: null }, finish_reason: c.finishReason,
+      index, message: c.toolCalls?.length
+        ? { role: "assistant", content: c.content || null, refusal: null, tool_calls: c.toolCalls }
+        : { role: "assistant", content: c.content, refusal: null },
+      finish_reason: c.finishReason,
       logprobs: c.logprobs ? { content: c.logprobs, refusal: null } : null,
     })),
     usage,
@@ -457,7 +488,7 @@ export function buildChatCompletion(meta: CompletionMeta, choices: ChoiceResult[
  * usage (pass `choice: null`). `choice.logprobs`: the entries of the tokens this chunk completes.
  */
 export function buildChunk(meta: CompletionMeta,
-                           choice: { index?: number; role?: "assistant"; content?: string;
+                           choice: { index?: number; role?: "assistant"; content?: string; toolCalls?: ToolCallDelta[];
                                      finishReason?: FinishReason | null; logprobs?: TokenLogprob[] } | null,
                            usage?: CompletionUsage | null): ChatCompletionChunk {
   const chunk: ChatCompletionChunk = {
@@ -467,6 +498,7 @@ export function buildChunk(meta: CompletionMeta,
       delta: {
         ...(choice.role ? { role: choice.role } : {}),
         ...(choice.content !== undefined ? { content: choice.content } : {}),
+        ...(choice.toolCalls?.length ? { tool_calls: choice.toolCalls } : {}),
       },
       finish_reason: choice.finishReason ?? null,
       logprobs: choice.logprobs ? { content: choice.logprobs, refusal: null } : null,

@@ -149,8 +149,11 @@ export class Tokenizer {
     return pickTemplate(this.chatConfig.chat_template) ?? pickTemplate(this.config.chat_template);
   }
 
-  /** Render the conversation with the chat template (add_generation_prompt = true by default). */
-  applyChatTemplate(messages: NormalizedMessage[], options: { addGenerationPrompt?: boolean } = {}): string {
+  /** Render the conversation with the chat template (add_generation_prompt = true by default).
+   * `tools` becomes the template's `tools` variable (as HF's apply_chat_template(tools=...) passes
+   * it); messages keep their tool_calls / tool_call_id. */
+  applyChatTemplate(messages: NormalizedMessage[],
+                    options: { addGenerationPrompt?: boolean; tools?: readonly unknown[] | null } = {}): string {
     if (!this.template) {
       const source = this.chatTemplate;
       if (!source) {
@@ -166,8 +169,13 @@ export class Tokenizer {
     }
     return this.template.render({
       ...this.templateTokens,
-      messages: messages.map((m) => ({ role: m.role, content: m.content })),
+      messages: messages.map((m) => ({
+        role: m.role, content: m.content,
+        ...(m.tool_calls ? { tool_calls: m.tool_calls } : {}),
+        ...(m.tool_call_id !== undefined ? { tool_call_id: m.tool_call_id } : {}),
+      })),
       add_generation_prompt: options.addGenerationPrompt ?? true,
+      ...(options.tools ? { tools: options.tools } : {}),
     });
   }
 
@@ -179,9 +187,9 @@ export class Tokenizer {
     return ids;
   }
 
-  /** Render the chat template and encode it: the prompt token ids for a conversation. */
-  encodeChat(messages: NormalizedMessage[]): { prompt: string; ids: number[] } {
-    const prompt = this.applyChatTemplate(messages);
+  /** Render the chat template (with `tools`, when given) and encode it: the prompt token ids for a conversation. */
+  encodeChat(messages: NormalizedMessage[], tools?: readonly unknown[] | null): { prompt: string; ids: number[] } {
+    const prompt = this.applyChatTemplate(messages, { tools: tools ?? null });
     return { prompt, ids: this.encodePrompt(prompt) };
   }
 

@@ -8,7 +8,8 @@ import type { ChatCompletionCreateParamsBase } from "openai/resources/chat/compl
 import type { CompletionCreateParamsBase } from "openai/resources/completions";
 
 import type {
-  ChatCompletion, ChatCompletionChunk, ChatCompletionRequest, Completion, CompletionChunk, CompletionRequest,
+  ChatCompletion, ChatCompletionChunk, ChatCompletionRequest, ChatMessage, Completion, CompletionChunk, CompletionRequest,
+  FunctionTool, ToolCall, ToolCallDelta, ToolChoice,
 } from "../../../runtime_js/src/index.js";
 import type { ResponseFormat } from "../../../runtime_js/src/protocol.js";
 
@@ -35,3 +36,15 @@ export type ResponseFormatIsOpenAIs = Assert<Extends<
   Exclude<ResponseFormat, { type: "grammar" }>, NonNullable<ChatCompletionCreateParamsBase["response_format"]>>>;
 export type CompletionRequestIsOpenAIs = Assert<Extends<
   Known<CompletionRequest, "repetition_penalty"> & { model: string }, CompletionCreateParamsBase>>;
+
+// Tools: the request's tools and tool_choice, an assistant message with tool_calls and a tool message
+// are OpenAI's; a reply's tool_calls and a chunk's delta.tool_calls are what OpenAI returns.
+export type ToolIsOpenAIs = Assert<Extends<FunctionTool, OpenAI.Chat.Completions.ChatCompletionFunctionTool>>;
+export type ToolChoiceIsOpenAIs = Assert<Extends<ToolChoice, OpenAI.Chat.Completions.ChatCompletionToolChoiceOption>>;
+export type MessageIsOpenAIs = Assert<Extends<ChatMessage, OpenAI.Chat.Completions.ChatCompletionMessageParam>>;
+export type ToolCallIsOpenAIs = Assert<Extends<ToolCall, OpenAI.Chat.Completions.ChatCompletionMessageFunctionToolCall>>;
+export type ReplyToolCallsAreOpenAIs = Assert<Extends<
+  ChatCompletion["choices"][number]["message"]["tool_calls"], OpenAI.Chat.Completions.ChatCompletionMessage["tool_calls"]>>;
+export type DeltaToolCallsAreOpenAIs = Assert<Extends<
+  ToolCallDelta, OpenAI.Chat.Completions.ChatCompletionChunk.Choice.Delta.ToolCall>>;
+export type ToolsFinishIsOpenAIs = Assert<Extends<"tool_calls", ChatCompletion["choices"][number]["finish_reason"]>>;

@@ -15,7 +15,7 @@ const entry = path.join(root, "runtime_js", "src", "index.ts");
 /** Values in dist/webbuild.js. */
 const VALUES = [
   "AbortedError", "ContextWindowExceededError", "IntegrityError", "InvalidRequestError", "ModelLoadError",
-  "NoWebGPUError", "OutOfMemoryError", "ShaderF16Error", "StorageQuotaError", "WebbuildError", "createEngine",
+  "NoWebGPUError", "OutOfMemoryError", "ShaderF16Error", "StorageQuotaError", "ToolsUnsupportedError", "WebbuildError", "createEngine",
   "deleteCachedModel", "getModelCacheInfo",
 ];
 
@@ -24,10 +24,10 @@ const TYPES = [
   "Backend", "BackendChoice", "CacheKind", "ChatCompletion", "ChatCompletionChunk", "ChatCompletionRequest",
   "ChatConfig", "ChatEngine", "ChatMessage", "ChoiceLogprobs", "Completion", "CompletionChoice",
   "CompletionChunk", "CompletionCreateRequest", "CompletionLogprobs", "CompletionRequest", "CompletionUsage", "CreateRequest", "EngineOptions",
-  "ErrorCode", "FetchFn", "FinishReason", "LoadProgress", "ModelCacheInfo", "ModelCacheOptions", "ProgressCallback",
+  "ErrorCode", "FetchFn", "FinishReason", "FunctionTool", "LoadProgress", "ModelCacheInfo", "ModelCacheOptions", "ProgressCallback",
   "ProgressStage", "Role",
   "SamplingDefaults", "SerializedError", "ShardStore", "StateConfig", "TextContentPart", "TokenLogprob",
-  "TopLogprob", "UsageExtra",
+  "ToolCall", "ToolCallDelta", "ToolChoice", "TopLogprob", "UsageExtra",
 ];
 
 test("the bundle (built as dist/webbuild.js is) exports exactly the public values", async () => {

@@ -73,7 +73,7 @@ test("invalid requests name the field", () => {
   rejects({}, "messages");
   rejects({ messages: [] }, "messages");
   rejects({ messages: ["hi"] }, "messages[0]");
-  rejects({ messages: [{ role: "tool", content: "x" }] }, "messages[0].role");
+  rejects({ messages: [{ role: "function", content: "x" }] }, "messages[0].role");
   rejects({ messages: [{ role: "user", content: 3 }] }, "messages[0].content");
   rejects({ messages: [{ role: "user", content: [{ type: "image_url", image_url: {} }] }] }, "messages[0].content[0].type");
   rejects({ ...user("x"), temperature: 2.5 }, "temperature");
@@ -100,7 +100,7 @@ test("invalid requests name the field", () => {
   rejects({ ...user("x"), n: 0 }, "n");
   rejects({ ...user("x"), n: 65 }, "n");
   rejects({ ...user("x"), n: 1.5 }, "n");
-  rejects({ ...user("x"), tools: [{ type: "function" }] }, "tools");
+  rejects({ ...user("x"), tools: [{ type: "function" }] }, "tools[0].function");
   rejects({ ...user("x"), logprobs: "yes" }, "logprobs");
   rejects({ ...user("x"), top_logprobs: 3 }, "top_logprobs");
   rejects({ ...user("x"), logprobs: true, top_logprobs: 21 }, "top_logprobs");
