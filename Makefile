@@ -4,6 +4,9 @@ VENV := .venv
 PY := $(VENV)/bin/python
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 APT_PACKAGES := emscripten chromium
+# Mesa's lavapipe (a Vulkan driver on the CPU) with shader-f16, for the f16 WebGPU tests in node's Dawn:
+# bookworm's Mesa 22.3 lacks Vulkan features Dawn requires, bookworm-backports' Mesa 25 has them.
+LAVAPIPE_VERSION := 25.0.7-2~bpo12+1
 MODELS := out/models
 DEFAULT_MODEL := smollm2-135m-instruct
 
@@ -14,6 +17,10 @@ deps: deps-apt deps-py deps-js
 deps-apt:
 	@dpkg -s $(APT_PACKAGES) >/dev/null 2>&1 || { $(SUDO) apt-get update -q && \
 	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q $(APT_PACKAGES); }
+	@[ "$$(dpkg-query -W -f='$${Version}' mesa-vulkan-drivers 2>/dev/null)" = "$(LAVAPIPE_VERSION)" ] || { \
+	  printf 'Types: deb\nURIs: http://deb.debian.org/debian\nSuites: bookworm-backports\nComponents: main\nSigned-By: /usr/share/keyrings/debian-archive-keyring.gpg\n' | \
+	    $(SUDO) tee /etc/apt/sources.list.d/bookworm-backports.sources >/dev/null && $(SUDO) apt-get update -q && \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q -t bookworm-backports mesa-vulkan-drivers=$(LAVAPIPE_VERSION); }
 
 deps-py: $(VENV)/.stamp
 $(VENV)/.stamp: pyproject.toml Makefile

@@ -2,6 +2,9 @@
 
     run_toy(wasm, func, args)             -> outputs of one VM function call
     run_model(folder, tokens, decode=N)   -> prefill logits (+ greedy tokens) of a model folder
+
+Dawn runs on SwiftShader's Vulkan (no shader-f16) unless `vulkan_icd` names another driver:
+LAVAPIPE_ICD (Mesa's lavapipe, from bookworm-backports: see the Makefile) has shader-f16.
 """
 
 from __future__ import annotations
@@ -20,6 +23,9 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 HARNESS = REPO / "tests" / "js" / "tvm_node.mjs"
+#: Mesa's lavapipe (Vulkan on llvmpipe): Dawn offers it with shader-f16 (Mesa >= 23; 22.3 lacks the
+#: shader*ArrayDynamicIndexing features Dawn requires).
+LAVAPIPE_ICD = Path("/usr/share/vulkan/icd.d/lvp_icd.json")
 
 
 class HarnessError(RuntimeError):
@@ -30,12 +36,17 @@ def node_available() -> bool:
     return shutil.which("node") is not None and (REPO / "node_modules" / "@mlc-ai" / "web-runtime").is_dir()
 
 
-def run_harness(mode: str, *cli: str, timeout: float = 600) -> dict[str, Any]:
-    """Run the harness; return its JSON result or raise HarnessError with its stderr tail."""
+def run_harness(mode: str, *cli: str, timeout: float = 600, vulkan_icd: Path | None = None) -> dict[str, Any]:
+    """Run the harness; return its JSON result or raise HarnessError with its stderr tail.
+    `vulkan_icd`: the Vulkan driver's ICD file (default: SwiftShader's)."""
+    env = dict(os.environ)
+    if vulkan_icd is not None:
+        # the Vulkan loader wants a runtime directory for its lock files
+        env.update(VK_ICD_FILENAMES=str(vulkan_icd), XDG_RUNTIME_DIR=env.get("XDG_RUNTIME_DIR", tempfile.gettempdir()))
     with tempfile.TemporaryDirectory(prefix="tvm-node-") as tmp:
         out = Path(tmp) / "result.json"
         cmd = ["node", str(HARNESS), mode, *cli, "--out", str(out)]
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=REPO)
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=REPO, env=env)
         result = json.loads(out.read_text()) if out.exists() else None
     if proc.returncode != 0 or result is None or "error" in result:
         err = result.get("error") if isinstance(result, dict) else None
@@ -76,7 +87,7 @@ def run_toy(wasm: str | os.PathLike, func: str, args: Sequence[np.ndarray | dict
 
 
 def run_model(folder: str | os.PathLike, tokens: Iterable[int], decode: int = 0, timeout: float = 600,
-              **options: Any) -> dict[str, Any]:
+              vulkan_icd: Path | None = None, **options: Any) -> dict[str, Any]:
     """options: page_size, prefill_chunk, max_seq_len, packed_params=True, all_logits=True."""
     cli = ["--dir", str(folder), "--tokens", ",".join(str(int(t)) for t in tokens), "--decode", str(decode)]
     for key, value in options.items():
@@ -85,4 +96,4 @@ def run_model(folder: str | os.PathLike, tokens: Iterable[int], decode: int = 0,
             cli.append(flag)
         elif value not in (None, False):
             cli += [flag, str(value)]
-    return run_harness("model", *cli, timeout=timeout)
+    return run_harness("model", *cli, timeout=timeout, vulkan_icd=vulkan_icd)

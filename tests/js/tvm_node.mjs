@@ -31,8 +31,9 @@ import { inspect } from "node:util";
 const SWIFTSHADER_ICD = "/usr/lib/chromium/vk_swiftshader_icd.json";
 const CHROMIUM_LIBDIR = "/usr/lib/chromium";
 
-// Dawn needs a Vulkan loader and ICD. Without a GPU, use SwiftShader from the chromium
-// package (Debian's lavapipe is rejected by Dawn); its directory also has libvulkan.so.1.
+// Dawn needs a Vulkan loader and ICD. Without a GPU and without VK_ICD_FILENAMES, use SwiftShader
+// from the chromium package (its directory also has libvulkan.so.1); VK_ICD_FILENAMES picks another
+// driver, e.g. Mesa's lavapipe (>= 23: bookworm's 22.3 is rejected by Dawn), which has shader-f16.
 // LD_LIBRARY_PATH is read at process start, so re-run ourselves with the environment set.
 function ensureVulkanEnv() {
   if (process.env.WEBBUILD_TVM_NODE_CHILD) return;
