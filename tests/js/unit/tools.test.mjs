@@ -7,7 +7,9 @@ import path from "node:path";
 import { test } from "node:test";
 import { fileURLToPath } from "node:url";
 
-import { ToolsUnsupportedError, InvalidRequestError } from "../../../dist/modules/errors.js";
+import {
+  deserializeError, InvalidRequestError, serializeError, ToolsUnsupportedError,
+} from "../../../dist/modules/errors.js";
 import { compactJsonContents, loadXGrammar } from "../../../dist/modules/grammar.js";
 import { buildChatCompletion, buildChunk, validateRequest } from "../../../dist/modules/protocol.js";
 import { Tokenizer } from "../../../dist/modules/tokenizer.js";
@@ -271,4 +273,33 @@ test("ToolCallChunks: the pipeline's content chunks become OpenAI tool-call chun
     toolCalls: [{ id: "call_0", type: "function", function: { name: "add", arguments: "{}" } }] }], {});
   assert.equal(whole.choices[0].message.content, null, "only calls: content is null, as OpenAI's");
   assert.equal(whole.choices[0].message.tool_calls.length, 1);
+});
+
+test("ToolsUnsupportedError crosses a worker's postMessage with its class, code and reason", () => {
+  const sent = serializeError(new ToolsUnsupportedError("no tools", "unknown-syntax"));
+  const back = deserializeError(structuredClone(sent));
+  assert.ok(back instanceof ToolsUnsupportedError);
+  assert.equal(back.code, "tools-unsupported");
+  assert.equal(back.reason, "unknown-syntax");
+  assert.equal(back.message, "no tools");
+});
+
+test("ToolCallChunks keeps each choice (n > 1) apart", () => {
+  const meta = { id: "chatcmpl-x", created: 1, model: "m" };
+  let n = 0;
+  const calls = new ToolCallChunks(HERMES, normalizeTools({ tools: [ADD] }), () => `call_${n++}`);
+  const out = [];
+  const emit = calls.wrap((c) => out.push(c));
+  emit(buildChunk(meta, { index: 0, content: call("add", '{"a":1,"b":1}') }));
+  emit(buildChunk(meta, { index: 0, finishReason: "stop" }));
+  emit(buildChunk(meta, { index: 1, content: "no call <tool" }));
+  emit(buildChunk(meta, { index: 1, finishReason: "stop" }));
+  assert.deepEqual(out.map((c) => [c.choices[0].index, c.choices[0].delta, c.choices[0].finish_reason]), [
+    [0, { tool_calls: [{ index: 0, id: "call_0", type: "function", function: { name: "add", arguments: "" } },
+                       { index: 0, function: { arguments: '{"a":1,"b":1}' } }] }, null],
+    [0, {}, "tool_calls"],
+    [1, { content: "no call " }, null],
+    [1, { content: "<tool" }, null],
+    [1, {}, "stop"],
+  ]);
 });
