@@ -1,6 +1,7 @@
 """The WebGPU backend: WGSL kernels with wasm32 host code, linked into model.wasm.
 
-Its decisions: dlight's GPU schedules; the one-token decode in webbuild's fused kernels
+Its decisions: dlight's GPU schedules, except for group-quantized prefill matmuls (webbuild's
+barrier-free register-tiled GEMM, webbuild.kernels.prefill_gemm); the one-token decode in webbuild's fused kernels
 (webbuild.kernels.decode_gemv / decode_attention, with the paged KV cache's hook in
 webbuild.tvm_patches.fused_decode_entry); the workgroup argmax, token-mask and WKV kernels; TVM's racy
 attention-state merge replaced (tvm_patches.merge_state) and precise sin/cos for RoPE
@@ -18,6 +19,7 @@ from tvm.target import Target
 
 from ..kernels.argmax import argmax_func
 from ..kernels.model_kernels import ModelKernels
+from ..kernels.prefill_gemm import prefill_gemm_pass
 from ..kernels.token_bitmask import token_bitmask_func
 from ..kernels.wkv import wkv_func_gpu
 from ..progress import ProgressFn, silent
@@ -43,6 +45,9 @@ class WebGPUBackend(Backend):
     def prepare(self, mod: tvm.IRModule) -> tvm.IRModule:
         install_precise_webgpu_trig()  # WGSL sin/cos are ~2e-4 off: precise RoPE
         return replace_racy_merge_state(mod)
+
+    def before_legalize(self) -> list:
+        return [prefill_gemm_pass()]
 
     def generic_pipeline(self):
         from tvm.relax.backend.gpu_generic import pipeline

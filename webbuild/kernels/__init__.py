@@ -1,6 +1,7 @@
 """webbuild's hand-written TIR/TE kernels and schedules, one job per file.
 
 - decode_gemv: WebGPU one-token GEMVs with their norm / activation / bias / residual fused in;
+- prefill_gemm: WebGPU many-token (prefill) matmuls of group-quantized weights, barrier-free;
 - decode_attention: WebGPU one-token attention (split + RoPE + KV append + paged attention);
 - cpu_matmul: CPU (wasm32 SIMD128 and native) int4 matmul kernels and matmul schedules;
 - argmax: greedy decoding on the device; token_bitmask: a grammar's token mask applied on the device;
