@@ -43,10 +43,13 @@ def token_bitmask_func(vocab: int, gpu: bool) -> tirx.PrimFunc:
             T.func_attr({"tirx.noalias": True})
             L = T.match_buffer(l_h, (1, 1, vocab), "float32")
             M = T.match_buffer(m_h, (words,), "int32")
-            for i in T.serial(vocab):
+            for w in T.serial(words):
                 with T.sblock("token_bitmask"):
-                    if T.bitwise_and(T.shift_right(M[i // BITS], i % BITS), 1) == 0:
-                        L[0, 0, i] = neg_inf
+                    if M[w] != -1:  # a word of allowed tokens only is skipped
+                        for b in T.serial(BITS):
+                            if w * BITS + b < vocab:
+                                if T.bitwise_and(T.shift_right(M[w], b), 1) == 0:
+                                    L[0, 0, w * BITS + b] = neg_inf
 
         return token_bitmask_cpu
 
