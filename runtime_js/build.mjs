@@ -24,7 +24,7 @@ const dist = path.join(root, "dist");
 const args = new Set(process.argv.slice(2));
 // The browser-independent modules the node unit tests import one by one.
 const MODULES = ["errors", "config", "protocol", "sampling", "stop", "tokenizer", "sha256", "progress", "storage", "artifacts", "backend",
-                 "metadata", "llm_chat_pipeline", "logprobs", "completions", "grammar", "tools", "tool_syntax"];
+                 "metadata", "llm_chat_pipeline", "logprobs", "completions", "grammar", "tools", "tool_syntax", "embeddings"];
 
 const common = {
   bundle: true,

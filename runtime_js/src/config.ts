@@ -26,19 +26,34 @@ export interface SamplingDefaults {
   presence_penalty: number;
 }
 
-/** The model's sequence state: a paged KV cache (optionally a sliding window) or an RNN state. */
+/** The model's sequence state: a paged KV cache (optionally a sliding window) or an RNN state
+ * ("none": an embedding model, which keeps nothing between calls). */
 export interface StateConfig {
-  kv_state: "paged_kv_cache" | "rnn_state";
+  kv_state: "paged_kv_cache" | "rnn_state" | "none";
   /** Attention window in tokens (paged KV cache only); null when attention sees the whole context. */
   sliding_window: number | null;
   /** RNN state slots per sequence (RNN state only; the runtime reads it from `_metadata`). */
   rnn_history?: number;
 }
 
+/** An embedding model's call (chat-config.json `embedding`): the module function taking padded
+ * (batch, seq) int32 ids and 0/1 mask and returning (batch, dimensions) float32, the pooling and
+ * normalisation it applies, and the longest input in tokens. */
+export interface EmbeddingConfig {
+  function: string;
+  dimensions: number;
+  pooling: "mean" | "cls" | "lasttoken";
+  normalize: boolean;
+  max_seq_length: number;
+}
+
 /** chat-config.json as the build writes it (the schema's `written` definition); parseChatConfig
  * fills the properties a reader may lack that have a default. */
 export interface ChatConfig {
   format: "webbuild-chat-config/1";
+  /** "chat": a language model; "embedding": a sentence encoder described by `embedding`. */
+  model_kind: "chat" | "embedding";
+  embedding?: EmbeddingConfig;
   model_id: string;
   architecture: string;
   quantization: string;

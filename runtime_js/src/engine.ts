@@ -2,7 +2,9 @@
 // folder (artifacts, backend choice, the TVM runtime, the tokenizer), normalises and checks each
 // request, runs one request at a time (the others wait their turn), and stops a generation on
 // interrupt() or the request's AbortSignal. The generation itself is the LLM chat pipeline's
-// (llm_chat_pipeline.ts); everything that touches TVM is in tvm_runtime.ts.
+// (llm_chat_pipeline.ts); everything that touches TVM is in tvm_runtime.ts. An embedding model
+// (chat-config.json model_kind "embedding") loads the embeddings pipeline instead (embeddings.ts,
+// encoder_runtime.ts); asking a model of one kind for the other's API is a ModelKindError.
 import { loadModelArtifacts, loadModelLib, ShardLoader, type LoadOptions, type ModelArtifacts } from "./artifacts.js";
 import { chooseBackend, type Backend, type BackendChoice, type ChosenBackend } from "./backend.js";
 import { type ChatConfig, withContextWindow } from "./config.js";
@@ -10,7 +12,11 @@ import {
   CompletionChunker, mergeCompletionChunks, validateCompletionRequest, type Completion, type CompletionChunk,
   type CompletionRequest,
 } from "./completions.js";
-import { ModelLoadError } from "./errors.js";
+import {
+  EmbeddingPipeline, validateEmbeddingRequest, type CreateEmbeddingResponse, type EmbeddingCreateParams,
+} from "./embeddings.js";
+import { EncoderRuntime } from "./encoder_runtime.js";
+import { ModelKindError, ModelLoadError } from "./errors.js";
 import { withOutOfMemoryCheck } from "./gpu.js";
 import { GrammarEngine } from "./grammar.js";
 import { LLMChatPipeline, type GenerationResult } from "./llm_chat_pipeline.js";
@@ -21,7 +27,7 @@ import {
 import { pushStream } from "./push_stream.js";
 import { Tokenizer } from "./tokenizer.js";
 import { mergeToolCallDeltas } from "./tools.js";
-import { TvmRuntime } from "./tvm_runtime.js";
+import { TvmRuntime, type RuntimeOptions } from "./tvm_runtime.js";
 
 export interface EngineOptions extends LoadOptions {
   /** Run the engine in a dedicated Web Worker behind a proxy (see createEngine). */
@@ -55,6 +61,7 @@ const DEFAULT_YIELD_INTERVAL_MS = 4;
 
 export type CreateRequest = ChatCompletionRequest & { signal?: AbortSignal };
 export type CompletionCreateRequest = CompletionRequest & { signal?: AbortSignal };
+export type EmbeddingCreateRequest = EmbeddingCreateParams & { signal?: AbortSignal };
 
 export interface ChatEngine {
   readonly config: ChatConfig;
@@ -67,6 +74,8 @@ export interface ChatEngine {
   readonly chat: { completions: { create(request: CreateRequest): Promise<ChatCompletion | AsyncIterable<ChatCompletionChunk>> } };
   /** Raw-prompt completions (no chat template), OpenAI's `text_completion` objects. */
   readonly completions: { create(request: CompletionCreateRequest): Promise<Completion | AsyncIterable<CompletionChunk>> };
+  /** OpenAI's embeddings (embedding models only: chat-config.json model_kind "embedding"). */
+  readonly embeddings: { create(request: EmbeddingCreateRequest): Promise<CreateEmbeddingResponse> };
   interrupt(): void;
   resetChat(): Promise<void>;
   unload(): Promise<void>;
@@ -75,12 +84,21 @@ export interface ChatEngine {
 export class LocalEngine implements ChatEngine {
   readonly chat = { completions: { create: (request: CreateRequest) => this.create(request) } };
   readonly completions = { create: (request: CompletionCreateRequest) => this.createCompletion(request) };
+  readonly embeddings = { create: (request: EmbeddingCreateRequest) => this.createEmbeddings(request) };
   private interrupted = false;
   private busy: Promise<unknown> = Promise.resolve();
   private disposed = false;
 
   private constructor(readonly config: ChatConfig, private readonly chosen: ChosenBackend,
-                      private readonly runtime: TvmRuntime, private readonly pipeline: LLMChatPipeline) {}
+                      private readonly runtime: TvmRuntime | EncoderRuntime,
+                      private readonly chatPipeline: LLMChatPipeline | null,
+                      private readonly embedder: EmbeddingPipeline | null = null) {}
+
+  /** The chat pipeline; a ModelKindError (code "model-kind-mismatch") on an embedding model. */
+  private get pipeline(): LLMChatPipeline {
+    if (!this.chatPipeline) throw new ModelKindError(this.config.model_kind, "chat and text completions");
+    return this.chatPipeline;
+  }
 
   get backend(): Backend {
     return this.chosen.kind;
@@ -116,11 +134,15 @@ export class LocalEngine implements ChatEngine {
     const shards = new ShardLoader(artifacts, options);
     const wasm = await loadModelLib(artifacts, options, chosen.moduleFile);
     shards.progress.emit("compile", chosen.moduleFile, 0, 1, { backend: chosen.kind });
-    const runtime = await TvmRuntime.create(wasm.slice().buffer, {
+    const runtimeOptions = {
       url: artifacts.baseUrl + chosen.moduleFile, gpu: chosen.device, threads: chosen.threads,
       memoryPages: config.wasm_threads?.memory_pages, prefetchShaders: options.prefetchShaders,
       threadSpins: options.threadSpins,
-    });
+    };
+    if (config.model_kind === "embedding") {
+      return LocalEngine.instantiateEncoder(artifacts, chosen, shards, wasm, runtimeOptions);
+    }
+    const runtime = await TvmRuntime.create(wasm.slice().buffer, runtimeOptions);
     chosen.threads = runtime.threads;
     try {
       await runtime.loadParams(shards.tensors(), artifacts.baseUrl + "tensor-cache.json", chosen.moduleFile);
@@ -141,6 +163,32 @@ export class LocalEngine implements ChatEngine {
     }
   }
 
+  /** An embedding model: the module's encode function behind the embeddings pipeline. */
+  private static async instantiateEncoder(artifacts: ModelArtifacts, chosen: ChosenBackend, shards: ShardLoader,
+                                          wasm: Uint8Array, runtimeOptions: RuntimeOptions): Promise<LocalEngine> {
+    const config = artifacts.chatConfig;
+    if (!config.embedding) {
+      throw new ModelLoadError(artifacts.baseUrl + "chat-config.json", "an embedding model needs an embedding block",
+                               "rebuild the model folder with this version of webbuild");
+    }
+    const runtime = await EncoderRuntime.create(wasm.slice().buffer, runtimeOptions, config.embedding.function);
+    chosen.threads = runtime.threads;
+    try {
+      await runtime.loadParams(shards.tensors(), artifacts.baseUrl + "tensor-cache.json", chosen.moduleFile);
+      const tokenizer = new Tokenizer(artifacts.tokenizerJson, artifacts.tokenizerConfig, config);
+      const embedder = new EmbeddingPipeline(runtime, config, tokenizer);
+      await runtime.sync();
+      shards.progress.emit("compile", chosen.moduleFile, 1, 1, { backend: chosen.kind });
+      shards.progress.emit("ready", null as unknown as string, 1, 1,
+        { backend: chosen.kind, ...(chosen.kind === "wasm" ? { threads: chosen.threads } : {}),
+          ...(chosen.fallbackReason ? { fallbackReason: chosen.fallbackReason } : {}) });
+      return new LocalEngine(config, chosen, runtime, null, embedder);
+    } catch (err) {
+      runtime.stopThreads();
+      throw err;
+    }
+  }
+
   /** Stop the generation in progress (it ends with finish_reason "abort"). */
   interrupt(): void {
     this.interrupted = true;
@@ -148,7 +196,7 @@ export class LocalEngine implements ChatEngine {
 
   /** Forget the conversation held in the KV cache. */
   async resetChat(): Promise<void> {
-    await this.exclusive(async () => this.pipeline.reset());
+    await this.exclusive(async () => this.chatPipeline?.reset());  // an embedding model keeps nothing
   }
 
   async unload(): Promise<void> {
@@ -157,6 +205,19 @@ export class LocalEngine implements ChatEngine {
     await this.busy.catch(() => {});
     this.disposed = true;
     this.runtime.dispose();
+  }
+
+  /** OpenAI embeddings of the request's inputs (one request at a time holds the model). */
+  private async createEmbeddings(request: EmbeddingCreateRequest): Promise<CreateEmbeddingResponse> {
+    if (this.disposed) throw new ModelLoadError(this.config.model_id, "the engine was unloaded", "create a new engine");
+    const embedder = this.embedder;
+    if (!embedder) throw new ModelKindError(this.config.model_kind, "embeddings");
+    const { signal, ...body } = request;
+    const req = validateEmbeddingRequest(body, embedder.embedding, this.config.vocab_size);
+    return this.exclusive(() => {
+      this.interrupted = false;
+      return embedder.create(req, () => Boolean(signal?.aborted) || this.interrupted);
+    });
   }
 
   /** Run `work` after every request queued before it: one request at a time holds the model. */
@@ -168,6 +229,7 @@ export class LocalEngine implements ChatEngine {
 
   private async create(request: CreateRequest): Promise<ChatCompletion | AsyncIterable<ChatCompletionChunk>> {
     if (this.disposed) throw new ModelLoadError(this.config.model_id, "the engine was unloaded", "create a new engine");
+    if (!this.chatPipeline) throw new ModelKindError(this.config.model_kind, "chat completions");
     const { signal, ...body } = request;
     const req = validateRequest(body, { sampling: this.config.sampling, vocabSize: this.config.vocab_size,
       contextWindow: this.config.context_window_size });
@@ -188,6 +250,7 @@ export class LocalEngine implements ChatEngine {
 
   private async createCompletion(request: CompletionCreateRequest): Promise<Completion | AsyncIterable<CompletionChunk>> {
     if (this.disposed) throw new ModelLoadError(this.config.model_id, "the engine was unloaded", "create a new engine");
+    if (!this.chatPipeline) throw new ModelKindError(this.config.model_kind, "text completions");
     const { signal, ...body } = request;
     const { req, prompt, echo } = validateCompletionRequest(body, { sampling: this.config.sampling,
       vocabSize: this.config.vocab_size, contextWindow: this.config.context_window_size });

@@ -11,6 +11,7 @@ export type ErrorCode =
   | "invalid-request"
   | "model-load"
   | "aborted"
+  | "model-kind-mismatch"
   | "tools-unsupported"
   | "internal";
 
@@ -144,6 +145,21 @@ export class ToolsUnsupportedError extends WebbuildError {
   }
 }
 
+/** The request is for another kind of model: a chat or text completion on an embedding model, or
+ * embeddings from a chat model (`modelKind`: chat-config.json's model_kind; `operation`: what was asked). */
+export class ModelKindError extends WebbuildError {
+  readonly modelKind: string;
+  readonly operation: string;
+  constructor(modelKind: string, operation: string) {
+    super("model-kind-mismatch", `this is ${modelKind === "embedding" ? "an embedding" : "a chat"} model: ${operation} needs `
+      + `${operation === "embeddings" ? "an embedding" : "a chat"} model`,
+      operation === "embeddings" ? "load an embedding model (chat-config.json model_kind \"embedding\") for embeddings.create"
+        : "load a chat model for chat and text completions; use embeddings.create with this one", { modelKind, operation });
+    this.modelKind = modelKind;
+    this.operation = operation;
+  }
+}
+
 /** A serialized detail as text ("" when absent). */
 function detailText(value: unknown): string {
   if (value === undefined || value === null) return "";
@@ -161,6 +177,7 @@ const BY_CODE: Record<string, (e: SerializedError) => WebbuildError> = {
   "invalid-request": (e) => new InvalidRequestError(detailText(e.details?.field), e.message),
   "model-load": (e) => new ModelLoadError(detailText(e.details?.url), e.message, e.fix),
   aborted: (e) => new AbortedError(e.message),
+  "model-kind-mismatch": (e) => new ModelKindError(detailText(e.details?.modelKind), detailText(e.details?.operation)),
   "tools-unsupported": (e) => new ToolsUnsupportedError(e.message, detailText(e.details?.reason)),
 };
 

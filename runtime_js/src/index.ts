@@ -15,11 +15,12 @@ export async function createEngine(modelUrl: string, options: EngineOptions = {}
   return options.worker ? WorkerEngine.load(modelUrl, options) : LocalEngine.load(modelUrl, options);
 }
 
-export type { ChatEngine, CompletionCreateRequest, CreateRequest, EngineOptions } from "./engine.js";
+export type { ChatEngine, CompletionCreateRequest, CreateRequest, EmbeddingCreateRequest, EngineOptions } from "./engine.js";
+export type { CreateEmbeddingResponse, Embedding, EmbeddingCreateParams } from "./embeddings.js";
 export type { Completion, CompletionChoice, CompletionChunk, CompletionLogprobs, CompletionRequest } from "./completions.js";
 export type { FetchFn } from "./artifacts.js";
 export type { Backend, BackendChoice } from "./backend.js";
-export type { ChatConfig, SamplingDefaults, StateConfig } from "./config.js";
+export type { ChatConfig, EmbeddingConfig, SamplingDefaults, StateConfig } from "./config.js";
 export type { CacheKind, ModelCacheInfo, ModelCacheOptions, ShardStore } from "./storage.js";
 export { deleteCachedModel, getModelCacheInfo } from "./storage.js";
 
@@ -29,7 +30,7 @@ export type {
 } from "./protocol.js";
 
 export {
-  AbortedError, ContextWindowExceededError, IntegrityError, InvalidRequestError, ModelLoadError, NoWebGPUError,
+  AbortedError, ContextWindowExceededError, IntegrityError, InvalidRequestError, ModelKindError, ModelLoadError, NoWebGPUError,
   OutOfMemoryError, ShaderF16Error, StorageQuotaError, ToolsUnsupportedError, WebbuildError,
 } from "./errors.js";
 export type { ErrorCode, SerializedError } from "./errors.js";

@@ -35,8 +35,13 @@ export interface RnnStateMetadata extends MetadataFields {
   rnn_history: number;
 }
 
+/** An embedding model's module: no sequence state (it exports `encode`, see chat-config `embedding`). */
+export interface EncoderMetadata extends MetadataFields {
+  kv_state: "none";
+}
+
 /** `_metadata` as parsed: `kv_state` tells which state the module creates, and what it needs for it. */
-export type ModelMetadata = KvCacheMetadata | RnnStateMetadata;
+export type ModelMetadata = KvCacheMetadata | RnnStateMetadata | EncoderMetadata;
 
 const REBUILD = "rebuild the model with the current webbuild (python -m webbuild build)";
 
@@ -72,8 +77,9 @@ export function parseModelMetadata(text: string, url: string): ModelMetadata {
   if (typeof chunk !== "number" || !Number.isSafeInteger(chunk) || chunk < 1) {
     invalid(url, `_metadata.prefill_chunk must be a positive integer, got ${JSON.stringify(chunk)}`);
   }
-  if (meta.kv_state !== undefined && meta.kv_state !== "paged_kv_cache" && meta.kv_state !== "rnn_state") {
-    invalid(url, `_metadata.kv_state must be "paged_kv_cache" or "rnn_state", got ${JSON.stringify(meta.kv_state)}`);
+  if (meta.kv_state !== undefined && meta.kv_state !== "paged_kv_cache" && meta.kv_state !== "rnn_state"
+      && meta.kv_state !== "none") {
+    invalid(url, `_metadata.kv_state must be "paged_kv_cache", "rnn_state" or "none", got ${JSON.stringify(meta.kv_state)}`);
   }
   if (meta.kv_state === "rnn_state") {
     const history = required(meta, "rnn_history", url);

@@ -102,7 +102,17 @@ export class Tokenizer {
    * (@huggingface/tokenizers leaves a word-level model's unknown words as undefined ids); without
    * an unknown token that is an InvalidRequestError. */
   encode(text: string): number[] {
-    const ids = this.hf.encode(text, { add_special_tokens: false }).ids;
+    return this.known(this.hf.encode(text, { add_special_tokens: false }).ids);
+  }
+
+  /** Token ids of `text` as one model input: framed by the tokenizer's post-processor (BERT's
+   * [CLS] .. [SEP]); unknown words as in `encode`. */
+  encodeInput(text: string): number[] {
+    return this.known(this.hf.encode(text, { add_special_tokens: true }).ids);
+  }
+
+  /** `ids` with the unknown token for each id the library left undefined. */
+  private known(ids: number[]): number[] {
     if (ids.every((id) => Number.isInteger(id))) return ids;
     const unk = this.unkId;
     if (unk === undefined) {

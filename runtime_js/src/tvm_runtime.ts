@@ -2,8 +2,9 @@
 // single- or multi-threaded wasm), picks the TVM device (WebGPU when given a GPUDevice, else the
 // CPU), creates the VM, reads and checks `_metadata`, uploads the parameters, creates the sequence
 // state (paged KV cache or RNN state) and runs one forward call with the state's begin/end around
-// it. Every TVM scope is opened and closed here; tvmjs objects never leave this file (the layers
-// above see `Logits`, an opaque handle).
+// it. Every TVM scope is opened and closed here; tvmjs objects never leave this file and
+// encoder_runtime.ts (the embedding models' counterpart, which opens modules and uploads parameters
+// with `openModule` and `uploadParams`; the layers above see `Logits`, an opaque handle).
 import * as tvmjs from "@mlc-ai/web-runtime";
 
 import type { TensorBytes } from "./artifacts.js";
@@ -36,7 +37,7 @@ export interface RuntimeOptions {
 export interface StateSpec {
   /** chat-config.json `state.kv_state` (the build writes the same into `_metadata`, whose `kv_state`
    * picks the state created: the module has that state's create function). */
-  kind: "paged_kv_cache" | "rnn_state";
+  kind: "paged_kv_cache" | "rnn_state" | "none";
   /** Tokens the KV cache holds. */
   contextWindow: number;
   /** The most tokens one prefill call takes. */
@@ -58,6 +59,69 @@ interface Functions {
 }
 
 const SEQUENCE = 0;
+
+/** An instantiated model module: its TVM instance, device, VM (outside every scope) and checked
+ * `_metadata`, and the CPU threads' workers when it is the threaded module. */
+export interface OpenModule {
+  tvm: tvmjs.Instance;
+  device: tvmjs.DLDevice;
+  vm: tvmjs.VirtualMachine;
+  metadata: ModelMetadata;
+  threads: CpuThreads | null;
+}
+
+/** Instantiate the compiled module `wasm` (threaded when options.threads > 1), pick its device,
+ * create its VM and read its `_metadata`. */
+export async function openModule(wasm: ArrayBuffer, options: RuntimeOptions): Promise<OpenModule> {
+  let tvm: tvmjs.Instance;
+  let threads: CpuThreads | null = null;
+  if (options.threads > 1) {
+    if (!options.memoryPages) throw new ModelLoadError(options.url, "the threaded module needs wasm_threads.memory_pages", "rebuild the model folder");
+    ({ tvm, threads } = await instantiateThreaded(wasm, options.memoryPages, options.threads, options.url, options.threadSpins));
+  } else {
+    tvm = await tvmjs.instantiate(wasm, tvmjs.createPolyfillWASI(), () => {});
+  }
+  try {
+    if (options.gpu) tvm.initWebGPU(options.gpu);
+    const device = options.gpu ? tvm.webgpu() : tvm.cpu();
+    tvm.beginScope();
+    try {
+      const vm = tvm.detachFromCurrentScope(tvm.createVirtualMachine(device));
+      if (options.prefetchShaders && options.gpu) await tvm.asyncLoadWebGPUPipelines(vm.getInternalModule());
+      const metadata = parseModelMetadata(String(vm.getFunction("_metadata")()), options.url);
+      return { tvm, device, vm, metadata, threads };
+    } finally {
+      tvm.endScope();
+    }
+  } catch (err) {
+    threads?.dispose();
+    throw err;
+  }
+}
+
+/** Upload the parameters, which must come in `_metadata.params` order (`url`: the tensor list, for
+ * errors); returns them as the one array the module's functions take. */
+export async function uploadParams(module: OpenModule, tensors: AsyncIterable<TensorBytes>, url: string,
+                                   moduleFile: string): Promise<tvmjs.TVMArray> {
+  const { tvm, device } = module;
+  const expected = module.metadata.params;
+  const uploaded: tvmjs.Tensor[] = [];
+  tvm.beginScope();
+  try {
+    for await (const { record, bytes } of tensors) {
+      checkParamRecord(record, bytes.byteLength, expected[uploaded.length], uploaded.length, url, moduleFile);
+      const t = tvm.detachFromCurrentScope(tvm.empty(record.shape, record.dtype, device));
+      t.copyFromRawBytes(bytes);
+      uploaded.push(t);
+    }
+    if (uploaded.length !== expected.length) {
+      throw new ModelLoadError(url, `has ${uploaded.length} of ${expected.length} parameters`, "rebuild the model folder");
+    }
+    return tvm.detachFromCurrentScope(tvm.makeTVMArray(uploaded));
+  } finally {
+    tvm.endScope();
+  }
+}
 
 /** A VM function the module may lack (folders built before it existed), else null. */
 function optionalFunction(vm: tvmjs.VirtualMachine, name: string): tvmjs.PackedFunc | null {
@@ -101,23 +165,11 @@ export class TvmRuntime {
 
   /** Instantiate the compiled module `wasm`, create its VM and read its `_metadata`. */
   static async create(wasm: ArrayBuffer, options: RuntimeOptions): Promise<TvmRuntime> {
-    let tvm: tvmjs.Instance;
-    let threads: CpuThreads | null = null;
-    if (options.threads > 1) {
-      if (!options.memoryPages) throw new ModelLoadError(options.url, "the threaded module needs wasm_threads.memory_pages", "rebuild the model folder");
-      ({ tvm, threads } = await instantiateThreaded(wasm, options.memoryPages, options.threads, options.url, options.threadSpins));
-    } else {
-      tvm = await tvmjs.instantiate(wasm, tvmjs.createPolyfillWASI(), () => {});
-    }
+    const { tvm, device, vm, metadata, threads } = await openModule(wasm, options);
     try {
-      if (options.gpu) tvm.initWebGPU(options.gpu);
-      const device = options.gpu ? tvm.webgpu() : tvm.cpu();
       tvm.beginScope();
       try {
         const keep = <T extends tvmjs.Disposable>(x: T): T => tvm.detachFromCurrentScope(x);
-        const vm = keep(tvm.createVirtualMachine(device));
-        if (options.prefetchShaders && options.gpu) await tvm.asyncLoadWebGPUPipelines(vm.getInternalModule());
-        const metadata = parseModelMetadata(String(vm.getFunction("_metadata")()), options.url);
         const argmax = optionalFunction(vm, "argmax");
         const applyTokenBitmask = optionalFunction(vm, "apply_token_bitmask");
         const fns: Functions = {
@@ -137,6 +189,7 @@ export class TvmRuntime {
         tvm.endScope();
       }
     } catch (err) {
+      vm.dispose();
       threads?.dispose();
       throw err;
     }
@@ -144,24 +197,8 @@ export class TvmRuntime {
 
   /** Upload the parameters, which must come in `_metadata.params` order (`url`: the tensor list, for errors). */
   async loadParams(tensors: AsyncIterable<TensorBytes>, url: string, moduleFile: string): Promise<void> {
-    const { tvm } = this;
-    const expected = this.metadata.params;
-    const uploaded: tvmjs.Tensor[] = [];
-    tvm.beginScope();
-    try {
-      for await (const { record, bytes } of tensors) {
-        checkParamRecord(record, bytes.byteLength, expected[uploaded.length], uploaded.length, url, moduleFile);
-        const t = tvm.detachFromCurrentScope(tvm.empty(record.shape, record.dtype, this.device));
-        t.copyFromRawBytes(bytes);
-        uploaded.push(t);
-      }
-      if (uploaded.length !== expected.length) {
-        throw new ModelLoadError(url, `has ${uploaded.length} of ${expected.length} parameters`, "rebuild the model folder");
-      }
-      this.params = tvm.detachFromCurrentScope(tvm.makeTVMArray(uploaded));
-    } finally {
-      tvm.endScope();
-    }
+    const { tvm, device, vm, metadata, cpuThreads } = this;
+    this.params = await uploadParams({ tvm, device, vm, metadata, threads: cpuThreads }, tensors, url, moduleFile);
   }
 
   /** Create the sequence state and its one sequence: the one `_metadata.kv_state` names (the module has

@@ -19,6 +19,10 @@ async function create(id: number, request: ToWorker & { type: "create" }): Promi
   const abort = new AbortController();
   aborts.set(id, abort);
   try {
+    if (request.api === "embeddings") {
+      send({ type: "result", id, result: await engine.embeddings.create({ ...request.request, signal: abort.signal }) });
+      return;
+    }
     const result = request.api === "chat"
       ? await engine.chat.completions.create({ ...request.request, signal: abort.signal })
       : await engine.completions.create({ ...request.request, signal: abort.signal });

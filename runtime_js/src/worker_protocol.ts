@@ -5,11 +5,13 @@ import type { Completion, CompletionChunk, CompletionRequest } from "./completio
 import type { ChatCompletion, ChatCompletionChunk, ChatCompletionRequest } from "./protocol.js";
 import type { Backend } from "./backend.js";
 import type { ChatConfig } from "./config.js";
+import type { CreateEmbeddingResponse, EmbeddingCreateParams } from "./embeddings.js";
 
 export type ToWorker =
   | { type: "load"; modelUrl: string; options: Record<string, unknown> }
   | { type: "create"; id: number; api: "chat"; request: ChatCompletionRequest }
   | { type: "create"; id: number; api: "completions"; request: CompletionRequest }
+  | { type: "create"; id: number; api: "embeddings"; request: EmbeddingCreateParams }
   | { type: "abort"; id: number }
   | { type: "interrupt" }
   | { type: "reset"; id: number }
@@ -19,5 +21,5 @@ export type FromWorker =
   | { type: "progress"; event: LoadProgress }
   | { type: "loaded"; config: ChatConfig; backend: Backend; threads: number; fallbackReason: string | null }
   | { type: "chunk"; id: number; chunk: ChatCompletionChunk | CompletionChunk }
-  | { type: "result"; id: number; result: ChatCompletion | Completion | null }
+  | { type: "result"; id: number; result: ChatCompletion | Completion | CreateEmbeddingResponse | null }
   | { type: "error"; id: number | null; error: SerializedError };

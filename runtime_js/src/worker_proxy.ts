@@ -2,15 +2,17 @@
 import type { Backend } from "./backend.js";
 import type { ChatConfig } from "./config.js";
 import type { Completion, CompletionChunk, CompletionRequest } from "./completions.js";
-import type { ChatEngine, CompletionCreateRequest, CreateRequest, EngineOptions } from "./engine.js";
+import type { CreateEmbeddingResponse, EmbeddingCreateParams } from "./embeddings.js";
+import type { ChatEngine, CompletionCreateRequest, CreateRequest, EmbeddingCreateRequest, EngineOptions } from "./engine.js";
 import { AbortedError, deserializeError, throwIfAborted } from "./errors.js";
 import type { ChatCompletion, ChatCompletionChunk, ChatCompletionRequest } from "./protocol.js";
 import { pushStream } from "./push_stream.js";
 import type { FromWorker, ToWorker } from "./worker_protocol.js";
 
 type Chunk = ChatCompletionChunk | CompletionChunk;
-type Result = ChatCompletion | Completion | null;
-type Api = { api: "chat"; request: ChatCompletionRequest } | { api: "completions"; request: CompletionRequest };
+type Result = ChatCompletion | Completion | CreateEmbeddingResponse | null;
+type Api = { api: "chat"; request: ChatCompletionRequest } | { api: "completions"; request: CompletionRequest }
+  | { api: "embeddings"; request: EmbeddingCreateParams };
 
 interface Pending {
   onChunk?: ((chunk: Chunk) => void) | undefined;
@@ -21,6 +23,7 @@ interface Pending {
 export class WorkerEngine implements ChatEngine {
   readonly chat = { completions: { create: (request: CreateRequest) => this.create(request) } };
   readonly completions = { create: (request: CompletionCreateRequest) => this.createCompletion(request) };
+  readonly embeddings = { create: (request: EmbeddingCreateRequest) => this.createEmbeddings(request) };
   private nextId = 1;
   private readonly pending = new Map<number, Pending>();
 
@@ -83,6 +86,11 @@ export class WorkerEngine implements ChatEngine {
     const api: Api = { api: "completions", request: body };
     if (!body.stream) return (await this.forward(id, api, signal)) as Completion;
     return pushStream((push) => this.forward(id, api, signal, push as (c: Chunk) => void));
+  }
+
+  private async createEmbeddings(request: EmbeddingCreateRequest): Promise<CreateEmbeddingResponse> {
+    const { signal, ...body } = request;
+    return (await this.forward(this.nextId++, { api: "embeddings", request: body }, signal)) as CreateEmbeddingResponse;
   }
 
   /** Send request `id` to the worker; the signal's abort follows it as an "abort" message, which the

@@ -9,7 +9,7 @@ import type { CompletionCreateParamsBase } from "openai/resources/completions";
 
 import type {
   ChatCompletion, ChatCompletionChunk, ChatCompletionRequest, ChatMessage, Completion, CompletionChunk, CompletionRequest,
-  FunctionTool, ToolCall, ToolCallDelta, ToolChoice,
+  CreateEmbeddingResponse, Embedding, EmbeddingCreateParams, FunctionTool, ToolCall, ToolCallDelta, ToolChoice,
 } from "../../../runtime_js/src/index.js";
 import type { ResponseFormat } from "../../../runtime_js/src/protocol.js";
 
@@ -48,3 +48,13 @@ export type ReplyToolCallsAreOpenAIs = Assert<Extends<
 export type DeltaToolCallsAreOpenAIs = Assert<Extends<
   ToolCallDelta, OpenAI.Chat.Completions.ChatCompletionChunk.Choice.Delta.ToolCall>>;
 export type ToolsFinishIsOpenAIs = Assert<Extends<"tool_calls", ChatCompletion["choices"][number]["finish_reason"]>>;
+
+// Embeddings: a request webbuild accepts is a valid OpenAI request; the response in the default
+// "float" encoding is OpenAI's (with encoding_format "base64" each embedding is the base64 string
+// OpenAI's API sends, which its types leave out).
+export type EmbeddingRequestIsOpenAIs = Assert<Extends<
+  Known<EmbeddingCreateParams> & { model: string }, OpenAI.EmbeddingCreateParams>>;
+type FloatEmbeddings<T> = { [K in keyof T]: K extends "data" ? (Omit<Embedding, "embedding"> & { embedding: number[] })[] : T[K] };
+export type EmbeddingResponseIsOpenAIs = Assert<Extends<FloatEmbeddings<CreateEmbeddingResponse>, OpenAI.CreateEmbeddingResponse>>;
+export type EmbeddingFormatsAreOpenAIs = Assert<Extends<
+  NonNullable<EmbeddingCreateParams["encoding_format"]>, NonNullable<OpenAI.EmbeddingCreateParams["encoding_format"]>>>;

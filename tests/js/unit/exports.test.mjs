@@ -14,7 +14,7 @@ const entry = path.join(root, "runtime_js", "src", "index.ts");
 
 /** Values in dist/webbuild.js. */
 const VALUES = [
-  "AbortedError", "ContextWindowExceededError", "IntegrityError", "InvalidRequestError", "ModelLoadError",
+  "AbortedError", "ContextWindowExceededError", "IntegrityError", "InvalidRequestError", "ModelKindError", "ModelLoadError",
   "NoWebGPUError", "OutOfMemoryError", "ShaderF16Error", "StorageQuotaError", "ToolsUnsupportedError", "WebbuildError", "createEngine",
   "deleteCachedModel", "getModelCacheInfo",
 ];
@@ -24,6 +24,7 @@ const TYPES = [
   "Backend", "BackendChoice", "CacheKind", "ChatCompletion", "ChatCompletionChunk", "ChatCompletionRequest",
   "ChatConfig", "ChatEngine", "ChatMessage", "ChoiceLogprobs", "Completion", "CompletionChoice",
   "CompletionChunk", "CompletionCreateRequest", "CompletionLogprobs", "CompletionRequest", "CompletionUsage", "CreateRequest", "EngineOptions",
+  "CreateEmbeddingResponse", "Embedding", "EmbeddingConfig", "EmbeddingCreateParams", "EmbeddingCreateRequest",
   "ErrorCode", "FetchFn", "FinishReason", "FunctionTool", "LoadProgress", "ModelCacheInfo", "ModelCacheOptions", "ProgressCallback",
   "ProgressStage", "Role",
   "SamplingDefaults", "SerializedError", "ShardStore", "StateConfig", "TextContentPart", "TokenLogprob",
