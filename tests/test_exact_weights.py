@@ -144,8 +144,8 @@ def web_builds(tmp_path_factory):
 @pytest.mark.parametrize("case", CASES)
 @pytest.mark.parametrize("module", ["webgpu", "wasm-cpu"])
 def test_browser_modules_of_a_source_build_match_its_cpu_build(module, case, web_builds):
-    """model.wasm (WebGPU, Dawn + SwiftShader in node: dlight's prefill matmuls and webbuild's fused
-    decode GEMVs) and model-cpu.wasm read the same exact containers, legacy and K-quant: their
+    """model.wasm (WebGPU, Dawn + SwiftShader in node: webbuild's prefill GEMM (kernels.prefill_gemm)
+    and fused decode GEMVs) and model-cpu.wasm read the same exact containers, legacy and K-quant: their
     prefill and decode logits and greedy tokens are the CPU build's."""
     from node_harness import run_model
 
