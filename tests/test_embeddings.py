@@ -262,3 +262,33 @@ def test_embeddings_on_a_chat_model_are_a_model_kind_error(embed_page, embed_ser
     assert result["kind"] == "chat"
     assert result["out"] == [{"error": "model-kind-mismatch"}]
     assert result["chat"] is None  # the chat model still answers chat requests
+
+
+def test_search_demo_ranks_like_transformers(browser, embed_server):
+    """site/search.html, as a person uses it: texts, a query, Search; the ranked list and its scores
+    match the cosines of transformers' embeddings."""
+    from browser_support import page_at
+
+    folder = minilm_folder()
+    texts = ["The cat slept on the warm windowsill all afternoon.", "How do I reset my password?",
+             "This recipe needs three eggs and a cup of flour.", "The stock market fell sharply today."]
+    query = "I forgot my login credentials"
+    ref = reference_embeddings(folder, token_ids(folder, texts + [query], 256), "mean", True)
+    expected = cosine(ref[:4], np.repeat(ref[4:], 4, axis=0))
+    with page_at(browser, f"{embed_server}search.html?model=minilm-q0f32") as page:
+        page.wait_for_function("document.querySelector('#model').options.length > 0")
+        assert page.input_value("#model").endswith("/models/minilm-q0f32/")
+        page.fill("#texts", "\n".join(texts) + "\n\n")
+        page.fill("#query", query)
+        page.click("#search")
+        page.wait_for_function("document.body.dataset.state === 'error' || (document.body.dataset.state === 'ready'"
+                               " && document.querySelectorAll('#results li').length > 0)", timeout=300_000)
+        assert page.evaluate("document.querySelector('#error').dataset.code") is None
+        assert page.evaluate("document.body.dataset.state") == "ready"
+        rows = page.eval_on_selector_all("#results li", "lis => lis.map(li => [Number(li.dataset.index),"
+                                         " Number(li.dataset.score), li.querySelector('.score').textContent,"
+                                         " li.querySelector('.text').textContent])")
+    assert [r[0] for r in rows] == list(np.argsort(-expected))
+    assert [r[3] for r in rows] == [texts[i] for i in np.argsort(-expected)]
+    np.testing.assert_allclose([r[1] for r in rows], np.sort(expected)[::-1], atol=1e-4)
+    assert [r[2] for r in rows] == [f"{s:.4f}" for s in (r[1] for r in rows)]
