@@ -45,6 +45,17 @@ TOOLS_TEMPLATE = (
     "{%- if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
 )
 
+# A Mistral-style template with tools (written for these tests): calls as [TOOL_CALLS][{...}, ...].
+MISTRAL_TEMPLATE = (
+    "{%- if tools %}[AVAILABLE_TOOLS]{{ tools | tojson }}[/AVAILABLE_TOOLS]{% endif %}"
+    "{%- for m in messages %}{%- if m.role == 'user' %}[INST]{{ m.content }}[/INST]"
+    "{%- elif m.role == 'tool' %}[TOOL_RESULTS]{{ m.content }}[/TOOL_RESULTS]"
+    "{%- elif m.tool_calls %}[TOOL_CALLS]{{ m.tool_calls | tojson }}<|im_end|>"
+    "{%- else %}{{ m.content }}<|im_end|>{%- endif %}{%- endfor %}"
+)
+#: SmolLM2's special token 5 (<file_sep>) renamed: a vocabulary where [TOOL_CALLS] is one special token, as in Mistral's
+TOOL_CALLS_ID = 5
+
 WEATHER: dict[str, Any] = {"type": "function", "function": {
     "name": "get_weather", "description": "Current weather in a city",
     "parameters": {"type": "object", "properties": {
@@ -120,11 +131,23 @@ def served(model_build, tmp_path_factory):
     (source / "tokenizer_config.json").write_text(json.dumps(
         {"bos_token": "<|im_start|>", "eos_token": "<|im_end|>", "chat_template": TOOLS_TEMPLATE}))
     tiny = model_build(source, "q0f32", "webgpu")
-    for name, folder in (("smollm2-tools", smollm), ("tiny-tools", tiny)):
+    mistral_source = tmp_path_factory.mktemp("tiny_mistral")
+    save_tiny_llama(mistral_source, vocab_size=49152, max_position_embeddings=1024)
+    tokenizer = json.loads((smollm / "tokenizer.json").read_text())
+    (added,) = [t for t in tokenizer["added_tokens"] if t["id"] == TOOL_CALLS_ID]
+    del tokenizer["model"]["vocab"][added["content"]]
+    added["content"] = "[TOOL_CALLS]"
+    tokenizer["model"]["vocab"]["[TOOL_CALLS]"] = TOOL_CALLS_ID
+    (mistral_source / "tokenizer.json").write_text(json.dumps(tokenizer))
+    (mistral_source / "tokenizer_config.json").write_text(json.dumps(
+        {"bos_token": "<|im_start|>", "eos_token": "<|im_end|>", "chat_template": MISTRAL_TEMPLATE}))
+    mistral = model_build(mistral_source, "q0f32", "webgpu")
+    for name, folder, template in (("smollm2-tools", smollm, TOOLS_TEMPLATE), ("tiny-tools", tiny, TOOLS_TEMPLATE),
+                                   ("tiny-mistral", mistral, MISTRAL_TEMPLATE)):
         shutil.copytree(folder, root / name, copy_function=os.link)
         config_path = root / name / "chat-config.json"
         config = json.loads(config_path.read_text())
-        config["chat_template"] = TOOLS_TEMPLATE
+        config["chat_template"] = template
         config_path.unlink()  # a hard link to the build's file: write a new one
         config_path.write_text(json.dumps(config))
     return root
@@ -217,6 +240,26 @@ def test_tiny_random_model_calls_tools_only_through_the_grammar(backend, page, s
     _check_choices(outputs[:-1])
     parallel = outputs[-1]
     # parallel calls allowed: every complete call is valid (a random model may run out of tokens in the next)
+    assert parallel["finish"] in ("tool_calls", "length")
+    if parallel["finish"] == "tool_calls":
+        assert _calls(parallel)
+
+
+def test_mistral_calls_open_with_its_special_token(page, server):
+    """[TOOL_CALLS] is a special token of this vocabulary: the grammar allows it (and no other special
+    token) and the parser reads the call it opens. With tool_choice "auto" and the token favoured by
+    logit_bias, as a model that decides to call writes it, the reply is a call; "required" with
+    parallel calls off: exactly one valid call, streamed and not, all calls in one [TOOL_CALLS] list."""
+    favour = {str(TOOL_CALLS_ID): 100.0}
+    outputs = _run(page, server, "tiny-mistral", "wasm", [
+        _request(logit_bias=favour), _request(logit_bias=favour, stream=True),
+        _request(tool_choice="required", parallel_tool_calls=False),
+        _request(tool_choice="required", parallel_tool_calls=False, stream=True),
+        _request(tool_choice="required", max_tokens=400)])
+    auto, auto_streamed, required, required_streamed, parallel = outputs
+    assert auto["finish"] == "tool_calls" and _calls(auto), auto
+    assert _calls(auto) == _calls(auto_streamed)
+    assert len(_calls(required)) == 1 and _calls(required) == _calls(required_streamed)
     assert parallel["finish"] in ("tool_calls", "length")
     if parallel["finish"] == "tool_calls":
         assert _calls(parallel)

@@ -148,7 +148,7 @@ export class LocalEngine implements ChatEngine {
       await runtime.loadParams(shards.tensors(), artifacts.baseUrl + "tensor-cache.json", chosen.moduleFile);
       const tokenizer = new Tokenizer(artifacts.tokenizerJson, artifacts.tokenizerConfig, config);
       const grammars = new GrammarEngine(artifacts.tokenizerJson as Record<string, unknown>, config.vocab_size,
-                                         config.stop_token_ids);
+                                         config.stop_token_ids, undefined, tokenizer.keptSpecialTokens);
       const pipeline = new LLMChatPipeline(runtime, config, tokenizer, { backend: chosen.kind, threads: chosen.threads },
                                            options.yieldIntervalMs ?? DEFAULT_YIELD_INTERVAL_MS, grammars);
       await runtime.sync();

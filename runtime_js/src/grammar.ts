@@ -60,15 +60,17 @@ export function vocabKind(tokenizerJson: JsonObject): { type: "byte_level" | "by
 }
 
 /** Token strings by id as xgrammar reads them: "" for ids past the tokenizer and for special
- * tokens (xgrammar never allows an empty token, except the stop tokens it is told of). */
-export function encodedVocab(tokenizerJson: JsonObject, vocabSize: number): string[] {
+ * tokens (xgrammar never allows an empty token, except the stop tokens it is told of), but for the
+ * special tokens in `keepSpecial` (those a tool-call syntax writes, e.g. Mistral's [TOOL_CALLS]). */
+export function encodedVocab(tokenizerJson: JsonObject, vocabSize: number,
+                             keepSpecial: ReadonlySet<string> = new Set()): string[] {
   const out = new Array<string>(vocabSize).fill("");
   const model = tokenizerJson.model as { vocab?: Record<string, number> | Array<[string, number]> } | undefined;
   const vocab = model?.vocab;
   if (Array.isArray(vocab)) vocab.forEach(([token], id) => { if (id < vocabSize) out[id] = token; });
   else for (const [token, id] of Object.entries(vocab ?? {})) if (id < vocabSize) out[id] = token;
   for (const t of (tokenizerJson.added_tokens as Array<{ id: number; content: string; special?: boolean }> | undefined) ?? []) {
-    if (t.id < vocabSize) out[t.id] = t.special ? "" : t.content;
+    if (t.id < vocabSize) out[t.id] = t.special && !keepSpecial.has(t.content) ? "" : t.content;
   }
   return out;
 }
@@ -123,13 +125,15 @@ export class GrammarEngine {
   private compiler: Promise<XGrammar.GrammarCompiler> | null = null;
   private readonly compiled = new Map<string, Promise<XGrammar.CompiledGrammar>>();
 
+  /** `keepSpecial`: special tokens the grammar may produce by their text (Tokenizer.keptSpecialTokens). */
   constructor(private readonly tokenizerJson: JsonObject, private readonly vocabSize: number,
-              private readonly stopTokenIds: readonly number[], private readonly load: () => Promise<XG> = loadXGrammar) {}
+              private readonly stopTokenIds: readonly number[], private readonly load: () => Promise<XG> = loadXGrammar,
+              private readonly keepSpecial: ReadonlySet<string> = new Set()) {}
 
   private async getCompiler(xg: XG): Promise<XGrammar.GrammarCompiler> {
     this.compiler ??= (async () => {
       const kind = vocabKind(this.tokenizerJson);
-      const info = await xg.TokenizerInfo.createTokenizerInfo(encodedVocab(this.tokenizerJson, this.vocabSize),
+      const info = await xg.TokenizerInfo.createTokenizerInfo(encodedVocab(this.tokenizerJson, this.vocabSize, this.keepSpecial),
         kind.type, kind.prependSpace, this.vocabSize, [...this.stopTokenIds]);
       return xg.GrammarCompiler.createGrammarCompiler(info);
     })();

@@ -9,6 +9,7 @@ import { Template } from "@huggingface/jinja";
 import { Tokenizer as HFTokenizer } from "@huggingface/tokenizers";
 
 import { InvalidRequestError, ModelLoadError } from "./errors.js";
+import { detectToolSyntax } from "./tool_syntax.js";
 import type { NormalizedMessage } from "./protocol.js";
 
 type JsonObject = Record<string, unknown>;
@@ -60,6 +61,11 @@ export class Tokenizer {
   private readonly chatConfig: TokenizerChatConfig;
   private template: Template | null = null;
   private readonly specialIds: Set<number>;
+  /** Special tokens whose text a tool call starts or ends with in the chat template's syntax
+   * (Mistral's [TOOL_CALLS]): decoded as text even when special tokens are skipped, so the call
+   * parser sees them, and allowed by the grammar. */
+  readonly keptSpecialTokens: ReadonlySet<string>;
+  private readonly keptSpecialIds: Set<number>;
   /** The model's unknown-token id (tokenizer.json `model.unk_token`), if it has one. */
   private readonly unkId: number | undefined;
   /** Strings passed to the chat template besides messages (bos_token, eos_token, ...). */
@@ -90,6 +96,14 @@ export class Tokenizer {
     this.unkId = typeof unk === "string" ? this.hf.token_to_id(unk) : undefined;
     this.specialIds = new Set();
     for (const [id, tok] of this.hf.get_added_tokens_decoder()) if (tok.special) this.specialIds.add(id);
+    const template = this.chatTemplate;
+    const syntax = template && /\btools\b/.test(template) ? detectToolSyntax(template) : null;
+    const syntaxTexts = new Set(syntax ? [syntax.trigger, syntax.open, syntax.close].filter(Boolean) : []);
+    this.keptSpecialIds = new Set();
+    for (const [id, tok] of this.hf.get_added_tokens_decoder()) {
+      if (tok.special && syntaxTexts.has(tok.content)) this.keptSpecialIds.add(id);
+    }
+    this.keptSpecialTokens = new Set([...this.keptSpecialIds].map((id) => this.hf.id_to_token(id)!));
     this.templateTokens = {};
     for (const key of ["bos_token", "eos_token", "unk_token", "pad_token"]) {
       const text = tokenText(this.config[key]);
@@ -123,6 +137,10 @@ export class Tokenizer {
 
   decode(ids: ArrayLike<number>, options: DecodeOptions = {}): string {
     if (ids.length === 0) return "";  // the library rejects an empty list
+    if (options.skipSpecial && this.keptSpecialIds.size) {
+      const kept = Array.from(ids).filter((id) => !this.specialIds.has(id) || this.keptSpecialIds.has(id));
+      return kept.length ? this.hf.decode(kept, { skip_special_tokens: false }) : "";
+    }
     return this.hf.decode(Array.from(ids), { skip_special_tokens: options.skipSpecial ?? false });
   }
 

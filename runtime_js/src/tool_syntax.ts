@@ -115,8 +115,13 @@ export function parseCallBody(syntax: ToolSyntax, body: string): ParsedCall[] | 
 }
 
 /** The text of one call of `name` as the grammar writes it, around its arguments. */
+/** A call object's text up to its arguments: `{"name": "f", "arguments": `. */
+export function callHead(syntax: ToolSyntax, name: string): string {
+  return `{"name": ${JSON.stringify(name)}, "${syntax.argumentsKey}": `;
+}
+
 export function callFrame(syntax: ToolSyntax, name: string): { begin: string; end: string } {
-  const head = `{"name": ${JSON.stringify(name)}, "${syntax.argumentsKey}": `;
+  const head = callHead(syntax, name);
   return {
     begin: syntax.open + syntax.pad + (syntax.list ? "[" : "") + head,
     end: "}" + (syntax.list ? "]" : "") + syntax.pad + syntax.close,

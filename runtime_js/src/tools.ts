@@ -6,7 +6,7 @@
 // then its arguments as a JSON string) as the text becomes final.
 import { InvalidRequestError, ToolsUnsupportedError } from "./errors.js";
 import type { ChatCompletionChunk, FinishReason } from "./protocol.js";
-import { callFrame, detectToolSyntax, findCall, parseCallBody, type ToolSyntax } from "./tool_syntax.js";
+import { callFrame, callHead, detectToolSyntax, findCall, parseCallBody, type ToolSyntax } from "./tool_syntax.js";
 
 /** A tool as OpenAI's request gives it. */
 export interface FunctionTool {
@@ -113,9 +113,20 @@ export function toolGrammar(syntax: ToolSyntax, req: ToolRequest): Record<string
   if (req.choice === "none") return null;
   const choice = req.choice;
   const allowed = typeof choice === "object" ? req.tools.filter((t) => t.function.name === choice.name) : req.tools;
+  const schema = (t: FunctionTool) => ({ type: "json_schema", json_schema: t.function.parameters ?? { type: "object" } });
+  if (syntax.list) {
+    // one block holds every call, as a JSON list (Mistral: [TOOL_CALLS][{call}, {call}])
+    const calls = allowed.map((t) => ({ type: "tag", begin: callHead(syntax, t.function.name), end: "}", content: schema(t) }));
+    const block = { type: "tag", begin: syntax.open + syntax.pad + "[", end: "]" + syntax.pad + syntax.close,
+                    content: { type: "tags_with_separator", tags: calls, separator: ", ", at_least_one: true,
+                               stop_after_first: !req.parallel } };
+    const format = choice === "auto" ? { type: "triggered_tags", triggers: [syntax.trigger], tags: [block], stop_after_first: true }
+      : block;
+    return { type: "structural_tag", format };
+  }
   const tags = allowed.map((t) => {
     const { begin, end } = callFrame(syntax, t.function.name);
-    return { type: "tag", begin, end, content: { type: "json_schema", json_schema: t.function.parameters ?? { type: "object" } } };
+    return { type: "tag", begin, end, content: schema(t) };
   });
   const format = choice === "auto"
     ? { type: "triggered_tags", triggers: [syntax.trigger], tags, stop_after_first: !req.parallel }
