@@ -158,7 +158,7 @@ async function listModels() {
   const response = await fetch("/api/models");
   const { models } = await response.json();
   ui.model.replaceChildren();
-  for (const m of models.filter((entry) => entry.target === "webgpu")) {
+  for (const m of models.filter((entry) => entry.target === "webgpu" && (entry.model_kind ?? "chat") === "chat")) {
     const option = new Option(m.error ? `${m.id} (unavailable)` : m.id, m.url);
     option.disabled = Boolean(m.error);
     ui.model.append(option);

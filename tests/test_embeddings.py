@@ -278,6 +278,9 @@ def test_search_demo_ranks_like_transformers(browser, embed_server):
     with page_at(browser, f"{embed_server}search.html?model=minilm-q0f32") as page:
         page.wait_for_function("document.querySelector('#model').options.length > 0")
         assert page.input_value("#model").endswith("/models/minilm-q0f32/")
+        # the served chat model (tiny-chat) is not offered: /api/models says each folder's model_kind
+        offered = page.eval_on_selector_all("#model option", "os => os.map(o => o.value)")
+        assert offered and all("/models/minilm-" in url for url in offered), offered
         page.fill("#texts", "\n".join(texts) + "\n\n")
         page.fill("#query", query)
         page.click("#search")

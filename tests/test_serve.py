@@ -427,8 +427,8 @@ def test_api_models_lists_folders(tree):
     models = {m["id"]: m for m in json.loads(reply.body)["models"]}
     assert list(models) == ["broken", "half", MODEL]
     tiny = models[MODEL]
-    assert tiny == {"id": MODEL, "url": f"/models/{MODEL}/", "model_id": "tiny", "architecture": "llama",
-                    "quantization": "q4f32_1", "target": "webgpu", "context_window_size": 2048,
+    assert tiny == {"id": MODEL, "url": f"/models/{MODEL}/", "model_id": "tiny", "model_kind": "chat",
+                    "architecture": "llama", "quantization": "q4f32_1", "target": "webgpu", "context_window_size": 2048,
                     "memory_estimate_bytes": 123456789, "required_features": [],
                     "required_limits": {"maxBufferSize": 134217728}}
     assert "chat-config.json" in models["broken"]["error"] and "make model" in models["broken"]["error"]

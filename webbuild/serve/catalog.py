@@ -39,6 +39,8 @@ def _summary(folder: Path, config: dict) -> dict:
     memory, webgpu = _dict(config.get("memory")), _dict(config.get("webgpu"))
     entry = {
         "model_id": config.get("model_id", folder.name),
+        # "chat" or "embedding" (folders built before model_kind existed are chat models)
+        "model_kind": config.get("model_kind", "chat"),
         "architecture": config.get("architecture"),
         "quantization": config.get("quantization"),
         "target": config.get("target"),
