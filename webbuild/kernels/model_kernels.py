@@ -1,9 +1,10 @@
 """The kernels a backend hands to an architecture's model: argmax, the grammar's token mask, WKV, the
-paged KV cache.
+paged KV cache, encoder attention.
 
 Architecture modules are target-free: everything about a model that differs per target (which
-argmax, token-mask and WKV kernels, whether the one-token decode runs in webbuild's fused kernels, which
-target the KV cache's kernels are generated for) comes in through one `ModelKernels`, made by the
+argmax, token-mask and WKV kernels, whether encoders' attention runs in one TIR kernel, whether the
+one-token decode runs in webbuild's fused kernels, which target the KV cache's kernels are generated
+for) comes in through one `ModelKernels`, made by the
 build's backend (webbuild.backends).
 """
 
@@ -30,6 +31,8 @@ class ModelKernels:
     # vocab -> in-place PrimFunc: logits (1, 1, vocab) f32, bitmask (ceil(vocab / 32),) i32
     token_bitmask_func: Callable[[int], tirx.PrimFunc]
     fused_decode: bool  # one-token decode in webbuild.kernels.decode_gemv / decode_attention
+    # (heads, head_dim, dtype) -> webbuild.kernels.encoder_attention's PrimFunc; None: Relax matmuls + softmax
+    encoder_attention_func: Callable[[int, int, str], tirx.PrimFunc] | None = None
 
     def argmax(self, logits: Tensor) -> Tensor:
         """(1, 1, vocab) float32 logits -> (1,) int32 token id."""
@@ -50,6 +53,16 @@ class ModelKernels:
             self.wkv_func(int(a)), "wkv", [k, v, wu, state],
             [Tensor.placeholder((b, s, a), "float32"), Tensor.placeholder((b, 3 * a), "float32")])
         return out, new_state
+
+    def encoder_attention(self, qkv: Tensor, mask: Tensor, heads: int) -> Tensor:
+        """Encoder self-attention in `encoder_attention_func`'s kernel: qkv (b, s, 3 * hidden) fused
+        [q | k | v], mask (b, s) int32 1 real / 0 padding -> (b, s, hidden)."""
+        if self.encoder_attention_func is None:
+            raise ValueError("this target has no encoder attention kernel")
+        b, s, width = qkv.shape
+        hidden = int(width) // 3
+        func = self.encoder_attention_func(heads, hidden // heads, qkv.dtype)
+        return op.tensor_ir_op(func, "encoder_attention", [qkv, mask], Tensor.placeholder((b, s, hidden), qkv.dtype))
 
     def kv_cache(self, spec: KVCacheSpec, dtype: str, max_batch_size, max_total_seq_len, prefill_chunk_size,
                  page_size, support_sliding_window) -> PagedKVCache:
