@@ -107,7 +107,8 @@ def with_pooling(config: BertConfig, folder: Path) -> BertConfig:
 class SelfAttention(nn.Module):
     """Bidirectional multi-head attention over a padded batch; one fused [q; k; v] matmul. The
     target's encoder attention kernel when it has one (WebGPU: webbuild.kernels.encoder_attention),
-    else Relax matmuls and softmax."""
+    else Relax matmuls and softmax; Linear layers through the target's encoder GEMM where it has one
+    (ModelKernels.encoder_linear)."""
 
     def __init__(self, c: BertConfig, scheme: QuantScheme, kernels: ModelKernels):
         self.heads, self.head_dim = c.num_attention_heads, c.head_dim
@@ -119,20 +120,22 @@ class SelfAttention(nn.Module):
         """x (b, s, hidden), mask (b, s) int32 1 real / 0 padding, bias (b, 1, 1, s) the additive key
         mask (None with a kernel) -> (b, s, hidden)."""
         b, s, hidden = x.shape
+        linear = self.kernels.encoder_linear
         if bias is None:
-            return self.o(self.kernels.encoder_attention(self.qkv(x), mask, self.heads))
-        qkv = op.reshape(self.qkv(x), (b, s, 3, self.heads, self.head_dim))
+            return linear(self.o, self.kernels.encoder_attention(linear(self.qkv, x), mask, self.heads))
+        qkv = op.reshape(linear(self.qkv, x), (b, s, 3, self.heads, self.head_dim))
         q, k, v = (op.permute_dims(op.squeeze(t, axis=2), (0, 2, 1, 3))  # each (b, heads, s, head_dim)
                    for t in op.split(qkv, 3, axis=2))
         scores = op.matmul(q, op.permute_dims(k, (0, 1, 3, 2))) * (self.head_dim ** -0.5)  # (b, heads, s, s)
         probs = op.softmax(scores + bias, axis=-1)
         out = op.permute_dims(op.matmul(probs, v), (0, 2, 1, 3))  # (b, s, heads, head_dim)
-        return self.o(op.reshape(out, (b, s, hidden)))
+        return linear(self.o, op.reshape(out, (b, s, hidden)))
 
 
 class Layer(nn.Module):
     def __init__(self, c: BertConfig, scheme: QuantScheme, kernels: ModelKernels):
         self.act = c.hidden_act
+        self.kernels = kernels
         self.attn = SelfAttention(c, scheme, kernels)
         self.attn_norm = nn.LayerNorm(c.hidden_size, c.norm_eps, dtype=scheme.dtype)
         self.up = layers.linear(c.hidden_size, c.intermediate_size, scheme, bias=True)
@@ -141,7 +144,8 @@ class Layer(nn.Module):
 
     def forward(self, x: Tensor, mask: Tensor, bias: Tensor | None) -> Tensor:
         x = self.attn_norm(x + self.attn(x, mask, bias))  # (b, s, hidden)
-        return self.mlp_norm(x + self.down(activate(self.up(x), self.act)))
+        linear = self.kernels.encoder_linear
+        return self.mlp_norm(x + linear(self.down, activate(linear(self.up, x), self.act)))
 
 
 class BertEncoder(nn.Module):
