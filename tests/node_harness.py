@@ -1,6 +1,6 @@
 """Run tests/js/tvm_node.mjs (WebGPU in node through Dawn + tvmjs) from Python tests.
 
-    run_toy(wasm, func, args)             -> outputs of one VM function call
+    run_toy(wasm, func, args)             -> outputs of one VM function call (params=FOLDER: + its weights)
     run_model(folder, tokens, decode=N)   -> prefill logits (+ greedy tokens) of a model folder
 
 Dawn runs on SwiftShader's Vulkan (no shader-f16) unless `vulkan_icd` names another driver:
@@ -68,9 +68,11 @@ def output_array(o: dict[str, Any]) -> np.ndarray:
 
 
 def run_toy(wasm: str | os.PathLike, func: str, args: Sequence[np.ndarray | dict], repeat: int = 0,
-            timings: dict | None = None, device: str = "gpu") -> list[np.ndarray]:
+            timings: dict | None = None, device: str = "gpu",
+            params: str | os.PathLike | None = None) -> list[np.ndarray]:
     """Outputs of one call; with repeat=N also time N more calls (seconds per call in timings);
-    device "cpu" runs a module built for the wasm32 CPU target (give its args device "cpu" too)."""
+    device "cpu" runs a module built for the wasm32 CPU target (give its args device "cpu" too);
+    params: a model folder whose weights go last, packed (functions exported with packed params)."""
     specs = [a if isinstance(a, dict) else tensor_arg(a) for a in args]
     with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
         json.dump({"args": specs}, f)
@@ -78,7 +80,8 @@ def run_toy(wasm: str | os.PathLike, func: str, args: Sequence[np.ndarray | dict
     try:
         result = run_harness("toy", "--wasm", str(wasm), "--func", func, "--inputs", inputs,
                              *(["--repeat", str(repeat)] if repeat else []),
-                             *(["--device", device] if device != "gpu" else []))
+                             *(["--device", device] if device != "gpu" else []),
+                             *(["--params", str(params)] if params is not None else []))
     finally:
         os.unlink(inputs)
     if timings is not None:

@@ -125,10 +125,9 @@ def test_minilm_quantized_similarity_reported(cpu_build, quantization, record_pr
 
 
 # ----------------------------------------------------------------------------- in the browser
-# The bundle's engine.embeddings.create in headless chromium on the WASM CPU module, against
-# transformers + the pooling config on the CPU. (WebGPU on SwiftShader: the batched attention
-# matmul's WGSL pipeline does not finish compiling in SwiftShader, see README's notes; not tested
-# here until the kernel is replaced.)
+# The bundle's engine.embeddings.create in headless chromium on the WASM CPU module and on WebGPU
+# (SwiftShader; attention in webbuild.kernels.encoder_attention), against transformers + the pooling
+# config on the CPU.
 
 EMBED_JS = """async ([url, options, requests]) => {
   const wb = await import('/dist/webbuild.js');
@@ -203,7 +202,7 @@ def _embed(page, server, model: str, requests: list[dict], **options) -> dict:
     return page.evaluate(EMBED_JS, [f"{server}models/{model}/", options, requests])
 
 
-@pytest.mark.parametrize("backend", ["wasm"])
+@pytest.mark.parametrize("backend", ["wasm", "webgpu"])
 def test_minilm_q0f32_in_chromium_matches_transformers(backend, embed_page, embed_server, minilm_reference):
     texts, batch, ref = minilm_reference
     result = _embed(embed_page, embed_server, "minilm-q0f32", [{"input": texts}], backend=backend)

@@ -9,6 +9,8 @@
 //       call one VM function; args.json = {"args": [ARG...]} where ARG is
 //         {"shape":[..], "dtype":"float32", "data":[flat values]}   (or "b64": raw LE bytes)
 //         optional "device": "cpu" (default "gpu"); {"shape_tuple":[..]}; {"scalar":v,"dtype":"int64"}
+//       --params FOLDER: also pass FOLDER's weights (tensor-cache.json) as one packed last argument
+//       (a model function exported with param_mode "packed", e.g. an embedding model's encode)
 //   node tests/js/tvm_node.mjs model --dir FOLDER --tokens 1,2,3 [--decode N] [--out r.json]
 //       FOLDER holds model.wasm + tensor-cache.json (+ shards); runs embed + chunked prefill
 //       through the paged KV cache, then N greedy decode steps (the result's decode_dispatches:
@@ -276,6 +278,7 @@ async function runToy(opts) {
   const { tvm, vm, device } = rt;
   const spec = opts.inputs ? JSON.parse(readFileSync(opts.inputs, "utf8")) : { args: [] };
   const args = (spec.args || []).map((a) => makeArg(tvm, device, a));
+  if (opts.params) args.push(tvm.detachFromCurrentScope(tvm.makeTVMArray(loadParams(tvm, device, path.resolve(opts.params)).params)));
   await device.sync();
   const f = vm.getFunction(opts.func);
   const t0 = performance.now();

@@ -22,14 +22,13 @@ from tvm.relax.frontend.nn import Tensor, op
 
 from ..errors import ConfigError
 from ..kernels.activations import activate
+from ..kernels.encoder_attention import MASK_BIAS
 from ..kernels.model_kernels import ModelKernels
 from ..quant import layers
 from ..quant.scheme import QuantScheme
 from .base import Architecture, BuildOptions, ConfigReader, WeightMap, WeightSource, concat_rows
 from .pooling import Pooling, pool, read_pooling
 from .transformer import activation
-
-MASK_BIAS = -1e9  # added to the attention score of a padding key: exp() of it is 0 in float32
 
 
 @dataclass(frozen=True)
@@ -106,37 +105,47 @@ def with_pooling(config: BertConfig, folder: Path) -> BertConfig:
 
 
 class SelfAttention(nn.Module):
-    """Bidirectional multi-head attention over a padded batch; one fused [q; k; v] matmul."""
+    """Bidirectional multi-head attention over a padded batch; one fused [q; k; v] matmul. The
+    target's encoder attention kernel when it has one (WebGPU: webbuild.kernels.encoder_attention),
+    else Relax matmuls and softmax; Linear layers through the target's encoder GEMM where it has one
+    (ModelKernels.encoder_linear)."""
 
-    def __init__(self, c: BertConfig, scheme: QuantScheme):
+    def __init__(self, c: BertConfig, scheme: QuantScheme, kernels: ModelKernels):
         self.heads, self.head_dim = c.num_attention_heads, c.head_dim
+        self.kernels = kernels
         self.qkv = layers.linear(c.hidden_size, 3 * c.hidden_size, scheme, bias=True)
         self.o = layers.linear(c.hidden_size, c.hidden_size, scheme, bias=True)
 
-    def forward(self, x: Tensor, bias: Tensor) -> Tensor:
-        """x (b, s, hidden), bias (b, 1, 1, s) additive key mask -> (b, s, hidden)."""
+    def forward(self, x: Tensor, mask: Tensor, bias: Tensor | None) -> Tensor:
+        """x (b, s, hidden), mask (b, s) int32 1 real / 0 padding, bias (b, 1, 1, s) the additive key
+        mask (None with a kernel) -> (b, s, hidden)."""
         b, s, hidden = x.shape
-        qkv = op.reshape(self.qkv(x), (b, s, 3, self.heads, self.head_dim))
+        linear = self.kernels.encoder_linear
+        if bias is None:
+            return linear(self.o, self.kernels.encoder_attention(linear(self.qkv, x), mask, self.heads))
+        qkv = op.reshape(linear(self.qkv, x), (b, s, 3, self.heads, self.head_dim))
         q, k, v = (op.permute_dims(op.squeeze(t, axis=2), (0, 2, 1, 3))  # each (b, heads, s, head_dim)
                    for t in op.split(qkv, 3, axis=2))
         scores = op.matmul(q, op.permute_dims(k, (0, 1, 3, 2))) * (self.head_dim ** -0.5)  # (b, heads, s, s)
         probs = op.softmax(scores + bias, axis=-1)
         out = op.permute_dims(op.matmul(probs, v), (0, 2, 1, 3))  # (b, s, heads, head_dim)
-        return self.o(op.reshape(out, (b, s, hidden)))
+        return linear(self.o, op.reshape(out, (b, s, hidden)))
 
 
 class Layer(nn.Module):
-    def __init__(self, c: BertConfig, scheme: QuantScheme):
+    def __init__(self, c: BertConfig, scheme: QuantScheme, kernels: ModelKernels):
         self.act = c.hidden_act
-        self.attn = SelfAttention(c, scheme)
+        self.kernels = kernels
+        self.attn = SelfAttention(c, scheme, kernels)
         self.attn_norm = nn.LayerNorm(c.hidden_size, c.norm_eps, dtype=scheme.dtype)
         self.up = layers.linear(c.hidden_size, c.intermediate_size, scheme, bias=True)
         self.down = layers.linear(c.intermediate_size, c.hidden_size, scheme, bias=True)
         self.mlp_norm = nn.LayerNorm(c.hidden_size, c.norm_eps, dtype=scheme.dtype)
 
-    def forward(self, x: Tensor, bias: Tensor) -> Tensor:
-        x = self.attn_norm(x + self.attn(x, bias))  # (b, s, hidden)
-        return self.mlp_norm(x + self.down(activate(self.up(x), self.act)))
+    def forward(self, x: Tensor, mask: Tensor, bias: Tensor | None) -> Tensor:
+        x = self.attn_norm(x + self.attn(x, mask, bias))  # (b, s, hidden)
+        linear = self.kernels.encoder_linear
+        return self.mlp_norm(x + linear(self.down, activate(linear(self.up, x), self.act)))
 
 
 class BertEncoder(nn.Module):
@@ -149,7 +158,8 @@ class BertEncoder(nn.Module):
         # position_embeddings + token_type_embeddings[0] (every input is one segment)
         self.pos_embed = nn.Parameter((c.max_position_embeddings, c.hidden_size), dtype=scheme.dtype)
         self.embed_norm = nn.LayerNorm(c.hidden_size, c.norm_eps, dtype=scheme.dtype)
-        self.layers = nn.ModuleList([Layer(c, scheme) for _ in range(c.num_hidden_layers)])
+        self.kernel_attention = kernels.encoder_attention_func is not None
+        self.layers = nn.ModuleList([Layer(c, scheme, kernels) for _ in range(c.num_hidden_layers)])
 
     def encode(self, input_ids: Tensor, attention_mask: Tensor) -> Tensor:
         b, s = input_ids.shape
@@ -159,9 +169,9 @@ class BertEncoder(nn.Module):
             "positions", args=[self.pos_embed, input_ids])  # (s, hidden): rows 0 .. s-1
         x = self.embed_norm(tokens.astype(self.dtype) + positions)  # (b, s, hidden)
         mask = attention_mask.astype("float32")  # (b, s) 1 real, 0 padding
-        bias = op.reshape((1.0 - mask) * MASK_BIAS, (b, 1, 1, s)).astype(self.dtype)
+        bias = None if self.kernel_attention else op.reshape((1.0 - mask) * MASK_BIAS, (b, 1, 1, s)).astype(self.dtype)
         for layer in self.layers:
-            x = layer(x, bias)
+            x = layer(x, attention_mask, bias)
         return pool(x.astype("float32"), mask, self.config.pooling)  # (b, hidden)
 
     def get_default_spec(self):

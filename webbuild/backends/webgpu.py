@@ -3,10 +3,12 @@
 Its decisions: dlight's GPU schedules, except for group-quantized prefill matmuls (webbuild's
 barrier-free register-tiled GEMM, webbuild.kernels.prefill_gemm); the one-token decode in webbuild's fused kernels
 (webbuild.kernels.decode_gemv / decode_attention, with the paged KV cache's hook in
-webbuild.tvm_patches.fused_decode_entry); the workgroup argmax, token-mask and WKV kernels; TVM's racy
-attention-state merge replaced (tvm_patches.merge_state) and precise sin/cos for RoPE
-(tvm_patches.webgpu_trig). Its KV-cache kernels start a window's running max at -5e4, so it takes
-chunks of window - 1 tokens past the window as well (`single_token_past_window` false).
+webbuild.tvm_patches.fused_decode_entry); encoders' attention and float32 Linear layers in
+barrier-free kernels (webbuild.kernels.encoder_attention / encoder_gemm); the workgroup argmax,
+token-mask and WKV kernels; TVM's racy attention-state merge replaced (tvm_patches.merge_state) and
+precise sin/cos for RoPE (tvm_patches.webgpu_trig). Its KV-cache kernels start a window's running max
+at -5e4, so it takes chunks of window - 1 tokens past the window as well (`single_token_past_window`
+false).
 """
 
 from __future__ import annotations
@@ -18,6 +20,8 @@ import tvm
 from tvm.target import Target
 
 from ..kernels.argmax import argmax_func
+from ..kernels.encoder_attention import encoder_attention_func_gpu
+from ..kernels.encoder_gemm import linear_func
 from ..kernels.model_kernels import ModelKernels
 from ..kernels.prefill_gemm import prefill_gemm_pass
 from ..kernels.token_bitmask import token_bitmask_func
@@ -40,7 +44,8 @@ class WebGPUBackend(Backend):
 
     def model_kernels(self) -> ModelKernels:
         return ModelKernels(self.target(), partial(argmax_func, gpu=True), wkv_func_gpu,
-                            partial(token_bitmask_func, gpu=True), fused_decode=True)
+                            partial(token_bitmask_func, gpu=True), fused_decode=True,
+                            encoder_attention_func=encoder_attention_func_gpu, encoder_linear_func=linear_func)
 
     def prepare(self, mod: tvm.IRModule) -> tvm.IRModule:
         install_precise_webgpu_trig()  # WGSL sin/cos are ~2e-4 off: precise RoPE
