@@ -100,7 +100,7 @@ def test_embeddings_bench_arguments(embeddings_bench):
     # CONFIGS order, whatever the order asked
     assert args.configs == ["webbuild-wasm-1t", "tjs-wasm-fp32-1t", "tjs-wasm-fp32-2t", "tjs-wasm-q8-1t",
                             "tjs-wasm-q8-2t"]
-    assert args.reps == 3 and args.webgpu_reps == 1
+    assert args.reps == 3 and args.warmup == 2 and args.webgpu_reps == 1
     assert embeddings_bench.parse_args([]).configs == list(embeddings_bench.CONFIGS)
     with pytest.raises(SystemExit):
         embeddings_bench.parse_args(["--configs", "webbuild-wasm-4t"])
@@ -108,11 +108,14 @@ def test_embeddings_bench_arguments(embeddings_bench):
         embeddings_bench.parse_args(["--reps", "0"])
     with pytest.raises(SystemExit):
         embeddings_bench.parse_args(["--timeout-s", "0"])
+    with pytest.raises(SystemExit):
+        embeddings_bench.parse_args(["--warmup", "0"])
 
 
 def test_embeddings_bench_result_shaping(embeddings_bench):
     t = embeddings_bench.throughput(8, [400.0, 100.0, 200.0])
     assert t["median_ms"] == 200.0 and t["embeddings_per_s"] == 40.0
+    assert t["best_ms"] == 100.0 and t["best_embeddings_per_s"] == 80.0
 
     def config(rates):
         return {"batches": {b: {"embeddings_per_s": r} for b, r in rates.items()}}

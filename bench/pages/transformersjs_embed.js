@@ -46,11 +46,11 @@ window.benchLoad = async () => {
            num_threads: env.backends.onnx.wasm.numThreads, hardware_concurrency: navigator.hardwareConcurrency };
 };
 
-// One warm-up call, then `reps` timed calls on the same texts; the last call's embeddings.
-window.benchEmbed = async ({ texts, reps }) => {
+// `warmup` untimed calls, then `reps` timed calls on the same texts; the last call's embeddings.
+window.benchEmbed = async ({ texts, reps, warmup = 1 }) => {
   if (!extractor) throw new Error('call benchLoad() first');
   const embed = (input) => extractor(input, { pooling: 'mean', normalize: true });
-  await embed(texts);
+  for (let i = 0; i < warmup; i++) await embed(texts);
   const ms = [];
   let out = null;
   for (let i = 0; i < reps; i++) {
