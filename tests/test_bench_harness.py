@@ -1,7 +1,8 @@
 """Smoke tests of bench/peer_bench.py on tiny models, a few tokens, one measured run: webbuild's WebGPU
 module (built by the harness from a tiny HF checkpoint) with its CPU reference, the WebGPU dispatch
 counter and the chart; wllama (1 and 2 threads) on a complete tiny GGUF; a peer whose files are
-missing is skipped with the reason while the others run."""
+missing is skipped with the reason while the others run. bench/embeddings_bench.py's pure parts:
+configuration selection, arguments, throughput and ratio shaping, sentence choice."""
 
 from __future__ import annotations
 
@@ -9,6 +10,8 @@ import importlib.util
 import json
 import subprocess
 import sys
+
+import pytest
 
 from browser_support import REPO
 from synthetic_gguf import write_tiny_llama_gguf
@@ -80,3 +83,55 @@ def test_peer_bench_wllama(tmp_path):
         assert c["page"]["cross_origin_isolated"] is True
     assert result["machine"]["cross_origin_isolated"] is True
     assert result["ratios"] == {}
+
+
+@pytest.fixture(scope="module")
+def embeddings_bench():
+    sys.path.insert(0, str(REPO / "bench"))
+    try:
+        import embeddings_bench
+    finally:
+        sys.path.remove(str(REPO / "bench"))
+    return embeddings_bench
+
+
+def test_embeddings_bench_arguments(embeddings_bench):
+    args = embeddings_bench.parse_args(["--configs", "tjs-wasm-*, webbuild-wasm-1t", "--reps", "3"])
+    # CONFIGS order, whatever the order asked
+    assert args.configs == ["webbuild-wasm-1t", "tjs-wasm-fp32-1t", "tjs-wasm-fp32-2t", "tjs-wasm-q8-1t",
+                            "tjs-wasm-q8-2t"]
+    assert args.reps == 3 and args.warmup == 2 and args.webgpu_reps == 1
+    assert embeddings_bench.parse_args([]).configs == list(embeddings_bench.CONFIGS)
+    with pytest.raises(SystemExit):
+        embeddings_bench.parse_args(["--configs", "webbuild-wasm-4t"])
+    with pytest.raises(SystemExit):
+        embeddings_bench.parse_args(["--reps", "0"])
+    with pytest.raises(SystemExit):
+        embeddings_bench.parse_args(["--timeout-s", "0"])
+    with pytest.raises(SystemExit):
+        embeddings_bench.parse_args(["--warmup", "0"])
+
+
+def test_embeddings_bench_result_shaping(embeddings_bench):
+    t = embeddings_bench.throughput(8, [400.0, 100.0, 200.0])
+    assert t["median_ms"] == 200.0 and t["embeddings_per_s"] == 40.0
+    assert t["best_ms"] == 100.0 and t["best_embeddings_per_s"] == 80.0
+
+    def config(rates):
+        return {"batches": {b: {"embeddings_per_s": r} for b, r in rates.items()}}
+
+    configs = {"webbuild-wasm-1t": config({"1": 30.0, "8": 40.0}), "webbuild-wasm-2t": config({"1": 50.0}),
+               "tjs-wasm-fp32-1t": config({"1": 10.0, "8": 80.0}), "tjs-wasm-q8-1t": config({"1": 15.0}),
+               "tjs-webgpu-fp32": config({"1": 1.0})}
+    # same thread count only, WASM only, batch sizes both measured
+    assert embeddings_bench.ratios(configs) == {"webbuild-wasm-1t / tjs-wasm-fp32-1t": {"1": 3.0, "8": 0.5},
+                                                "webbuild-wasm-1t / tjs-wasm-q8-1t": {"1": 2.0}}
+
+
+def test_embeddings_bench_sentence_choice(embeddings_bench):
+    lengths = {"a": 17, "b": 18, "c": 30, "d": 24, "e": 20}
+    assert embeddings_bench.pick_sentences(lengths, count=2) == ["b", "d"]
+    with pytest.raises(SystemExit):
+        embeddings_bench.pick_sentences(lengths, count=4)
+    texts = embeddings_bench.candidate_sentences()
+    assert len(texts) == len(set(texts)) >= max(embeddings_bench.BATCHES)
