@@ -6,6 +6,7 @@
 // "generating" | "error") so people and tests can see what the page is doing.
 import { createEngine, deleteCachedModel, getModelCacheInfo } from "/dist/webbuild.js";
 import { renderMarkdownInto } from "/dist/site-markdown.js";
+import { clearError as clearErrorIn, listModels as listModelsIn, showError as showErrorIn, showProgress } from "./page_common.js";
 
 const $ = (id) => document.getElementById(id);
 const ui = {
@@ -35,18 +36,8 @@ function setState(state) {
   ui.removeCache.disabled = state === "loading" || !(cacheInfo?.cachedShards > 0);
 }
 
-function showError(err) {
-  ui.error.hidden = false;
-  ui.error.dataset.code = err?.code ?? "unknown";
-  ui.errorTitle.textContent = err?.code ? `Error (${err.code})` : "Error";
-  ui.errorMessage.textContent = err?.message ?? String(err);
-  ui.errorFix.textContent = err?.fix ? `How to fix: ${err.fix}` : "";
-}
-
-function clearError() {
-  ui.error.hidden = true;
-  delete ui.error.dataset.code;
-}
+const showError = (err) => showErrorIn(ui, err);
+const clearError = () => clearErrorIn(ui);
 
 function formatBytes(n) {
   const units = ["bytes", "KB", "MB", "GB"];
@@ -154,27 +145,11 @@ function markdownStream(bubble, json = false) {
   };
 }
 
-async function listModels() {
-  const response = await fetch("/api/models");
-  const { models } = await response.json();
-  ui.model.replaceChildren();
-  for (const m of models.filter((entry) => entry.target === "webgpu" && (entry.model_kind ?? "chat") === "chat")) {
-    const option = new Option(m.error ? `${m.id} (unavailable)` : m.id, m.url);
-    option.disabled = Boolean(m.error);
-    ui.model.append(option);
-  }
-  if (!ui.model.options.length) showError({ message: "No models are being served.", fix: "build one with `make model`" });
-  const wanted = params.get("model");
-  const match = models.find((m) => m.id === wanted);
-  if (match) ui.model.value = match.url;
-}
+const listModels = () => listModelsIn(ui, { kind: "chat", wanted: params.get("model"), fix: "build one with `make model`" });
 
 function onProgress(event) {
-  ui.progress.hidden = false;
-  const { stage, file, loaded, total } = event;
-  if (stage === "ready") ui.stats.title = event.fallbackDetail ?? "";
-  ui.progressLabel.textContent = `${stage}${file ? ` ${file}` : ""}`;
-  if (total) ui.progressBar.value = loaded / total;
+  if (event.stage === "ready") ui.stats.title = event.fallbackDetail ?? "";
+  showProgress(ui, event);
 }
 
 /** The sampling controls show the loaded model's defaults (its chat-config.json `sampling`). */

@@ -6,6 +6,7 @@
 // Page state is mirrored in document.body.dataset.state ("idle" | "loading" | "ready" |
 // "searching" | "error") so people and tests can see what the page is doing.
 import { createEngine } from "/dist/webbuild.js";
+import { clearError as clearErrorIn, listModels as listModelsIn, showError as showErrorIn, showProgress } from "./page_common.js";
 
 const DEFAULT_MODEL = "all-minilm-l6-v2-q0f32";
 const $ = (id) => document.getElementById(id);
@@ -26,39 +27,12 @@ function setState(state) {
   ui.model.disabled = ui.search.disabled;
 }
 
-function showError(err) {
-  ui.error.hidden = false;
-  ui.error.dataset.code = err?.code ?? "unknown";
-  ui.errorTitle.textContent = err?.code ? `Error (${err.code})` : "Error";
-  ui.errorMessage.textContent = err?.message ?? String(err);
-  ui.errorFix.textContent = err?.fix ? `How to fix: ${err.fix}` : "";
-}
+const showError = (err) => showErrorIn(ui, err);
+const clearError = () => clearErrorIn(ui);
 
-function clearError() {
-  ui.error.hidden = true;
-  delete ui.error.dataset.code;
-}
-
-async function listModels() {
-  const response = await fetch("/api/models");
-  const { models } = await response.json();
-  ui.model.replaceChildren();
-  for (const m of models.filter((entry) => entry.target === "webgpu" && entry.model_kind === "embedding")) {
-    const option = new Option(m.error ? `${m.id} (unavailable)` : m.id, m.url);
-    option.disabled = Boolean(m.error);
-    ui.model.append(option);
-  }
-  if (!ui.model.options.length) showError({ message: "No models are being served.", fix: "build one with `python -m webbuild build all-minilm-l6-v2`" });
-  const match = models.find((m) => m.id === (params.get("model") || DEFAULT_MODEL));
-  if (match) ui.model.value = match.url;
-}
-
-function onProgress(event) {
-  ui.progress.hidden = false;
-  const { stage, file, loaded, total } = event;
-  ui.progressLabel.textContent = `${stage}${file ? ` ${file}` : ""}`;
-  if (total) ui.progressBar.value = loaded / total;
-}
+const listModels = () => listModelsIn(ui, { kind: "embedding", wanted: params.get("model") || DEFAULT_MODEL,
+                                           fix: "build one with `python -m webbuild build all-minilm-l6-v2`" });
+const onProgress = (event) => showProgress(ui, event);
 
 /** The engine for the selected model, created on first use and replaced when the selection changes. */
 async function selectedEngine() {
