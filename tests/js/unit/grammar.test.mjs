@@ -6,6 +6,7 @@ import { fileURLToPath } from "node:url";
 
 import { applyBitmask, encodedVocab, GrammarEngine, loadXGrammar, vocabKind } from "../../../dist/modules/grammar.js";
 import { InvalidRequestError } from "../../../dist/modules/errors.js";
+import { byteLevelVocab } from "./byte_vocab.mjs";
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 const XGRAMMAR = path.join(here, "../../../dist/xgrammar.js");
@@ -40,12 +41,7 @@ test("applyBitmask: a clear bit bans the token", () => {
 
 /** A byte-level vocabulary: the 256 byte characters (GPT-2's table), then a stop token. */
 function byteLevelTokenizer() {
-  const vocab = {};
-  let extra = 0;
-  for (let b = 0; b < 256; b++) {
-    const printable = (b >= 0x21 && b <= 0x7e) || (b >= 0xa1 && b <= 0xac) || (b >= 0xae && b <= 0xff);
-    vocab[String.fromCharCode(printable ? b : 256 + extra++)] = b;
-  }
+  const vocab = byteLevelVocab();
   return { model: { type: "BPE", vocab, merges: [] }, decoder: { type: "ByteLevel" },
            added_tokens: [{ id: 256, content: "<|end|>", special: true }] };
 }

@@ -7,6 +7,7 @@ import { fileURLToPath } from "node:url";
 import { GrammarEngine, loadXGrammar } from "../../../dist/modules/grammar.js";
 import { LLMChatPipeline } from "../../../dist/modules/llm_chat_pipeline.js";
 import { validateRequest } from "../../../dist/modules/protocol.js";
+import { byteLevelVocab } from "./byte_vocab.mjs";
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 const XGRAMMAR = path.join(here, "../../../dist/xgrammar.js");
@@ -19,12 +20,7 @@ const LOWEST = -3.4028234663852886e38;  // what the WebGPU kernel writes (webbui
 
 /** A byte-level vocabulary: the 256 byte characters (GPT-2's table), a stop token, 3 unused ids. */
 function byteLevelTokenizer() {
-  const vocab = {};
-  let extra = 0;
-  for (let b = 0; b < 256; b++) {
-    const printable = (b >= 0x21 && b <= 0x7e) || (b >= 0xa1 && b <= 0xac) || (b >= 0xae && b <= 0xff);
-    vocab[String.fromCharCode(printable ? b : 256 + extra++)] = b;
-  }
+  const vocab = byteLevelVocab();
   return { model: { type: "BPE", vocab, merges: [] }, decoder: { type: "ByteLevel" },
            added_tokens: [{ id: STOP, content: "<|end|>", special: true }] };
 }

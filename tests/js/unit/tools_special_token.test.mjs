@@ -11,6 +11,7 @@ import { compactJsonContents, encodedVocab, GrammarEngine, loadXGrammar } from "
 import { Tokenizer } from "../../../dist/modules/tokenizer.js";
 import { TOOL_SYNTAXES } from "../../../dist/modules/tool_syntax.js";
 import { normalizeTools, ToolCallStream, toolGrammar } from "../../../dist/modules/tools.js";
+import { byteLevelVocab } from "./byte_vocab.mjs";
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 const XGRAMMAR = path.join(here, "../../../dist/xgrammar.js");
@@ -28,12 +29,7 @@ const ADD = { type: "function", function: { name: "add", parameters: {
 
 /** A byte-level BPE tokenizer: the 256 byte characters, then </s> and [TOOL_CALLS], both special. */
 function tokenizerJson() {
-  const vocab = {};
-  let extra = 0;
-  for (let b = 0; b < 256; b++) {
-    const printable = (b >= 0x21 && b <= 0x7e) || (b >= 0xa1 && b <= 0xac) || (b >= 0xae && b <= 0xff);
-    vocab[String.fromCharCode(printable ? b : 256 + extra++)] = b;
-  }
+  const vocab = byteLevelVocab();
   const added = (id, content) => ({ id, content, single_word: false, lstrip: false, rstrip: false, normalized: false,
                                     special: true });
   return { version: "1.0", added_tokens: [added(EOS, "</s>"), added(TOOL_CALLS, "[TOOL_CALLS]")], normalizer: null,
