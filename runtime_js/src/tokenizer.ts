@@ -94,16 +94,21 @@ export class Tokenizer {
     }
     const unk = (tokenizerJson as { model?: { unk_token?: unknown } }).model?.unk_token;
     this.unkId = typeof unk === "string" ? this.hf.token_to_id(unk) : undefined;
-    this.specialIds = new Set();
-    for (const [id, tok] of this.hf.get_added_tokens_decoder()) if (tok.special) this.specialIds.add(id);
     const template = this.chatTemplate;
     const syntax = template && /\btools\b/.test(template) ? detectToolSyntax(template) : null;
-    const syntaxTexts = new Set(syntax ? [syntax.trigger, syntax.open, syntax.close].filter(Boolean) : []);
+    const syntaxTexts = new Set(syntax ? [syntax.trigger, syntax.open, syntax.close] : []);
+    this.specialIds = new Set();
     this.keptSpecialIds = new Set();
+    const kept = new Set<string>();
     for (const [id, tok] of this.hf.get_added_tokens_decoder()) {
-      if (tok.special && syntaxTexts.has(tok.content)) this.keptSpecialIds.add(id);
+      if (!tok.special) continue;
+      this.specialIds.add(id);
+      if (syntaxTexts.has(tok.content)) {
+        this.keptSpecialIds.add(id);
+        kept.add(tok.content);
+      }
     }
-    this.keptSpecialTokens = new Set([...this.keptSpecialIds].map((id) => this.hf.id_to_token(id)!));
+    this.keptSpecialTokens = kept;
     this.templateTokens = {};
     for (const key of ["bos_token", "eos_token", "unk_token", "pad_token"]) {
       const text = tokenText(this.config[key]);
